@@ -1,0 +1,146 @@
+//! DenseNet (book §5.12): dense blocks whose convolutions each see the concatenation of all
+//! earlier outputs, and transition layers that halve channels, height and width between them.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use super::stem::{Stem, STEM_CHANNELS};
+use crate::nn::Trace;
+
+/// The book's configuration: 4 dense blocks of 4 convolutions, growth rate 32.
+pub const CONVS_PER_BLOCK: [usize; 4] = [4, 4, 4, 4];
+pub const GROWTH_RATE: usize = 32;
+
+/// `conv_block(in, out)`: BN → ReLU → conv 3×3 pad 1.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    bn: BatchNorm,
+    conv: Conv2d,
+}
+
+pub fn conv_block(in_channels: usize, out_channels: usize, device: &Device) -> ConvBlock {
+    ConvBlock {
+        bn: BatchNormConfig::new(in_channels).init(device),
+        conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device),
+    }
+}
+
+impl ConvBlock {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.conv.forward(relu(self.bn.forward(x)))
+    }
+}
+
+/// `DenseBlock(num_convs, in, out)`: each conv block's output is concatenated onto its input
+/// along the channels, so the block adds `num_convs × out` channels.
+#[derive(Module, Debug)]
+pub struct DenseBlock {
+    net: Vec<ConvBlock>,
+}
+
+impl DenseBlock {
+    pub fn new(num_convs: usize, in_channels: usize, out_channels: usize, device: &Device) -> Self {
+        let net = (0..num_convs).map(|i| conv_block(in_channels + i * out_channels, out_channels, device)).collect();
+        Self { net }
+    }
+
+    pub fn out_channels(in_channels: usize, num_convs: usize, out_channels: usize) -> usize {
+        in_channels + num_convs * out_channels
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.net.iter().fold(x, |x, blk| {
+            let y = blk.forward(x.clone());
+            Tensor::cat(vec![x, y], 1)
+        })
+    }
+}
+
+/// `transition_block(in, out)`: BN → ReLU → conv 1×1 → avg-pool 2×2 stride 2.
+#[derive(Module, Debug)]
+pub struct TransitionBlock {
+    bn: BatchNorm,
+    conv: Conv2d,
+    pool: AvgPool2d,
+}
+
+pub fn transition_block(in_channels: usize, out_channels: usize, device: &Device) -> TransitionBlock {
+    TransitionBlock {
+        bn: BatchNormConfig::new(in_channels).init(device),
+        conv: Conv2dConfig::new([in_channels, out_channels], [1, 1]).init(device),
+        pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+    }
+}
+
+impl TransitionBlock {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.pool.forward(self.conv.forward(relu(self.bn.forward(x))))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct DenseNet {
+    stem: Stem,
+    dense_blocks: Vec<DenseBlock>,
+    transitions: Vec<TransitionBlock>,
+    bn: BatchNorm,
+    global_avg_pool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl DenseNet {
+    pub fn new(device: &Device) -> Self {
+        let mut channels = STEM_CHANNELS;
+        let (mut dense_blocks, mut transitions) = (Vec::new(), Vec::new());
+        for (i, &num_convs) in CONVS_PER_BLOCK.iter().enumerate() {
+            dense_blocks.push(DenseBlock::new(num_convs, channels, GROWTH_RATE, device));
+            channels = DenseBlock::out_channels(channels, num_convs, GROWTH_RATE);
+            // A transition layer halving the channels between dense blocks.
+            if i != CONVS_PER_BLOCK.len() - 1 {
+                transitions.push(transition_block(channels, channels / 2, device));
+                channels /= 2;
+            }
+        }
+        Self {
+            stem: Stem::new(device),
+            dense_blocks,
+            transitions,
+            bn: BatchNormConfig::new(channels).init(device),
+            global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(channels, 10).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+        let mut x = self.stem.forward(x, t);
+        for (i, block) in self.dense_blocks.iter().enumerate() {
+            x = block.forward(x);
+            t.named(&format!("DenseBlock_{i}"), &x, block);
+            if let Some(transition) = self.transitions.get(i) {
+                x = transition.forward(x);
+                t.named(&format!("transition_block_{i}"), &x, transition);
+            }
+        }
+        let x = self.bn.forward(x);
+        t.named("BN", &x, &self.bn);
+        let x = relu(x);
+        t.named_stateless("relu", &x);
+        let x = self.global_avg_pool.forward(x);
+        t.named_stateless("global_avg_pool", &x);
+        let x = self.fc.forward(x.flatten(1, 3));
+        t.named("fc", &x, &self.fc);
+        x
+    }
+
+    /// Smallest input height/width the network can take: each of the three transitions
+    /// halves the stem's output (rounding down), which must not reach 0.
+    pub fn min_input() -> usize {
+        let fits = |s| Stem::output_size(s).is_some_and(|o| o >> (CONVS_PER_BLOCK.len() - 1) >= 1);
+        (1..).find(|&s| fits(s)).unwrap()
+    }
+}

@@ -1,0 +1,94 @@
+//! LeNet (book §5.5) and LeNet with batch normalization (§5.10): batch normalization after
+//! every convolution and linear layer except the last, before the sigmoid.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
+
+use crate::nn::batch_norm::{Rank, StatisticsAxes};
+use crate::nn::norm::NormKind;
+use crate::nn::{Norm, Trace};
+
+/// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
+/// features for the first linear layer.
+pub const LENET_INPUT: usize = 28;
+
+#[derive(Module, Debug)]
+pub struct LeNet {
+    conv1: Conv2d,
+    norm1: Option<Norm>,
+    conv2: Conv2d,
+    norm2: Option<Norm>,
+    pool: MaxPool2d,
+    fc1: Linear,
+    norm3: Option<Norm>,
+    fc2: Linear,
+    norm4: Option<Norm>,
+    fc3: Linear,
+}
+
+impl LeNet {
+    /// `norm: None` is the plain LeNet of §5.5.
+    pub fn new(norm: Option<NormKind>, device: &Device) -> Self {
+        let norm_of = |features| norm.map(|kind| Norm::new(kind, features, device));
+        Self {
+            conv1: Conv2dConfig::new([1, 6], [5, 5]).init(device),
+            norm1: norm_of(6),
+            conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
+            norm2: norm_of(16),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            fc1: LinearConfig::new(16 * 4 * 4, 120).init(device),
+            norm3: norm_of(120),
+            fc2: LinearConfig::new(120, 84).init(device),
+            norm4: norm_of(84),
+            fc3: LinearConfig::new(84, 10).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+        let x = self.conv_stage(x, &self.conv1, &self.norm1, t);
+        let x = self.conv_stage(x, &self.conv2, &self.norm2, t);
+        let x: Tensor<2> = x.flatten(1, 3);
+        t.stateless(&x);
+        let x = dense_stage(x, &self.fc1, &self.norm3, t);
+        let x = dense_stage(x, &self.fc2, &self.norm4, t);
+        let x = self.fc3.forward(x);
+        t.layer(&x, &self.fc3);
+        x
+    }
+
+    /// conv → [BN] → sigmoid → max-pool 2×2.
+    fn conv_stage(&self, x: Tensor<4>, conv: &Conv2d, norm: &Option<Norm>, t: &mut Trace) -> Tensor<4> {
+        let x = conv.forward(x);
+        t.layer(&x, conv);
+        let x = maybe_norm(x, norm, t);
+        let x = sigmoid(x);
+        t.stateless(&x);
+        let x = self.pool.forward(x);
+        t.stateless(&x);
+        x
+    }
+}
+
+/// linear → [BN] → sigmoid.
+fn dense_stage(x: Tensor<2>, linear: &Linear, norm: &Option<Norm>, t: &mut Trace) -> Tensor<2> {
+    let x = linear.forward(x);
+    t.layer(&x, linear);
+    let x = maybe_norm(x, norm, t);
+    let x = sigmoid(x);
+    t.stateless(&x);
+    x
+}
+
+/// Batch normalization where the variant has it; the plain LeNet passes `x` through.
+fn maybe_norm<const D: usize>(x: Tensor<D>, norm: &Option<Norm>, t: &mut Trace) -> Tensor<D>
+where
+    Rank<D>: StatisticsAxes,
+{
+    let Some(norm) = norm else { return x };
+    let x = norm.forward(x);
+    t.layer(&x, norm);
+    x
+}

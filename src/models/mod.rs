@@ -1,0 +1,152 @@
+//! The book's networks, and [`Network`], the one type the training loop and CLI work with.
+
+pub mod densenet;
+pub mod lenet;
+pub mod resnet;
+pub mod stem;
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::prelude::*;
+
+pub use densenet::{conv_block, transition_block, DenseBlock, DenseNet};
+pub use lenet::LeNet;
+pub use resnet::{Residual, ResNet18, ResnetBlock};
+
+use crate::nn::norm::NormKind;
+use crate::nn::{LayerRow, Trace};
+
+/// The networks deepcnn can build, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelKind {
+    /// LeNet with sigmoid and max-pooling (§5.5).
+    LeNet,
+    /// LeNet with deepcnn's from-scratch batch normalization (§5.10.3).
+    LeNetBnScratch,
+    /// LeNet with burn's built-in batch normalization (§5.10.4).
+    LeNetBn,
+    /// ResNet-18 (§5.11).
+    ResNet18,
+    /// DenseNet (§5.12).
+    DenseNet,
+}
+
+impl ModelKind {
+    pub const ALL: [ModelKind; 5] =
+        [ModelKind::LeNet, ModelKind::LeNetBnScratch, ModelKind::LeNetBn, ModelKind::ResNet18, ModelKind::DenseNet];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::LeNet => "lenet",
+            ModelKind::LeNetBnScratch => "lenet-bn-scratch",
+            ModelKind::LeNetBn => "lenet-bn",
+            ModelKind::ResNet18 => "resnet18",
+            ModelKind::DenseNet => "densenet",
+        }
+    }
+
+    /// The image size trained on when no `--resize` is given: 28 (Fashion-MNIST's own), except
+    /// DenseNet, which cannot take 28×28 and is trained at the book's 96×96.
+    pub fn default_train_size(self) -> usize {
+        match self {
+            ModelKind::DenseNet => 96,
+            _ => 28,
+        }
+    }
+
+    /// The input size `summary` uses by default: the one the book prints the network at.
+    pub fn default_summary_size(self) -> usize {
+        match self {
+            ModelKind::ResNet18 => 224,
+            ModelKind::DenseNet => 96,
+            _ => lenet::LENET_INPUT,
+        }
+    }
+
+    /// Checks that the network can take `size`×`size` images.
+    pub fn check_input(self, size: usize) -> Result<(), InputSizeError> {
+        let ok = match self {
+            ModelKind::LeNet | ModelKind::LeNetBnScratch | ModelKind::LeNetBn => size == lenet::LENET_INPUT,
+            ModelKind::ResNet18 => size >= ResNet18::min_input(),
+            ModelKind::DenseNet => size >= DenseNet::min_input(),
+        };
+        if ok {
+            return Ok(());
+        }
+        let (bound, min) = match self {
+            ModelKind::ResNet18 => ("at least", ResNet18::min_input()),
+            ModelKind::DenseNet => ("at least", DenseNet::min_input()),
+            _ => ("exactly", lenet::LENET_INPUT),
+        };
+        let needs = format!("{bound} {min}×{min}");
+        Err(InputSizeError { model: self, size, needs })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{model} cannot take {size}×{size} images: it needs {needs} (see --resize)")]
+pub struct InputSizeError {
+    pub model: ModelKind,
+    pub size: usize,
+    pub needs: String,
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ModelKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let names: Vec<_> = ModelKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown model '{s}' (choose one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// Any of the book's networks: N×1×S×S images in, N×10 logits out.
+#[derive(Module, Debug)]
+pub enum Network {
+    LeNet(LeNet),
+    ResNet18(ResNet18),
+    DenseNet(DenseNet),
+}
+
+impl Network {
+    pub fn new(kind: ModelKind, device: &Device) -> Self {
+        match kind {
+            ModelKind::LeNet => Network::LeNet(LeNet::new(None, device)),
+            ModelKind::LeNetBnScratch => Network::LeNet(LeNet::new(Some(NormKind::Scratch), device)),
+            ModelKind::LeNetBn => Network::LeNet(LeNet::new(Some(NormKind::Builtin), device)),
+            ModelKind::ResNet18 => Network::ResNet18(ResNet18::new(device)),
+            ModelKind::DenseNet => Network::DenseNet(DenseNet::new(device)),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_traced(x, &mut Trace::off())
+    }
+
+    /// Each top-level layer's output shape and trainable parameter count for one
+    /// 1×1×`size`×`size` input, as the book prints them. The network should live on an
+    /// autodiff device, where trainable parameters can be told from BN's moving statistics.
+    pub fn summary(&self, size: usize) -> Vec<LayerRow> {
+        let device = self.devices().into_iter().next().unwrap_or_default();
+        let mut trace = Trace::on();
+        self.forward_traced(Tensor::zeros([1, 1, size, size], &device), &mut trace);
+        trace.rows()
+    }
+
+    fn forward_traced(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+        match self {
+            Network::LeNet(net) => net.forward(x, t),
+            Network::ResNet18(net) => net.forward(x, t),
+            Network::DenseNet(net) => net.forward(x, t),
+        }
+    }
+}

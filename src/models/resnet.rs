@@ -1,0 +1,121 @@
+//! ResNet-18 (book §5.11): residual blocks of two 3×3 convolutions with batch normalization,
+//! a shortcut that is a 1×1 convolution where the shape changes, four stages of two blocks
+//! (64, 128, 256, 512 channels), global average pooling and a linear classifier.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use super::stem::Stem;
+use crate::nn::Trace;
+
+/// `Residual(in, out, use_1x1conv, stride)`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
+#[derive(Module, Debug)]
+pub struct Residual {
+    conv1: Conv2d,
+    bn1: BatchNorm,
+    conv2: Conv2d,
+    bn2: BatchNorm,
+    conv3: Option<Conv2d>,
+}
+
+impl Residual {
+    pub fn new(in_channels: usize, out_channels: usize, use_1x1conv: bool, stride: usize, device: &Device) -> Self {
+        let conv3x3 = |cin, s| {
+            Conv2dConfig::new([cin, out_channels], [3, 3])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        Self {
+            conv1: conv3x3(in_channels, stride),
+            bn1: BatchNormConfig::new(out_channels).init(device),
+            conv2: conv3x3(out_channels, 1),
+            bn2: BatchNormConfig::new(out_channels).init(device),
+            conv3: use_1x1conv.then(|| {
+                Conv2dConfig::new([in_channels, out_channels], [1, 1]).with_stride([stride, stride]).init(device)
+            }),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let y = self.bn2.forward(self.conv2.forward(y));
+        let x = match &self.conv3 {
+            Some(conv3) => conv3.forward(x),
+            None => x,
+        };
+        relu(y + x)
+    }
+}
+
+/// `resnet_block(in, out, num_residuals, first_block)`: the first block of every stage but
+/// the first halves height and width and changes the channel count.
+#[derive(Module, Debug)]
+pub struct ResnetBlock {
+    residuals: Vec<Residual>,
+}
+
+impl ResnetBlock {
+    pub fn new(in_channels: usize, out_channels: usize, num_residuals: usize, first_block: bool, device: &Device) -> Self {
+        assert!(!first_block || in_channels == out_channels, "the first stage keeps its channel count");
+        let residuals = (0..num_residuals)
+            .map(|i| match i == 0 && !first_block {
+                true => Residual::new(in_channels, out_channels, true, 2, device),
+                false => Residual::new(out_channels, out_channels, false, 1, device),
+            })
+            .collect();
+        Self { residuals }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.residuals.iter().fold(x, |x, residual| residual.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet18 {
+    stem: Stem,
+    stages: Vec<ResnetBlock>,
+    global_avg_pool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl ResNet18 {
+    pub fn new(device: &Device) -> Self {
+        let stages = vec![
+            ResnetBlock::new(64, 64, 2, true, device),
+            ResnetBlock::new(64, 128, 2, false, device),
+            ResnetBlock::new(128, 256, 2, false, device),
+            ResnetBlock::new(256, 512, 2, false, device),
+        ];
+        Self {
+            stem: Stem::new(device),
+            stages,
+            global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(512, 10).init(device),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+        let mut x = self.stem.forward(x, t);
+        for (i, stage) in self.stages.iter().enumerate() {
+            x = stage.forward(x);
+            t.named(&format!("resnet_block{}", i + 1), &x, stage);
+        }
+        let x = self.global_avg_pool.forward(x);
+        t.named_stateless("global_avg_pool", &x);
+        let x = self.fc.forward(x.flatten(1, 3));
+        t.named("fc", &x, &self.fc);
+        x
+    }
+
+    /// Smallest input height/width the network can take.
+    pub fn min_input() -> usize {
+        // Each of the three downsampling stages maps s to ⌈s/2⌉ (3×3, stride 2, pad 1), so any
+        // stem output of at least 1 pixel works.
+        (1..).find(|&s| Stem::output_size(s).is_some_and(|o| o >= 1)).unwrap()
+    }
+}

@@ -1,0 +1,60 @@
+//! The input stem ResNet and DenseNet share: conv 64@7×7 stride 2 pad 3, BN, ReLU,
+//! max-pool 3×3 stride 2 pad 1 (a quarter of the input's height and width).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+
+use crate::nn::Trace;
+
+pub const STEM_CHANNELS: usize = 64;
+
+#[derive(Module, Debug)]
+pub struct Stem {
+    conv: Conv2d,
+    bn: BatchNorm,
+    pool: MaxPool2d,
+}
+
+impl Stem {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([1, STEM_CHANNELS], [7, 7])
+                .with_stride([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
+                .init(device),
+            bn: BatchNormConfig::new(STEM_CHANNELS).init(device),
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+        }
+    }
+
+    /// Printed as the book's layers 0 to 3.
+    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        t.layer(&x, &self.conv);
+        let x = self.bn.forward(x);
+        t.layer(&x, &self.bn);
+        let x = relu(x);
+        t.stateless(&x);
+        let x = self.pool.forward(x);
+        t.stateless(&x);
+        x
+    }
+
+    /// Output height (= width) for an input of `size`: `None` where the input is too small.
+    pub fn output_size(size: usize) -> Option<usize> {
+        let conv = conv_out(size, 7, 2, 3)?;
+        conv_out(conv, 3, 2, 1)
+    }
+}
+
+/// Output size of a convolution or pooling window, `None` if the window does not fit.
+pub fn conv_out(size: usize, kernel: usize, stride: usize, pad: usize) -> Option<usize> {
+    let padded = size + 2 * pad;
+    (size > 0 && padded >= kernel).then(|| (padded - kernel) / stride + 1)
+}

@@ -1,0 +1,10 @@
+//! Layers written for deepcnn: batch normalization from scratch, and the small pieces the
+//! networks share.
+
+pub mod batch_norm;
+pub mod norm;
+pub mod trace;
+
+pub use batch_norm::{BatchNorm, BatchNormConfig};
+pub use norm::Norm;
+pub use trace::{LayerRow, Trace};

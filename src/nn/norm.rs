@@ -1,0 +1,40 @@
+//! A batch-normalization slot that holds either implementation, so one network definition
+//! serves both of the book's LeNet variants.
+
+use burn::prelude::*;
+
+use super::batch_norm::{BatchNorm, BatchNormConfig, Rank, StatisticsAxes};
+
+/// Which batch normalization to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// deepcnn's [`BatchNorm`], written from tensor operations.
+    Scratch,
+    /// burn's `nn::BatchNorm`.
+    Builtin,
+}
+
+#[derive(Module, Debug)]
+pub enum Norm {
+    Scratch(BatchNorm),
+    Builtin(burn::nn::BatchNorm),
+}
+
+impl Norm {
+    pub fn new(kind: NormKind, features: usize, device: &Device) -> Self {
+        match kind {
+            NormKind::Scratch => Norm::Scratch(BatchNormConfig::new(features).init(device)),
+            NormKind::Builtin => Norm::Builtin(burn::nn::BatchNormConfig::new(features).init(device)),
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>
+    where
+        Rank<D>: StatisticsAxes,
+    {
+        match self {
+            Norm::Scratch(bn) => bn.forward(x),
+            Norm::Builtin(bn) => bn.forward(x),
+        }
+    }
+}

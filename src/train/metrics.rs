@@ -1,0 +1,81 @@
+//! What one epoch of training reports.
+
+use std::fmt;
+
+/// One epoch's numbers, printed like the book's `train_ch5`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean training cross-entropy over the epoch's examples.
+    pub loss: f64,
+    pub train_accuracy: f64,
+    /// On the whole test split, in evaluation mode (BN moving averages).
+    pub test_accuracy: f64,
+    /// Wall time of the epoch, training and test evaluation together (as the book times it).
+    pub seconds: f64,
+    /// Training throughput: training examples / training time (evaluation excluded).
+    pub examples_per_sec: f64,
+}
+
+impl fmt::Display for EpochMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "epoch {}, loss {:.4}, train acc {:.3}, test acc {:.3}, {:.1} s, {:.0} examples/sec",
+            self.epoch, self.loss, self.train_accuracy, self.test_accuracy, self.seconds, self.examples_per_sec
+        )
+    }
+}
+
+/// Running sums over the batches of an epoch or an evaluation pass.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    pub examples: usize,
+    pub correct: usize,
+    pub loss_sum: f64,
+}
+
+impl Tally {
+    /// Adds a batch of `examples` whose mean loss was `mean_loss`.
+    pub fn add(&mut self, examples: usize, correct: usize, mean_loss: f64) {
+        self.examples += examples;
+        self.correct += correct;
+        self.loss_sum += mean_loss * examples as f64;
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.examples.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.examples.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prints_like_the_book() {
+        let m = EpochMetrics {
+            epoch: 3,
+            loss: 0.31214,
+            train_accuracy: 0.8871,
+            test_accuracy: 0.8719,
+            seconds: 14.24,
+            examples_per_sec: 4231.4,
+        };
+        assert_eq!(m.to_string(), "epoch 3, loss 0.3121, train acc 0.887, test acc 0.872, 14.2 s, 4231 examples/sec");
+    }
+
+    #[test]
+    fn tally_weights_batches_by_size() {
+        let mut t = Tally::default();
+        t.add(3, 3, 1.0);
+        t.add(1, 0, 5.0);
+        assert_eq!(t.mean_loss(), 2.0);
+        assert_eq!(t.accuracy(), 0.75);
+    }
+}
