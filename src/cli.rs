@@ -33,21 +33,21 @@ pub struct TrainArgs {
     /// lenet, lenet-bn-scratch, lenet-bn, resnet18 or densenet.
     #[arg(long)]
     pub model: ModelKind,
-    #[arg(long, default_value_t = 5, value_parser = positive)]
+    #[arg(long, default_value_t = 5, value_parser = positive, allow_negative_numbers = true)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 256, value_parser = positive)]
+    #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 0.001, value_parser = learning_rate)]
+    #[arg(long, default_value_t = 0.001, value_parser = learning_rate, allow_negative_numbers = true)]
     pub lr: f64,
     /// Resize images to S×S (bilinear). Default: 28, or 96 for densenet (the book's size).
-    #[arg(long, value_name = "S", value_parser = positive)]
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub resize: Option<usize>,
     /// Seed for weight initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Train on the first N training examples only (the test set stays whole).
-    #[arg(long, value_name = "N", value_parser = positive)]
+    #[arg(long, value_name = "N", value_parser = positive, allow_negative_numbers = true)]
     pub limit: Option<usize>,
     /// Directory with the Fashion-MNIST IDX files (raw or .gz).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
@@ -59,7 +59,7 @@ pub struct SummaryArgs {
     #[arg(long)]
     pub model: ModelKind,
     /// Input height and width. Default: the book's (28 for LeNet, 224 for resnet18, 96 for densenet).
-    #[arg(long, value_name = "S", value_parser = positive)]
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub input: Option<usize>,
 }
 

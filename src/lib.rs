@@ -13,3 +13,6 @@ pub mod data;
 pub mod models;
 pub mod nn;
 pub mod train;
+
+#[cfg(test)]
+mod test_util;

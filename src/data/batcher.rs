@@ -79,9 +79,9 @@ mod tests {
         let data = Dataset::from_parts(2, 2, vec![0, 255, 51, 102, 1, 2, 3, 4], vec![3, 7]).unwrap();
         let b = Batcher::new(None, &Device::flex()).batch(&data, &[1, 0]);
         assert_eq!(b.images.dims(), [2, 1, 2, 2]);
-        let px = b.images.into_data().to_vec::<f32>().unwrap();
+        let px = b.images.into_data().try_to_vec::<f32>().unwrap();
         assert_eq!(&px[4..], &[0.0, 1.0, 0.2, 0.4]);
-        assert_eq!(b.labels.into_data().to_vec::<i64>().unwrap(), vec![7, 3]);
+        assert_eq!(b.labels.into_data().convert::<i64>().try_to_vec::<i64>().unwrap(), vec![7, 3]);
     }
 
     #[test]
@@ -91,7 +91,7 @@ mod tests {
         let data = Dataset::from_parts(2, 2, vec![0, 255, 0, 255], vec![0]).unwrap();
         let b = Batcher::new(Some(4), &Device::flex()).batch(&data, &[0]);
         assert_eq!(b.images.dims(), [1, 1, 4, 4]);
-        let px = b.images.into_data().to_vec::<f32>().unwrap();
+        let px = b.images.into_data().try_to_vec::<f32>().unwrap();
         for (got, want) in px[..4].iter().zip([0.0, 0.25, 0.75, 1.0]) {
             assert!((got - want).abs() < 1e-6, "{:?}", &px[..4]);
         }

@@ -3,6 +3,7 @@
 pub mod batcher;
 pub mod fashion_mnist;
 pub mod idx;
+pub mod synthetic;
 
 pub use batcher::{Batch, Batcher};
 pub use fashion_mnist::{DataError, Dataset, FashionMnist, CLASS_NAMES, DEFAULT_DATA_DIR, NUM_CLASSES};

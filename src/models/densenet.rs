@@ -144,3 +144,35 @@ impl DenseNet {
         (1..).find(|&s| fits(s)).unwrap()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_block_concatenates_like_the_book() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([4, 3, 8, 8], &device);
+        let y = DenseBlock::new(2, 3, 10, &device).forward(x);
+        assert_eq!(y.dims(), [4, 23, 8, 8]);
+        assert_eq!(transition_block(23, 10, &device).forward(y).dims(), [4, 10, 4, 4]);
+    }
+
+    #[test]
+    fn three_convs_of_eight_channels_on_three_give_27() {
+        // The chapter's exercise: 3 + 3 × 8.
+        let device = Device::flex();
+        assert_eq!(DenseBlock::out_channels(3, 3, 8), 27);
+        let y = DenseBlock::new(3, 3, 8, &device).forward(Tensor::ones([1, 3, 4, 4], &device));
+        assert_eq!(y.dims()[1], 27);
+    }
+
+    #[test]
+    fn smallest_input_runs_and_one_less_cannot() {
+        let device = Device::flex();
+        let min = DenseNet::min_input();
+        assert_eq!(min, 29, "28×28 Fashion-MNIST needs resizing for DenseNet");
+        let logits = DenseNet::new(&device).forward(Tensor::zeros([1, 1, min, min], &device), &mut Trace::off());
+        assert_eq!(logits.dims(), [1, 10]);
+    }
+}

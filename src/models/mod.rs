@@ -150,3 +150,117 @@ impl Network {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer_shapes(kind: ModelKind, size: usize) -> (Vec<(String, Vec<usize>)>, usize) {
+        let rows = Network::new(kind, &Device::flex().autodiff()).summary(size);
+        let params = rows.iter().map(|r| r.params).sum();
+        (rows.into_iter().map(|r| (r.name, r.shape)).collect(), params)
+    }
+
+    fn expected(rows: &[(&str, &[usize])]) -> Vec<(String, Vec<usize>)> {
+        rows.iter().map(|(n, s)| (n.to_string(), s.to_vec())).collect()
+    }
+
+    #[test]
+    fn resnet18_layer_shapes_at_224_match_the_book() {
+        let (got, params) = layer_shapes(ModelKind::ResNet18, 224);
+        let want = expected(&[
+            ("0", &[1, 64, 112, 112]),
+            ("1", &[1, 64, 112, 112]),
+            ("2", &[1, 64, 112, 112]),
+            ("3", &[1, 64, 56, 56]),
+            ("resnet_block1", &[1, 64, 56, 56]),
+            ("resnet_block2", &[1, 128, 28, 28]),
+            ("resnet_block3", &[1, 256, 14, 14]),
+            ("resnet_block4", &[1, 512, 7, 7]),
+            ("global_avg_pool", &[1, 512, 1, 1]),
+            ("fc", &[1, 10]),
+        ]);
+        assert_eq!(got, want);
+        // What PyTorch counts for the book's ResNet-18 (1 input channel, 10 classes): BN's
+        // moving statistics are buffers, not parameters.
+        assert_eq!(params, 11_178_378);
+    }
+
+    #[test]
+    fn densenet_layer_shapes_at_96_match_the_book() {
+        let (got, params) = layer_shapes(ModelKind::DenseNet, 96);
+        let want = expected(&[
+            ("0", &[1, 64, 48, 48]),
+            ("1", &[1, 64, 48, 48]),
+            ("2", &[1, 64, 48, 48]),
+            ("3", &[1, 64, 24, 24]),
+            ("DenseBlock_0", &[1, 192, 24, 24]),
+            ("transition_block_0", &[1, 96, 12, 12]),
+            ("DenseBlock_1", &[1, 224, 12, 12]),
+            ("transition_block_1", &[1, 112, 6, 6]),
+            ("DenseBlock_2", &[1, 240, 6, 6]),
+            ("transition_block_2", &[1, 120, 3, 3]),
+            ("DenseBlock_3", &[1, 248, 3, 3]),
+            ("BN", &[1, 248, 3, 3]),
+            ("relu", &[1, 248, 3, 3]),
+            ("global_avg_pool", &[1, 248, 1, 1]),
+            ("fc", &[1, 10]),
+        ]);
+        assert_eq!(got, want);
+        assert_eq!(params, 758_226);
+    }
+
+    #[test]
+    fn lenet_bn_layers_match_the_books_sequential() {
+        let (got, params) = layer_shapes(ModelKind::LeNetBnScratch, 28);
+        let shapes: Vec<Vec<usize>> = got.iter().map(|(_, s)| s.clone()).collect();
+        let want: Vec<Vec<usize>> = [
+            &[1, 6, 24, 24][..],
+            &[1, 6, 24, 24],
+            &[1, 6, 24, 24],
+            &[1, 6, 12, 12],
+            &[1, 16, 8, 8],
+            &[1, 16, 8, 8],
+            &[1, 16, 8, 8],
+            &[1, 16, 4, 4],
+            &[1, 256],
+            &[1, 120],
+            &[1, 120],
+            &[1, 120],
+            &[1, 84],
+            &[1, 84],
+            &[1, 84],
+            &[1, 10],
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        assert_eq!(shapes, want);
+        assert_eq!(got.last().unwrap().0, "15");
+        // 44,426 weights and biases + 2 × (6 + 16 + 120 + 84) for γ and β.
+        assert_eq!(params, 44_426 + 452);
+        // Both BN variants have the same trainable parameters; plain LeNet lacks γ and β.
+        assert_eq!(layer_shapes(ModelKind::LeNetBn, 28).1, params);
+        assert_eq!(layer_shapes(ModelKind::LeNet, 28).1, 44_426);
+    }
+
+    #[test]
+    fn input_sizes_are_checked() {
+        assert!(ModelKind::LeNetBn.check_input(28).is_ok());
+        assert!(ModelKind::ResNet18.check_input(28).is_ok());
+        assert!(ModelKind::DenseNet.check_input(96).is_ok());
+        let err = ModelKind::DenseNet.check_input(28).unwrap_err().to_string();
+        assert_eq!(err, "densenet cannot take 28×28 images: it needs at least 29×29 (see --resize)");
+        let err = ModelKind::LeNet.check_input(96).unwrap_err().to_string();
+        assert!(err.contains("exactly 28×28"), "{err}");
+    }
+
+    #[test]
+    fn model_names_round_trip() {
+        for kind in ModelKind::ALL {
+            assert_eq!(kind.name().parse::<ModelKind>(), Ok(kind));
+        }
+        let err = "resnet50".parse::<ModelKind>().unwrap_err();
+        assert!(err.contains("lenet-bn-scratch") && err.contains("densenet"), "{err}");
+    }
+}

@@ -119,3 +119,23 @@ impl ResNet18 {
         (1..).find(|&s| Stem::output_size(s).is_some_and(|o| o >= 1)).unwrap()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn residual_keeps_or_halves_the_shape_like_the_book() {
+        let device = Device::flex();
+        let x = Tensor::<4>::ones([4, 3, 6, 6], &device);
+        assert_eq!(Residual::new(3, 3, false, 1, &device).forward(x.clone()).dims(), [4, 3, 6, 6]);
+        assert_eq!(Residual::new(3, 6, true, 2, &device).forward(x).dims(), [4, 6, 3, 3]);
+    }
+
+    #[test]
+    fn resnet18_takes_fashion_mnist_sized_input() {
+        let device = Device::flex();
+        let logits = ResNet18::new(&device).forward(Tensor::zeros([2, 1, 28, 28], &device), &mut Trace::off());
+        assert_eq!(logits.dims(), [2, 10]);
+    }
+}

@@ -151,3 +151,187 @@ fn broadcastable<const D: usize>(v: Tensor<1>) -> Tensor<D> {
     shape[1] = v.dims()[0];
     v.reshape(shape)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::{assert_close, values};
+    use burn::tensor::Distribution;
+
+    const EPS: f32 = 1e-5;
+
+    fn training_device() -> Device {
+        Device::flex().autodiff()
+    }
+
+    fn bn_with(gamma: [f32; 2], beta: [f32; 2], device: &Device) -> BatchNorm {
+        let mut bn = BatchNormConfig::new(2).init(device);
+        bn.gamma = Param::from_tensor(Tensor::from_floats(gamma, device));
+        bn.beta = Param::from_tensor(Tensor::from_floats(beta, device));
+        bn
+    }
+
+    #[test]
+    fn dense_input_by_hand() {
+        let device = training_device();
+        let bn = bn_with([2.0, 3.0], [1.0, -1.0], &device);
+        // Two examples, two features: means [2, 4], biased variances [1, 4].
+        let x = Tensor::<2>::from_floats([[1.0, 2.0], [3.0, 6.0]], &device);
+        let (s0, s1) = ((1.0 + EPS).sqrt(), (4.0 + EPS).sqrt());
+        let want = [1.0 - 2.0 / s0, -1.0 - 3.0 * 2.0 / s1, 1.0 + 2.0 / s0, -1.0 + 3.0 * 2.0 / s1];
+        assert_close(&values(bn.forward(x.clone())), &want, 1e-6, "training output");
+
+        // moving = 0.9·moving + 0.1·batch, from mean 0 and variance 1.
+        assert_close(&values(bn.moving_mean.value_sync()), &[0.2, 0.4], 1e-7, "moving mean");
+        assert_close(&values(bn.moving_var.value_sync()), &[1.0, 1.3], 1e-7, "moving var");
+
+        // Evaluation normalises with the moving averages.
+        let eval = bn.valid();
+        let (m0, m1) = ((1.0 + EPS).sqrt(), (1.3 + EPS).sqrt());
+        let want = [
+            2.0 * (1.0 - 0.2) / m0 + 1.0,
+            3.0 * (2.0 - 0.4) / m1 - 1.0,
+            2.0 * (3.0 - 0.2) / m0 + 1.0,
+            3.0 * (6.0 - 0.4) / m1 - 1.0,
+        ];
+        assert_close(&values(eval.forward(x.inner())), &want, 1e-6, "evaluation output");
+    }
+
+    #[test]
+    fn conv_input_by_hand() {
+        let device = training_device();
+        let bn = bn_with([1.0, 0.5], [0.0, 2.0], &device);
+        // N=2, C=2, H=1, W=2. Channel 0 holds 1, 3, 5, 7 (mean 4, variance 5); channel 1 holds
+        // 0, 0, 4, 4 (mean 2, variance 4): statistics pool over N, H and W together.
+        let x = Tensor::<4>::from_floats([[[[1.0, 3.0]], [[0.0, 0.0]]], [[[5.0, 7.0]], [[4.0, 4.0]]]], &device);
+        let (s0, s1) = ((5.0 + EPS).sqrt(), (4.0 + EPS).sqrt());
+        let c0 = |v: f32| (v - 4.0) / s0;
+        let c1 = |v: f32| 0.5 * (v - 2.0) / s1 + 2.0;
+        let want = [c0(1.0), c0(3.0), c1(0.0), c1(0.0), c0(5.0), c0(7.0), c1(4.0), c1(4.0)];
+        assert_close(&values(bn.forward(x.clone())), &want, 1e-6, "training output");
+        assert_close(&values(bn.moving_mean.value_sync()), &[0.4, 0.2], 1e-7, "moving mean");
+        assert_close(&values(bn.moving_var.value_sync()), &[1.4, 1.3], 1e-6, "moving var");
+
+        let eval = bn.valid();
+        let (m0, m1) = ((1.4 + EPS).sqrt(), (1.3 + EPS).sqrt());
+        let e0 = |v: f32| (v - 0.4) / m0;
+        let e1 = |v: f32| 0.5 * (v - 0.2) / m1 + 2.0;
+        let want = [e0(1.0), e0(3.0), e1(0.0), e1(0.0), e0(5.0), e0(7.0), e1(4.0), e1(4.0)];
+        assert_close(&values(eval.forward(x.inner())), &want, 1e-6, "evaluation output");
+    }
+
+    #[test]
+    fn evaluation_uses_and_keeps_the_moving_averages() {
+        let device = training_device();
+        let bn = BatchNormConfig::new(3).init(&device);
+        let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(3.0, 2.0), &device);
+        for _ in 0..3 {
+            bn.forward(x.clone());
+        }
+        let (mean, var) = (values(bn.moving_mean.value_sync()), values(bn.moving_var.value_sync()));
+
+        let eval = bn.valid();
+        let x = x.inner();
+        let y_eval = values(eval.forward(x.clone()));
+        // Nothing changes in evaluation mode.
+        assert_eq!(values(eval.moving_mean.value_sync()), mean);
+        assert_eq!(values(eval.moving_var.value_sync()), var);
+        // The output is the formula with the moving averages...
+        let xs = values(x.clone());
+        let want: Vec<f32> =
+            xs.iter().enumerate().map(|(i, v)| (v - mean[(i / 25) % 3]) / (var[(i / 25) % 3] + EPS).sqrt()).collect();
+        assert_close(&y_eval, &want, 1e-5, "evaluation output");
+        // ...which is not what training mode gives on the same batch.
+        let y_train = values(bn.forward(x.autodiff()));
+        let largest_gap = y_eval.iter().zip(&y_train).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(largest_gap > 0.1, "evaluation output equals training output (gap {largest_gap})");
+        // And training mode did move the averages.
+        assert_ne!(values(bn.moving_mean.value_sync()), mean);
+    }
+
+    #[test]
+    fn moving_averages_are_saved_but_not_trained() {
+        let device = training_device();
+        let bn = BatchNormConfig::new(4).init(&device);
+        let x = Tensor::<2>::random([8, 4], Distribution::Default, &device);
+        let grads = bn.forward(x).mul_scalar(3.0).sum().backward();
+        assert!(bn.gamma.val().grad(&grads).is_some());
+        assert!(bn.moving_mean.value().grad(&grads).is_none());
+        // Saved with the module: a record round trip restores them. burn's `RunningState` folds
+        // a forward pass's update in lazily and `into_record` does not, so a model is saved
+        // through `valid()`, which does.
+        let restored = BatchNormConfig::new(4).init(&device).load_record(bn.valid().into_record());
+        assert_eq!(values(restored.moving_mean.value_sync()), values(bn.moving_mean.value_sync()));
+        assert_eq!(values(restored.moving_var.value_sync()), values(bn.moving_var.value_sync()));
+    }
+
+    /// Our layer and burn's `nn::BatchNorm` side by side on the same random input: outputs,
+    /// gradients for x, γ and β, and the moving statistics after several steps.
+    ///
+    /// Conventions: the book's `momentum` 0.9 weighs the *old* value; burn's (and PyTorch's)
+    /// `momentum` 0.1 weighs the *new* one. That is the same update, so the default configs are
+    /// compared as they are. burn, like the book, feeds the *biased* batch variance into the
+    /// running variance, so those agree exactly; PyTorch uses the unbiased one instead, which is
+    /// checked separately in `running_variance_convention_of_pytorch`.
+    fn compare_with_builtin<const D: usize>(shape: [usize; D])
+    where
+        Rank<D>: StatisticsAxes,
+    {
+        let device = training_device();
+        device.seed(7);
+        let c = shape[1];
+        let ours = BatchNormConfig::new(c).init(&device);
+        let builtin = burn::nn::BatchNormConfig::new(c).init(&device);
+        for step in 0..5 {
+            let x = Tensor::<D>::random(shape, Distribution::Normal(1.5, 2.0), &device).require_grad();
+            // A random weighting, so that the input gradient is not trivially zero.
+            let w = Tensor::<D>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+
+            let y_ours = ours.forward(x.clone());
+            let y_builtin = builtin.forward(x.clone());
+            assert_close(&values(y_ours.clone()), &values(y_builtin.clone()), 1e-5, &format!("output, step {step}"));
+
+            let g_ours = (y_ours * w.clone()).sum().backward();
+            let g_builtin = (y_builtin * w).sum().backward();
+            let grad = |t: Tensor<D>, g| values(t.grad(g).unwrap());
+            let grad1 = |t: Tensor<1>, g| values(t.grad(g).unwrap());
+            assert_close(&grad(x.clone(), &g_ours), &grad(x.clone(), &g_builtin), 1e-5, "dx");
+            assert_close(&grad1(ours.gamma.val(), &g_ours), &grad1(builtin.gamma.val(), &g_builtin), 1e-4, "dγ");
+            assert_close(&grad1(ours.beta.val(), &g_ours), &grad1(builtin.beta.val(), &g_builtin), 1e-4, "dβ");
+        }
+        let pairs = [(&ours.moving_mean, &builtin.running_mean, "mean"), (&ours.moving_var, &builtin.running_var, "var")];
+        for (a, b, what) in pairs {
+            assert_close(&values(a.value_sync()), &values(b.value_sync()), 1e-6, &format!("moving {what} after 5 steps"));
+        }
+    }
+
+    #[test]
+    fn agrees_with_builtin_on_dense_input() {
+        compare_with_builtin([16, 5]);
+    }
+
+    #[test]
+    fn agrees_with_builtin_on_conv_input() {
+        compare_with_builtin([8, 3, 5, 5]);
+    }
+
+    /// PyTorch's `BatchNorm2d` updates `running_var` with the unbiased batch variance
+    /// (divided by n − 1, n = N·H·W); the book's layer uses the biased one. After one step from
+    /// the initial variance of 1 the two differ by exactly 0.1·σ²·(n/(n−1) − 1).
+    #[test]
+    fn running_variance_convention_of_pytorch() {
+        let device = training_device();
+        let x = Tensor::<4>::random([2, 1, 3, 3], Distribution::Normal(0.0, 1.0), &device);
+        let bn = BatchNormConfig::new(1).init(&device);
+        bn.forward(x.clone());
+        let xs = values(x);
+        let n = xs.len() as f32;
+        let mean = xs.iter().sum::<f32>() / n;
+        let sum_sq: f32 = xs.iter().map(|v| (v - mean).powi(2)).sum();
+        let (biased, unbiased) = (sum_sq / n, sum_sq / (n - 1.0));
+        let ours = values(bn.moving_var.value_sync())[0];
+        assert!((ours - (0.9 + 0.1 * biased)).abs() < 1e-6, "ours {ours}, book formula {}", 0.9 + 0.1 * biased);
+        let pytorch = 0.9 + 0.1 * unbiased;
+        assert!((pytorch - ours - 0.1 * biased * (n / (n - 1.0) - 1.0)).abs() < 1e-6);
+    }
+}
