@@ -17,8 +17,8 @@ pub const GROWTH_RATE: usize = 32;
 /// `conv_block(in, out)`: BN → ReLU → conv 3×3 pad 1.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
-    bn: BatchNorm,
-    conv: Conv2d,
+    pub bn: BatchNorm,
+    pub conv: Conv2d,
 }
 
 pub fn conv_block(in_channels: usize, out_channels: usize, device: &Device) -> ConvBlock {
@@ -40,7 +40,7 @@ impl ConvBlock {
 /// along the channels, so the block adds `num_convs × out` channels.
 #[derive(Module, Debug)]
 pub struct DenseBlock {
-    net: Vec<ConvBlock>,
+    pub net: Vec<ConvBlock>,
 }
 
 impl DenseBlock {
@@ -64,9 +64,9 @@ impl DenseBlock {
 /// `transition_block(in, out)`: BN → ReLU → conv 1×1 → avg-pool 2×2 stride 2.
 #[derive(Module, Debug)]
 pub struct TransitionBlock {
-    bn: BatchNorm,
-    conv: Conv2d,
-    pool: AvgPool2d,
+    pub bn: BatchNorm,
+    pub conv: Conv2d,
+    pub pool: AvgPool2d,
 }
 
 pub fn transition_block(in_channels: usize, out_channels: usize, device: &Device) -> TransitionBlock {
@@ -85,12 +85,12 @@ impl TransitionBlock {
 
 #[derive(Module, Debug)]
 pub struct DenseNet {
-    stem: Stem,
-    dense_blocks: Vec<DenseBlock>,
-    transitions: Vec<TransitionBlock>,
-    bn: BatchNorm,
-    global_avg_pool: AdaptiveAvgPool2d,
-    fc: Linear,
+    pub stem: Stem,
+    pub dense_blocks: Vec<DenseBlock>,
+    pub transitions: Vec<TransitionBlock>,
+    pub bn: BatchNorm,
+    pub global_avg_pool: AdaptiveAvgPool2d,
+    pub fc: Linear,
 }
 
 impl DenseNet {

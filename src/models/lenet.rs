@@ -17,16 +17,16 @@ pub const LENET_INPUT: usize = 28;
 
 #[derive(Module, Debug)]
 pub struct LeNet {
-    conv1: Conv2d,
-    norm1: Option<Norm>,
-    conv2: Conv2d,
-    norm2: Option<Norm>,
-    pool: MaxPool2d,
-    fc1: Linear,
-    norm3: Option<Norm>,
-    fc2: Linear,
-    norm4: Option<Norm>,
-    fc3: Linear,
+    pub conv1: Conv2d,
+    pub norm1: Option<Norm>,
+    pub conv2: Conv2d,
+    pub norm2: Option<Norm>,
+    pub pool: MaxPool2d,
+    pub fc1: Linear,
+    pub norm3: Option<Norm>,
+    pub fc2: Linear,
+    pub norm4: Option<Norm>,
+    pub fc3: Linear,
 }
 
 impl LeNet {

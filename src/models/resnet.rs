@@ -14,11 +14,11 @@ use crate::nn::Trace;
 /// `Residual(in, out, use_1x1conv, stride)`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 #[derive(Module, Debug)]
 pub struct Residual {
-    conv1: Conv2d,
-    bn1: BatchNorm,
-    conv2: Conv2d,
-    bn2: BatchNorm,
-    conv3: Option<Conv2d>,
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm,
+    pub conv3: Option<Conv2d>,
 }
 
 impl Residual {
@@ -55,7 +55,7 @@ impl Residual {
 /// the first halves height and width and changes the channel count.
 #[derive(Module, Debug)]
 pub struct ResnetBlock {
-    residuals: Vec<Residual>,
+    pub residuals: Vec<Residual>,
 }
 
 impl ResnetBlock {
@@ -77,10 +77,10 @@ impl ResnetBlock {
 
 #[derive(Module, Debug)]
 pub struct ResNet18 {
-    stem: Stem,
-    stages: Vec<ResnetBlock>,
-    global_avg_pool: AdaptiveAvgPool2d,
-    fc: Linear,
+    pub stem: Stem,
+    pub stages: Vec<ResnetBlock>,
+    pub global_avg_pool: AdaptiveAvgPool2d,
+    pub fc: Linear,
 }
 
 impl ResNet18 {

@@ -13,9 +13,9 @@ pub const STEM_CHANNELS: usize = 64;
 
 #[derive(Module, Debug)]
 pub struct Stem {
-    conv: Conv2d,
-    bn: BatchNorm,
-    pool: MaxPool2d,
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+    pub pool: MaxPool2d,
 }
 
 impl Stem {
