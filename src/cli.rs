@@ -99,7 +99,7 @@ fn run_train(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     // Check the flags before spending time on loading data.
     config.validate()?;
     let data = FashionMnist::load(&args.data_dir)?;
-    let n_train = config.limit.map_or(data.train.len(), |l| l.min(data.train.len()));
+    let n_train = config.train_len(data.train.len());
     let size = config.image_size();
     writeln!(
         out,

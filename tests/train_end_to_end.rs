@@ -35,3 +35,24 @@ fn resnet18_learns_at_a_small_input_size() {
         TrainConfig { epochs: 3, batch_size: 32, resize: Some(16), ..TrainConfig::new(ModelKind::ResNet18) };
     assert_learned(&run(config, 384, 100));
 }
+
+#[test]
+fn a_non_finite_loss_stops_training_and_names_the_step() {
+    // Adam moves every weight by about lr in its first step. With lr 1e38 the first
+    // convolution's outputs (sums of 26 terms of that size) overflow f32 in the second forward
+    // pass, and batch normalization turns the infinite mean into NaN. (A smaller lr is not
+    // enough: BN makes the network blind to the scale of its weights.)
+    let config = TrainConfig { epochs: 2, batch_size: 16, lr: 1e38, ..TrainConfig::new(ModelKind::LeNetBn) };
+    let data = FashionMnist { train: two_class_dataset(64, 1), test: two_class_dataset(16, 2) };
+    let mut epochs_reported = 0;
+    let err = match train(&config, &data, &Device::flex(), |_| epochs_reported += 1) {
+        Ok(_) => panic!("training with lr 1e38 finished"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(err, deepcnn::train::TrainError::NonFiniteLoss { epoch: 1, step: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("loss became "), "{err}");
+    assert_eq!(epochs_reported, 0);
+}

@@ -36,6 +36,11 @@ impl TrainConfig {
         self.resize.unwrap_or(self.model.default_train_size())
     }
 
+    /// How many of `available` training examples a run uses (`limit` caps it).
+    pub fn train_len(&self, available: usize) -> usize {
+        self.limit.map_or(available, |l| l.min(available))
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [("epochs", self.epochs), ("batch size", self.batch_size), ("limit", self.limit.unwrap_or(1))] {
             if value == 0 {

@@ -44,7 +44,7 @@ pub fn train(
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<Trained, TrainError> {
     config.validate()?;
-    let n_train = config.limit.map_or(data.train.len(), |l| l.min(data.train.len()));
+    let n_train = config.train_len(data.train.len());
     if n_train == 0 {
         return Err(TrainError::NoData);
     }
