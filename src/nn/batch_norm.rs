@@ -265,6 +265,38 @@ mod tests {
         assert_eq!(values(restored.moving_var.value_sync()), values(bn.moving_var.value_sync()));
     }
 
+    /// The input gradient against the closed form of batch normalization's backward pass,
+    /// dx = γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂)), computed here by hand in f64.
+    #[test]
+    fn input_gradient_matches_the_closed_form() {
+        let device = training_device();
+        device.seed(3);
+        let (n, c) = (6, 2);
+        let mut bn = BatchNormConfig::new(c).init(&device);
+        bn.gamma = Param::from_tensor(Tensor::from_floats([1.5, 0.5], &device));
+        let x = Tensor::<2>::random([n, c], Distribution::Normal(2.0, 3.0), &device).require_grad();
+        let dy = Tensor::<2>::random([n, c], Distribution::Normal(0.0, 1.0), &device);
+        let grads = (bn.forward(x.clone()) * dy.clone()).sum().backward();
+        let got = values(x.grad(&grads).unwrap());
+
+        let (xs, dys) = (values(x.inner()), values(dy));
+        let mut want = vec![0.0f32; n * c];
+        for (j, gamma) in [1.5f64, 0.5].into_iter().enumerate() {
+            let col = |v: &[f32]| (0..n).map(|i| v[i * c + j] as f64).collect::<Vec<_>>();
+            let (xc, dyc) = (col(&xs), col(&dys));
+            let mean = xc.iter().sum::<f64>() / n as f64;
+            let var = xc.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
+            let sigma = (var + 1e-5).sqrt();
+            let x_hat: Vec<f64> = xc.iter().map(|v| (v - mean) / sigma).collect();
+            let mean_dy = dyc.iter().sum::<f64>() / n as f64;
+            let mean_dy_xhat = dyc.iter().zip(&x_hat).map(|(d, h)| d * h).sum::<f64>() / n as f64;
+            for i in 0..n {
+                want[i * c + j] = (gamma / sigma * (dyc[i] - mean_dy - x_hat[i] * mean_dy_xhat)) as f32;
+            }
+        }
+        assert_close(&got, &want, 1e-5, "dx");
+    }
+
     /// Our layer and burn's `nn::BatchNorm` side by side on the same random input: outputs,
     /// gradients for x, γ and β, and the moving statistics after several steps.
     ///
