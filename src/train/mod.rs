@@ -8,14 +8,14 @@ pub mod metrics;
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 pub use config::{ConfigError, TrainConfig};
 pub use evaluate::{count_correct, evaluate};
 pub use metrics::{EpochMetrics, Tally};
 
-use crate::data::{batcher::shuffled, Batcher, FashionMnist};
+use crate::data::{batcher::shuffled, Batch, Batcher, FashionMnist};
 use crate::models::Network;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,7 @@ pub fn train(
     let test_batcher = Batcher::new(size, device);
 
     let mut model = Network::new(config.model, &train_device);
-    // PyTorch's Adam defaults (burn's own default epsilon is 1e-5).
-    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let mut optim = optimizer();
     let mut history = Vec::with_capacity(config.epochs);
 
     for epoch in 1..=config.epochs {
@@ -65,17 +63,13 @@ pub fn train(
         let order = shuffled(n_train, epoch_seed(config.seed, epoch));
         let mut tally = Tally::default();
         for (step, batch) in train_batcher.batches(&data.train, &order, config.batch_size).enumerate() {
-            let logits = model.forward(batch.images);
-            let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
-            let loss_value = loss.clone().into_scalar::<f64>();
-            if !loss_value.is_finite() {
-                return Err(TrainError::NonFiniteLoss { epoch, step: step + 1, loss: loss_value });
-            }
             let n = batch.labels.dims()[0];
-            tally.add(n, count_correct(logits.detach(), batch.labels), loss_value);
-
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            let (next, out) = train_step(model, &mut optim, batch, config.lr);
+            if !out.loss.is_finite() {
+                return Err(TrainError::NonFiniteLoss { epoch, step: step + 1, loss: out.loss });
+            }
+            tally.add(n, out.correct, out.loss);
+            model = next;
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let test = evaluate(&model.valid(), &data.test, &test_batcher, config.batch_size);
@@ -91,6 +85,28 @@ pub fn train(
         history.push(metrics);
     }
     Ok(Trained { model, history })
+}
+
+/// The book's optimizer: Adam with PyTorch's defaults (burn's own default epsilon is 1e-5).
+pub fn optimizer() -> ModuleOptimizer {
+    AdamConfig::new().with_epsilon(1e-8).init()
+}
+
+/// What one training step reports.
+pub struct StepOutput {
+    /// Mean cross-entropy of the batch, before the update.
+    pub loss: f64,
+    /// Correct predictions in the batch, before the update.
+    pub correct: usize,
+}
+
+/// One step of the book's training: forward (training mode), cross-entropy, backward, Adam.
+pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, lr: f64) -> (Network, StepOutput) {
+    let logits = model.forward(batch.images);
+    let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), batch.labels.clone());
+    let out = StepOutput { loss: loss.clone().into_scalar::<f64>(), correct: count_correct(logits.detach(), batch.labels) };
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), out)
 }
 
 /// The shuffle seed of one epoch: a fixed function of the run's seed and the epoch number, so
