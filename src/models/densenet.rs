@@ -2,11 +2,12 @@
 //! earlier outputs, and transition layers that halve channels, height and width between them.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, AvgPool2d, AvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
 use crate::nn::Trace;
 
@@ -89,8 +90,7 @@ pub struct DenseNet {
     pub dense_blocks: Vec<DenseBlock>,
     pub transitions: Vec<TransitionBlock>,
     pub bn: BatchNorm,
-    pub global_avg_pool: AdaptiveAvgPool2d,
-    pub fc: Linear,
+    pub head: Head,
 }
 
 impl DenseNet {
@@ -111,8 +111,7 @@ impl DenseNet {
             dense_blocks,
             transitions,
             bn: BatchNormConfig::new(channels).init(device),
-            global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: LinearConfig::new(channels, 10).init(device),
+            head: Head::new(channels, device),
         }
     }
 
@@ -130,11 +129,7 @@ impl DenseNet {
         t.named("BN", &x, &self.bn);
         let x = relu(x);
         t.named_stateless("relu", &x);
-        let x = self.global_avg_pool.forward(x);
-        t.named_stateless("global_avg_pool", &x);
-        let x = self.fc.forward(x.flatten(1, 3));
-        t.named("fc", &x, &self.fc);
-        x
+        self.head.forward(x, t)
     }
 
     /// Smallest input height/width the network can take: each of the three transitions

@@ -3,11 +3,11 @@
 //! (64, 128, 256, 512 channels), global average pooling and a linear classifier.
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use super::head::Head;
 use super::stem::Stem;
 use crate::nn::Trace;
 
@@ -79,8 +79,7 @@ impl ResnetBlock {
 pub struct ResNet18 {
     pub stem: Stem,
     pub stages: Vec<ResnetBlock>,
-    pub global_avg_pool: AdaptiveAvgPool2d,
-    pub fc: Linear,
+    pub head: Head,
 }
 
 impl ResNet18 {
@@ -94,8 +93,7 @@ impl ResNet18 {
         Self {
             stem: Stem::new(device),
             stages,
-            global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: LinearConfig::new(512, 10).init(device),
+            head: Head::new(512, device),
         }
     }
 
@@ -105,11 +103,7 @@ impl ResNet18 {
             x = stage.forward(x);
             t.named(&format!("resnet_block{}", i + 1), &x, stage);
         }
-        let x = self.global_avg_pool.forward(x);
-        t.named_stateless("global_avg_pool", &x);
-        let x = self.fc.forward(x.flatten(1, 3));
-        t.named("fc", &x, &self.fc);
-        x
+        self.head.forward(x, t)
     }
 
     /// Smallest input height/width the network can take.

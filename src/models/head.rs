@@ -1,0 +1,32 @@
+//! How ResNet and DenseNet end: global average pooling, flatten, a linear layer to the classes.
+
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::data::NUM_CLASSES;
+use crate::nn::Trace;
+
+#[derive(Module, Debug)]
+pub struct Head {
+    pub global_avg_pool: AdaptiveAvgPool2d,
+    pub fc: Linear,
+}
+
+impl Head {
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            fc: LinearConfig::new(channels, NUM_CLASSES).init(device),
+        }
+    }
+
+    /// Printed as the book's `global_avg_pool` and `fc`.
+    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+        let x = self.global_avg_pool.forward(x);
+        t.named_stateless("global_avg_pool", &x);
+        let x = self.fc.forward(x.flatten(1, 3));
+        t.named("fc", &x, &self.fc);
+        x
+    }
+}
