@@ -4,12 +4,13 @@
 use burn::prelude::*;
 use deepcnn::data::{synthetic::two_class_dataset, FashionMnist};
 use deepcnn::models::ModelKind;
-use deepcnn::train::{train, TrainConfig};
+use deepcnn::train::{train, OnEpoch, TrainConfig, TrainState};
 
 fn run(config: TrainConfig, n_train: usize, n_test: usize) -> Vec<deepcnn::train::EpochMetrics> {
     let data = FashionMnist { train: two_class_dataset(n_train, 1), test: two_class_dataset(n_test, 2) };
     let mut printed = Vec::new();
-    let trained = train(&config, &data, &Device::flex(), |m| printed.push(m.clone())).unwrap();
+    let d = Device::flex();
+    let trained = train(&config, &data, &d, TrainState::fresh(&config, &d), &mut OnEpoch(|m| printed.push(m.clone()))).unwrap();
     assert_eq!(printed, trained.history, "every epoch is reported as it ends");
     trained.history
 }
@@ -45,7 +46,8 @@ fn a_non_finite_loss_stops_training_and_names_the_step() {
     let config = TrainConfig { epochs: 2, batch_size: 16, lr: 1e38, ..TrainConfig::new(ModelKind::LeNetBn) };
     let data = FashionMnist { train: two_class_dataset(64, 1), test: two_class_dataset(16, 2) };
     let mut epochs_reported = 0;
-    let err = match train(&config, &data, &Device::flex(), |_| epochs_reported += 1) {
+    let d = Device::flex();
+    let err = match train(&config, &data, &d, TrainState::fresh(&config, &d), &mut OnEpoch(|_| epochs_reported += 1)) {
         Ok(_) => panic!("training with lr 1e38 finished"),
         Err(e) => e,
     };

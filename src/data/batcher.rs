@@ -7,7 +7,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use rand::seq::SliceRandom;
 use rand::{rngs::StdRng, SeedableRng};
 
-use super::Dataset;
+use super::{Augment, Dataset};
 
 /// A batch ready for the network.
 #[derive(Debug, Clone)]
@@ -32,9 +32,20 @@ impl Batcher {
 
     /// The examples at `indices`, in that order.
     pub fn batch(&self, data: &Dataset, indices: &[usize]) -> Batch {
+        let pixels: Vec<u8> = indices.iter().flat_map(|&i| data.image(i).iter().copied()).collect();
+        self.from_pixels(data, indices, pixels)
+    }
+
+    /// Like [`batch`](Self::batch), each image randomly augmented with draws from `rng`.
+    pub fn augmented_batch(&self, data: &Dataset, indices: &[usize], augment: Augment, rng: &mut StdRng) -> Batch {
         let [h, w] = data.image_size();
-        let pixels: Vec<f32> =
-            indices.iter().flat_map(|&i| data.image(i).iter().map(|&p| p as f32 / 255.0)).collect();
+        let pixels: Vec<u8> = indices.iter().flat_map(|&i| augment.apply(data.image(i), h, w, rng)).collect();
+        self.from_pixels(data, indices, pixels)
+    }
+
+    fn from_pixels(&self, data: &Dataset, indices: &[usize], pixels: Vec<u8>) -> Batch {
+        let [h, w] = data.image_size();
+        let pixels: Vec<f32> = pixels.into_iter().map(|p| p as f32 / 255.0).collect();
         let labels: Vec<i64> = indices.iter().map(|&i| data.label(i) as i64).collect();
         let images = Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), 1, h, w]), &self.device);
         let images = match self.resize {
@@ -53,6 +64,26 @@ impl Batcher {
         batch_size: usize,
     ) -> impl Iterator<Item = Batch> + 'a {
         order.chunks(batch_size).map(move |chunk| self.batch(data, chunk))
+    }
+
+    /// Like [`batches`](Self::batches), augmented with a random stream that depends only on
+    /// `seed`, so an epoch's augmented batches can be reproduced (and resumed) exactly.
+    pub fn augmented_batches<'a>(
+        &'a self,
+        data: &'a Dataset,
+        order: &'a [usize],
+        batch_size: usize,
+        augment: Augment,
+        seed: u64,
+    ) -> impl Iterator<Item = Batch> + 'a {
+        let mut rng = StdRng::seed_from_u64(seed);
+        order.chunks(batch_size).map(move |chunk| {
+            if augment.is_off() {
+                self.batch(data, chunk)
+            } else {
+                self.augmented_batch(data, chunk, augment, &mut rng)
+            }
+        })
     }
 }
 

@@ -124,20 +124,26 @@ pub struct FashionMnist {
 impl FashionMnist {
     /// Loads `train-*` and `t10k-*` from `dir`, each file raw or gzip-compressed.
     pub fn load(dir: &Path) -> Result<Self, DataError> {
-        if !dir.is_dir() {
-            return Err(if dir == Path::new(DEFAULT_DATA_DIR) {
-                DataError::MissingDefaultDir { dir: dir.into() }
-            } else {
-                DataError::MissingDir { dir: dir.into() }
-            });
-        }
-        let split = |prefix: &str| -> Result<Dataset, DataError> {
-            let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-            let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-            Ok(Dataset::read(&images, &labels)?)
-        };
-        Ok(Self { train: split("train")?, test: split("t10k")? })
+        Ok(Self { train: load_split(dir, "train")?, test: load_split(dir, "t10k")? })
     }
+
+    /// Loads only the 10,000 test images (`t10k-*`), for evaluation.
+    pub fn load_test(dir: &Path) -> Result<Dataset, DataError> {
+        load_split(dir, "t10k")
+    }
+}
+
+fn load_split(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
+    if !dir.is_dir() {
+        return Err(if dir == Path::new(DEFAULT_DATA_DIR) {
+            DataError::MissingDefaultDir { dir: dir.into() }
+        } else {
+            DataError::MissingDir { dir: dir.into() }
+        });
+    }
+    let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let labels = find(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    Ok(Dataset::read(&images, &labels)?)
 }
 
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {

@@ -18,8 +18,9 @@ pub use resnet::{Residual, ResNet18, ResnetBlock};
 use crate::nn::norm::NormKind;
 use crate::nn::{LayerRow, Trace};
 
-/// The networks deepcnn can build, by their command-line names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The networks deepcnn can build, by their command-line names (also their name in run files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum ModelKind {
     /// LeNet with sigmoid and max-pooling (§5.5).
     LeNet,
@@ -107,6 +108,20 @@ impl FromStr for ModelKind {
             let names: Vec<_> = ModelKind::ALL.iter().map(|k| k.name()).collect();
             format!("unknown model '{s}' (choose one of: {})", names.join(", "))
         })
+    }
+}
+
+impl From<ModelKind> for String {
+    fn from(kind: ModelKind) -> String {
+        kind.name().to_string()
+    }
+}
+
+impl TryFrom<String> for ModelKind {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -1,18 +1,67 @@
-//! Hyper-parameters of a training run, with the book's defaults.
+//! Hyper-parameters of a training run, with the book's defaults. Everything beyond the book
+//! (augmentation, schedules, weight decay) is off by default.
 
+use serde::{Deserialize, Serialize};
+
+pub use crate::data::augment::Augment;
 use crate::models::{InputSizeError, ModelKind};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub model: ModelKind,
+    /// Total number of epochs (a resumed run continues up to this number).
     pub epochs: usize,
     pub batch_size: usize,
+    /// Base learning rate (the peak one under a schedule).
     pub lr: f64,
     /// Images are resized to `resize`×`resize`; `None` means the model's default size.
     pub resize: Option<usize>,
     pub seed: u64,
     /// Train on the first `limit` training examples only.
     pub limit: Option<usize>,
+    #[serde(default)]
+    pub augment: Augment,
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Decoupled weight decay (AdamW); 0 keeps the book's plain Adam.
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+/// How the learning rate moves over the run's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// The book's: the same rate throughout.
+    #[default]
+    Constant,
+    /// Cosine decay from the base rate to 0 over all steps.
+    Cosine,
+    /// PyTorch's `OneCycleLR` defaults: warm up from lr/25 to lr over the first 30% of
+    /// steps, then cosine down to lr/25/10⁴.
+    OneCycle,
+}
+
+impl Schedule {
+    /// The learning rate for step `step` (0-based) of `total` steps.
+    pub fn lr(self, base: f64, step: usize, total: usize) -> f64 {
+        let cos = |from: f64, to: f64, t: f64| to + (from - to) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0;
+        let total = total.max(1) as f64;
+        let step = step as f64;
+        match self {
+            Schedule::Constant => base,
+            Schedule::Cosine => cos(base, 0.0, step / total),
+            Schedule::OneCycle => {
+                let (initial, last) = (base / 25.0, base / 25.0 / 1e4);
+                let warm = (0.3 * total - 1.0).max(1.0);
+                if step <= warm {
+                    cos(initial, base, step / warm)
+                } else {
+                    cos(base, last, ((step - warm) / (total - 1.0 - warm).max(1.0)).min(1.0))
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +70,10 @@ pub enum ConfigError {
     NotPositive { name: &'static str, value: usize },
     #[error("learning rate must be a positive finite number, got {0}")]
     BadLearningRate(f64),
+    #[error("weight decay must be a finite number ≥ 0, got {0}")]
+    BadWeightDecay(f64),
+    #[error("crop padding {padding} is too large for {size}×{size} images")]
+    BadCropPadding { padding: usize, size: usize },
     #[error(transparent)]
     InputSize(#[from] InputSizeError),
 }
@@ -28,7 +81,18 @@ pub enum ConfigError {
 impl TrainConfig {
     /// The book's recipe: Adam with lr 0.001, batch 256, 5 epochs.
     pub fn new(model: ModelKind) -> Self {
-        Self { model, epochs: 5, batch_size: 256, lr: 0.001, resize: None, seed: 0, limit: None }
+        Self {
+            model,
+            epochs: 5,
+            batch_size: 256,
+            lr: 0.001,
+            resize: None,
+            seed: 0,
+            limit: None,
+            augment: Augment::default(),
+            schedule: Schedule::Constant,
+            weight_decay: 0.0,
+        }
     }
 
     /// Height and width of the images the network is trained on.
@@ -50,6 +114,13 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(ConfigError::BadLearningRate(self.lr));
         }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(ConfigError::BadWeightDecay(self.weight_decay));
+        }
+        // Fashion-MNIST's images are 28×28; a padding of half that leaves nothing of the image.
+        if self.augment.crop_padding >= 14 {
+            return Err(ConfigError::BadCropPadding { padding: self.augment.crop_padding, size: 28 });
+        }
         self.model.check_input(self.image_size())?;
         Ok(())
     }
@@ -69,6 +140,8 @@ mod tests {
             TrainConfig { limit: Some(0), ..ok.clone() },
             TrainConfig { lr: -0.1, ..ok.clone() },
             TrainConfig { lr: f64::NAN, ..ok.clone() },
+            TrainConfig { weight_decay: -1.0, ..ok.clone() },
+            TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..ok.clone() },
             TrainConfig { resize: Some(32), ..ok.clone() },
             TrainConfig { model: ModelKind::DenseNet, resize: Some(28), ..ok.clone() },
         ];
@@ -83,5 +156,31 @@ mod tests {
         assert_eq!(c.image_size(), 96);
         assert!(c.validate().is_ok());
         assert_eq!(TrainConfig::new(ModelKind::ResNet18).image_size(), 28);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut c = TrainConfig::new(ModelKind::ResNet18);
+        c.augment = Augment { crop_padding: 4, flip: true };
+        c.schedule = Schedule::OneCycle;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"resnet18\"") && json.contains("\"one-cycle\""), "{json}");
+        assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn schedules_start_peak_and_end_where_pytorch_does() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12 * b.abs().max(1.0);
+        assert_eq!(Schedule::Constant.lr(0.1, 57, 100), 0.1);
+        // Cosine: full rate at step 0, half at the middle, approaching 0.
+        assert!(close(Schedule::Cosine.lr(0.1, 0, 100), 0.1));
+        assert!(close(Schedule::Cosine.lr(0.1, 50, 100), 0.05));
+        assert!(Schedule::Cosine.lr(0.1, 99, 100) < 1e-3);
+        // One-cycle (PyTorch OneCycleLR, total_steps=100): lr/25 at 0, lr at step 29, lr/25e4 at 99.
+        assert!(close(Schedule::OneCycle.lr(0.1, 0, 100), 0.004));
+        assert!(close(Schedule::OneCycle.lr(0.1, 29, 100), 0.1));
+        assert!(close(Schedule::OneCycle.lr(0.1, 99, 100), 0.1 / 25.0 / 1e4));
+        let rates: Vec<f64> = (0..100).map(|s| Schedule::OneCycle.lr(0.1, s, 100)).collect();
+        assert!(rates[..30].windows(2).all(|w| w[0] <= w[1]) && rates[29..].windows(2).all(|w| w[0] >= w[1]));
     }
 }

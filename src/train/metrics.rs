@@ -2,8 +2,9 @@
 
 use std::fmt;
 
+
 /// One epoch's numbers, printed like the book's `train_ch5`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,

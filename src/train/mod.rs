@@ -1,22 +1,27 @@
 //! Training: the book's loop (Adam, cross-entropy, one line of metrics per epoch) and
-//! evaluation in evaluation mode.
+//! evaluation in evaluation mode. A run can start fresh or continue from a saved
+//! [`TrainState`]; an [`Observer`] sees its progress (and saves checkpoints, draws progress
+//! bars) without the loop knowing about files or terminals.
 
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
 
+use std::sync::Mutex;
 use std::time::Instant;
 
+use burn::module::{ModuleVisitor, Param};
+
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
-pub use config::{ConfigError, TrainConfig};
-pub use evaluate::{count_correct, evaluate};
+pub use config::{Augment, ConfigError, Schedule, TrainConfig};
+pub use evaluate::{count_correct, evaluate, evaluate_report, EvalReport};
 pub use metrics::{EpochMetrics, Tally};
 
 use crate::data::{batcher::shuffled, Batch, Batcher, FashionMnist};
-use crate::models::Network;
+use crate::models::{ModelKind, Network};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -26,53 +31,119 @@ pub enum TrainError {
     NoData,
     #[error("loss became {loss} at epoch {epoch}, step {step}; stopping")]
     NonFiniteLoss { epoch: usize, step: usize, loss: f64 },
+    #[error("{0}")]
+    Observer(#[source] anyhow::Error),
 }
 
-/// A trained network and its per-epoch history.
-pub struct Trained {
+/// Everything a run needs to continue: the network (on an autodiff device), the optimizer's
+/// state, and the metrics of the epochs done so far. The random state is not stored here
+/// because every epoch's randomness (shuffle, augmentation) is derived from the seed and the
+/// epoch number alone.
+pub struct TrainState {
     pub model: Network,
+    pub optim: ModuleOptimizer,
     pub history: Vec<EpochMetrics>,
 }
 
-/// Trains a fresh network on `data.train` (the first `config.limit` examples) and evaluates it
-/// on all of `data.test` after every epoch; `on_epoch` sees each epoch's metrics as they come.
-/// `device` is a plain device: gradients are recorded on its autodiff wrapper.
+impl TrainState {
+    /// A fresh network initialised from `config.seed` on `device`'s autodiff wrapper.
+    pub fn fresh(config: &TrainConfig, device: &Device) -> Self {
+        let model = seeded_network(config.model, config.seed, &device.clone().autodiff());
+        Self { model, optim: optimizer_for(config), history: Vec::new() }
+    }
+
+    pub fn epochs_done(&self) -> usize {
+        self.history.len()
+    }
+}
+
+/// A `kind` network initialised from `seed`.
+///
+/// burn draws initial weights from the backend's process-wide random generator, and only when
+/// a parameter is first used. So the weights are drawn here, right after seeding and under a
+/// lock: a seeded network then does not depend on random numbers drawn later, or by other
+/// threads building networks at the same time.
+pub fn seeded_network(kind: ModelKind, seed: u64, device: &Device) -> Network {
+    struct Materialize;
+    impl ModuleVisitor for Materialize {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let _ = param.val();
+        }
+    }
+    static INIT: Mutex<()> = Mutex::new(());
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    let model = Network::new(kind, device);
+    model.visit(&mut Materialize);
+    model
+}
+
+/// Sees a run as it goes. All methods have do-nothing defaults.
+pub trait Observer {
+    /// An epoch of `steps` steps over `examples` examples begins.
+    fn epoch_started(&mut self, _epoch: usize, _steps: usize, _examples: usize) {}
+    /// A step over `examples` examples is done.
+    fn step_done(&mut self, _examples: usize, _loss: f64) {}
+    /// Training of the epoch is done; the test set is being evaluated.
+    fn evaluating(&mut self) {}
+    /// The epoch is complete and `state` includes it. An error stops the run.
+    fn epoch_done(&mut self, _metrics: &EpochMetrics, _state: &TrainState) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// An observer that only watches the epochs' metrics.
+pub struct OnEpoch<F: FnMut(&EpochMetrics)>(pub F);
+
+impl<F: FnMut(&EpochMetrics)> Observer for OnEpoch<F> {
+    fn epoch_done(&mut self, metrics: &EpochMetrics, _state: &TrainState) -> anyhow::Result<()> {
+        (self.0)(metrics);
+        Ok(())
+    }
+}
+
+/// Trains `state` on `data.train` (the first `config.limit` examples) from the epoch after its
+/// last one up to `config.epochs`, evaluating on all of `data.test` after every epoch.
+/// `device` is a plain device: the evaluation copy of the network lives there.
 pub fn train(
     config: &TrainConfig,
     data: &FashionMnist,
     device: &Device,
-    mut on_epoch: impl FnMut(&EpochMetrics),
-) -> Result<Trained, TrainError> {
+    mut state: TrainState,
+    observer: &mut impl Observer,
+) -> Result<TrainState, TrainError> {
     config.validate()?;
     let n_train = config.train_len(data.train.len());
     if n_train == 0 {
         return Err(TrainError::NoData);
     }
-    let train_device = device.clone().autodiff();
-    train_device.seed(config.seed);
     let size = Some(config.image_size());
-    let train_batcher = Batcher::new(size, &train_device);
+    let train_batcher = Batcher::new(size, &device.clone().autodiff());
     let test_batcher = Batcher::new(size, device);
+    let steps_per_epoch = n_train.div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
 
-    let mut model = Network::new(config.model, &train_device);
-    let mut optim = optimizer();
-    let mut history = Vec::with_capacity(config.epochs);
-
-    for epoch in 1..=config.epochs {
+    for epoch in state.epochs_done() + 1..=config.epochs {
         let start = Instant::now();
-        let order = shuffled(n_train, epoch_seed(config.seed, epoch));
+        let seed = epoch_seed(config.seed, epoch);
+        let order = shuffled(n_train, seed);
+        observer.epoch_started(epoch, steps_per_epoch, n_train);
         let mut tally = Tally::default();
-        for (step, batch) in train_batcher.batches(&data.train, &order, config.batch_size).enumerate() {
+        let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
+        for (step, batch) in batches.enumerate() {
             let n = batch.labels.dims()[0];
-            let (next, out) = train_step(model, &mut optim, batch, config.lr);
+            let lr = config.schedule.lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps);
+            let (next, out) = train_step(state.model, &mut state.optim, batch, lr);
             if !out.loss.is_finite() {
                 return Err(TrainError::NonFiniteLoss { epoch, step: step + 1, loss: out.loss });
             }
             tally.add(n, out.correct, out.loss);
-            model = next;
+            observer.step_done(n, out.loss);
+            state.model = next;
         }
         let train_seconds = start.elapsed().as_secs_f64();
-        let test = evaluate(&model.valid(), &data.test, &test_batcher, config.batch_size);
+        observer.evaluating();
+        let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size);
         let metrics = EpochMetrics {
             epoch,
             loss: tally.mean_loss(),
@@ -81,15 +152,25 @@ pub fn train(
             seconds: start.elapsed().as_secs_f64(),
             examples_per_sec: n_train as f64 / train_seconds,
         };
-        on_epoch(&metrics);
-        history.push(metrics);
+        state.history.push(metrics.clone());
+        observer.epoch_done(&metrics, &state).map_err(TrainError::Observer)?;
     }
-    Ok(Trained { model, history })
+    Ok(state)
 }
 
 /// The book's optimizer: Adam with PyTorch's defaults (burn's own default epsilon is 1e-5).
 pub fn optimizer() -> ModuleOptimizer {
     AdamConfig::new().with_epsilon(1e-8).init()
+}
+
+/// The run's optimizer: the book's Adam, or AdamW (PyTorch's defaults) when the run asks for
+/// weight decay.
+pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
+    if config.weight_decay > 0.0 {
+        AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init()
+    } else {
+        optimizer()
+    }
 }
 
 /// What one training step reports.
@@ -109,8 +190,9 @@ pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, lr:
     (optim.step(lr, model, grads), out)
 }
 
-/// The shuffle seed of one epoch: a fixed function of the run's seed and the epoch number, so
-/// any epoch's order can be reproduced on its own.
+/// The random seed of one epoch (its shuffle, and its augmentation via the complement): a
+/// fixed function of the run's seed and the epoch number, so any epoch can be reproduced on
+/// its own, which is what makes resuming exact.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

@@ -1,0 +1,116 @@
+//! The `deepcnn` command line: flags are parsed and checked here, the work is done by the
+//! library. One file per group of commands.
+
+mod inspect;
+mod runs;
+mod train;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::DEFAULT_DATA_DIR;
+use crate::models::{ModelKind, Network};
+use crate::nn::LayerRow;
+
+pub use inspect::{EvalArgs, PredictArgs};
+pub use runs::{ExportArgs, ImportArgs, PlotArgs};
+pub use train::TrainArgs;
+
+#[derive(Debug, Parser)]
+#[command(name = "deepcnn", version, about = "Batch normalization, ResNet-18 and DenseNet on Fashion-MNIST")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network (or resume a run) and print one line of metrics per epoch.
+    Train(TrainArgs),
+    /// Test loss, accuracy, per-class accuracy and confusion matrix of a saved run.
+    Eval(EvalArgs),
+    /// The most likely classes of images (PNG/JPEG files, or an image of an IDX file).
+    Predict(PredictArgs),
+    /// Draw the training curves of one run, or overlay several.
+    Plot(PlotArgs),
+    /// Turn a PyTorch state_dict of the book's network into a deepcnn run directory.
+    Import(ImportArgs),
+    /// Write a run's weights for PyTorch (the book's module names).
+    Export(ExportArgs),
+    /// Print each top-level layer's output shape and parameter count, as the book does.
+    Summary(SummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    #[arg(long)]
+    pub model: ModelKind,
+    /// Input height and width. Default: the book's (28 for LeNet, 224 for resnet18, 96 for densenet).
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
+    pub input: Option<usize>,
+}
+
+/// `--data-dir`, shared by the commands that read Fashion-MNIST.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory with the Fashion-MNIST IDX files (raw or .gz).
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("'{s}' is not a positive whole number")),
+    }
+}
+
+fn positive_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+fn non_negative_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a number ≥ 0")),
+    }
+}
+
+/// Runs a parsed command, writing its report to `out`.
+pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(args, out),
+        Command::Eval(args) => inspect::eval(args, out),
+        Command::Predict(args) => inspect::predict(args, out),
+        Command::Plot(args) => runs::plot(args, out),
+        Command::Import(args) => runs::import(args, out),
+        Command::Export(args) => runs::export(args, out),
+        Command::Summary(args) => summary(args, out),
+    }
+}
+
+fn summary(args: SummaryArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let size = args.input.unwrap_or(args.model.default_summary_size());
+    args.model.check_input(size)?;
+    let rows = Network::new(args.model, &Device::flex().autodiff()).summary(size);
+    write_summary(&rows, out)?;
+    Ok(())
+}
+
+fn write_summary(rows: &[LayerRow], out: &mut impl Write) -> std::io::Result<()> {
+    let total: usize = rows.iter().map(|r| r.params).sum();
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0).max(5);
+    writeln!(out, "{:width$}  {:<22} {:>10}", "layer", "output shape", "params")?;
+    for row in rows {
+        let shape: Vec<String> = row.shape.iter().map(usize::to_string).collect();
+        writeln!(out, "{:width$}  {:<22} {:>10}", row.name, format!("[{}]", shape.join(", ")), row.params)?;
+    }
+    writeln!(out, "total trainable parameters: {total}")
+}

@@ -1,0 +1,206 @@
+//! `deepcnn train`: a new run, or `--resume` of a saved one.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use burn::prelude::*;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{non_negative_number, positive, positive_number, DataArgs};
+use crate::checkpoint::RunDir;
+use crate::data::{Augment, FashionMnist};
+use crate::models::ModelKind;
+use crate::report::{draw_png, draw_svg, metrics_csv, Curves};
+use crate::train::{self, EpochMetrics, Observer, Schedule, TrainConfig, TrainError, TrainState};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// lenet, lenet-bn-scratch, lenet-bn, resnet18 or densenet.
+    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    pub model: Option<ModelKind>,
+    /// Total number of epochs [default: 5]. With --resume: the new total.
+    #[arg(long, value_parser = positive, allow_negative_numbers = true)]
+    pub epochs: Option<usize>,
+    /// [default: 256]
+    #[arg(long, value_parser = positive, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub batch_size: Option<usize>,
+    /// Adam learning rate (the peak rate under --schedule) [default: 0.001].
+    #[arg(long, value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub lr: Option<f64>,
+    /// Resize images to S×S (bilinear). Default: 28, or 96 for densenet (the book's size).
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub resize: Option<usize>,
+    /// Seed for weight initialisation, shuffling and augmentation [default: 0].
+    #[arg(long, conflicts_with = "resume")]
+    pub seed: Option<u64>,
+    /// Train on the first N training examples only (the test set stays whole).
+    #[arg(long, value_name = "N", value_parser = positive, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub limit: Option<usize>,
+    /// Augment: random crop after zero-padding each side by P pixels (e.g. 2).
+    #[arg(long, value_name = "P", conflicts_with = "resume")]
+    pub crop_padding: Option<usize>,
+    /// Augment: random horizontal flip.
+    #[arg(long, conflicts_with = "resume")]
+    pub flip: bool,
+    /// Learning-rate schedule [default: constant].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub schedule: Option<Schedule>,
+    /// Decoupled weight decay (switches Adam to AdamW) [default: 0].
+    #[arg(long, value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub weight_decay: Option<f64>,
+    /// Save the run here after every epoch: checkpoint, run.json, metrics.csv, training chart.
+    #[arg(long, value_name = "DIR", conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Replace a run already in --out.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+    /// Continue the run saved in DIR (its own settings; --epochs sets the new total).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// No progress bar (it is also off when stdout is not a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+impl TrainArgs {
+    fn config(&self, model: ModelKind) -> TrainConfig {
+        let book = TrainConfig::new(model);
+        TrainConfig {
+            model,
+            epochs: self.epochs.unwrap_or(book.epochs),
+            batch_size: self.batch_size.unwrap_or(book.batch_size),
+            lr: self.lr.unwrap_or(book.lr),
+            resize: self.resize,
+            seed: self.seed.unwrap_or(book.seed),
+            limit: self.limit,
+            augment: Augment { crop_padding: self.crop_padding.unwrap_or(0), flip: self.flip },
+            schedule: self.schedule.unwrap_or(book.schedule),
+            weight_decay: self.weight_decay.unwrap_or(book.weight_decay),
+        }
+    }
+}
+
+pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let device = Device::flex();
+    let (run_dir, config, state) = match &args.resume {
+        Some(dir) => {
+            let (run_dir, record) = RunDir::open(dir)?;
+            let mut config = record.config.clone();
+            config.epochs = args.epochs.unwrap_or(config.epochs);
+            if config.epochs <= record.epochs_done {
+                bail!(
+                    "{} has already trained {} of {} epochs; pass --epochs with a larger total to train more",
+                    dir.display(),
+                    record.epochs_done,
+                    config.epochs
+                );
+            }
+            let state = run_dir.load_state(&record, &device)?;
+            (Some(run_dir), config, Some(state))
+        }
+        None => {
+            let config = args.config(args.model.expect("clap requires --model without --resume"));
+            // Check the flags before touching files or spending time on loading data.
+            config.validate()?;
+            let run_dir = args.out.as_deref().map(|dir| RunDir::create(dir, args.force)).transpose()?;
+            (run_dir, config, None)
+        }
+    };
+    let data = FashionMnist::load(&args.data.data_dir)?;
+    let state = state.unwrap_or_else(|| TrainState::fresh(&config, &device));
+    let done = state.epochs_done();
+    let n_train = config.train_len(data.train.len());
+    let size = config.image_size();
+    writeln!(
+        out,
+        "training {} on {n_train} images ({size}×{size}), testing on {}; batch {}, lr {}, {} epochs, seed {}{}",
+        config.model,
+        data.test.len(),
+        config.batch_size,
+        config.lr,
+        config.epochs,
+        config.seed,
+        if done > 0 { format!("; resuming after epoch {done}") } else { String::new() }
+    )?;
+    let show_progress = !args.quiet && std::io::stdout().is_terminal();
+    let mut observer = CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress };
+    match train::train(&config, &data, &device, state, &mut observer) {
+        Ok(_) => Ok(()),
+        Err(e @ TrainError::NonFiniteLoss { .. }) => match &run_dir {
+            Some(run) => Err(e).with_context(|| format!("the last good checkpoint is kept in {}", run.path().display())),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints progress and epoch lines, and saves the run after every epoch.
+struct CliObserver<'a, W: Write> {
+    out: &'a mut W,
+    run_dir: Option<&'a RunDir>,
+    config: &'a TrainConfig,
+    bar: Option<ProgressBar>,
+    show_progress: bool,
+}
+
+impl<W: Write> Observer for CliObserver<'_, W> {
+    fn epoch_started(&mut self, epoch: usize, _steps: usize, examples: usize) {
+        if self.show_progress {
+            let bar = ProgressBar::new(examples as u64).with_prefix(format!("epoch {epoch}"));
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+    }
+
+    fn step_done(&mut self, examples: usize, loss: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!("loss {loss:.4}"));
+            bar.inc(examples as u64);
+        }
+    }
+
+    fn evaluating(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.set_message("testing…");
+        }
+    }
+
+    fn epoch_done(&mut self, metrics: &EpochMetrics, state: &TrainState) -> anyhow::Result<()> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        if let Some(run) = self.run_dir {
+            run.save(self.config, state)?;
+            run.write("metrics.csv", metrics_csv(&state.history).as_bytes())?;
+            write_charts(run, &state.history);
+        }
+        writeln!(self.out, "{metrics}")?;
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// The run's chart; a failure to draw it (fonts, say) is reported but does not stop training.
+fn write_charts(run: &RunDir, history: &[EpochMetrics]) {
+    let curves = Curves { runs: vec![(String::new(), history)] };
+    let svg = draw_svg(&curves).map(String::into_bytes);
+    let png = draw_png(&curves);
+    for (file, bytes) in [("training.svg", svg), ("training.png", png)] {
+        match bytes {
+            Ok(bytes) => {
+                if let Err(e) = run.write(file, &bytes) {
+                    eprintln!("warning: {e}");
+                }
+            }
+            Err(e) => eprintln!("warning: could not draw {file}: {e}"),
+        }
+    }
+}

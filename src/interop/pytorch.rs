@@ -1,0 +1,317 @@
+//! PyTorch `state_dict` ↔ deepcnn network.
+//!
+//! Every tensor of a deepcnn network has a burn path (`LeNet.norm1.Builtin.gamma`,
+//! `ResNet18.stages.0.residuals.1.conv2.weight`); [`torch_key`] gives the key the book's PyTorch
+//! module stores it under (`1.weight`, `resnet_block1.1.conv2.weight`). Two layouts differ:
+//! `nn.Linear` keeps its weight out×in where burn keeps in×out, and the book's from-scratch
+//! BN keeps γ, β and the moving statistics as 1×C (after a linear layer) or 1×C×1×1 (after a
+//! conv) where deepcnn keeps C values.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::pytorch::PytorchReader;
+use burn::store::ModuleSnapshot;
+use burn::tensor::{Bytes, DType};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::models::{ModelKind, Network};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", .path.display())]
+pub struct InteropError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// How a tensor's PyTorch layout differs from deepcnn's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Same,
+    /// Linear weight: transposed.
+    Transposed,
+    /// From-scratch BN tensor: PyTorch adds unit dimensions around the channels.
+    Channels { rank: usize },
+}
+
+/// The PyTorch key of the deepcnn tensor at burn `path` in a `kind` network.
+pub fn torch_key(kind: ModelKind, path: &str) -> Option<String> {
+    torch_key_and_layout(kind, path).map(|(k, _)| k)
+}
+
+fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)> {
+    let (_variant, rest) = path.split_once('.')?;
+    let (module, tensor) = rest.rsplit_once('.')?;
+    let parts: Vec<&str> = module.split('.').collect();
+    // Burn's BatchNorm calls PyTorch's weight/bias gamma/beta; its running statistics match.
+    fn builtin_bn(t: &str) -> &str {
+        match t {
+            "gamma" => "weight",
+            "beta" => "bias",
+            other => other,
+        }
+    }
+    let bn_or_conv = |m: &str, t: &'static str| -> String {
+        if m.starts_with("bn") { builtin_bn(t).to_string() } else { t.to_string() }
+    };
+    let tensor: &'static str = match tensor {
+        "weight" => "weight",
+        "bias" => "bias",
+        "gamma" => "gamma",
+        "beta" => "beta",
+        "running_mean" => "running_mean",
+        "running_var" => "running_var",
+        "moving_mean" => "moving_mean",
+        "moving_var" => "moving_var",
+        _ => return None,
+    };
+    let stem = |m: &str| match m {
+        "conv" => Some(format!("0.{tensor}")),
+        "bn" => Some(format!("1.{}", builtin_bn(tensor))),
+        _ => None,
+    };
+    let key = match (kind, parts.as_slice()) {
+        (ModelKind::LeNet | ModelKind::LeNetBnScratch | ModelKind::LeNetBn, _) => {
+            let bn = kind != ModelKind::LeNet;
+            let index = |layer: &str| -> Option<usize> {
+                Some(match (layer, bn) {
+                    ("conv1", _) => 0,
+                    ("norm1", true) => 1,
+                    ("conv2", true) => 4,
+                    ("conv2", false) => 3,
+                    ("norm2", true) => 5,
+                    ("fc1", true) => 9,
+                    ("fc1", false) => 7,
+                    ("norm3", true) => 10,
+                    ("fc2", true) => 12,
+                    ("fc2", false) => 9,
+                    ("norm4", true) => 13,
+                    ("fc3", true) => 15,
+                    ("fc3", false) => 11,
+                    _ => return None,
+                })
+            };
+            match parts.as_slice() {
+                [layer] if layer.starts_with("fc") => {
+                    let layout = if tensor == "weight" { Layout::Transposed } else { Layout::Same };
+                    return Some((format!("{}.{tensor}", index(layer)?), layout));
+                }
+                [layer] => format!("{}.{tensor}", index(layer)?),
+                [layer, "Builtin"] => format!("{}.{}", index(layer)?, builtin_bn(tensor)),
+                [layer, "Scratch"] => {
+                    let rank = if matches!(*layer, "norm1" | "norm2") { 4 } else { 2 };
+                    return Some((format!("{}.{tensor}", index(layer)?), Layout::Channels { rank }));
+                }
+                _ => return None,
+            }
+        }
+        (ModelKind::ResNet18 | ModelKind::DenseNet, ["stem", m]) => stem(m)?,
+        (ModelKind::ResNet18 | ModelKind::DenseNet, ["head", "fc"]) => {
+            let layout = if tensor == "weight" { Layout::Transposed } else { Layout::Same };
+            return Some((format!("fc.1.{tensor}"), layout));
+        }
+        (ModelKind::ResNet18, ["stages", s, "residuals", r, m]) => {
+            format!("resnet_block{}.{r}.{m}.{}", s.parse::<usize>().ok()? + 1, bn_or_conv(m, tensor))
+        }
+        (ModelKind::DenseNet, ["dense_blocks", i, "net", j, m]) => {
+            let position = if *m == "bn" { 0 } else { 2 };
+            format!("DenseBlosk_{i}.net.{j}.{position}.{}", bn_or_conv(m, tensor))
+        }
+        (ModelKind::DenseNet, ["transitions", i, m]) => {
+            let position = if *m == "bn" { 0 } else { 2 };
+            format!("transition_block_{i}.{position}.{}", bn_or_conv(m, tensor))
+        }
+        (ModelKind::DenseNet, ["bn"]) => format!("BN.{}", builtin_bn(tensor)),
+        _ => return None,
+    };
+    Some((key, Layout::Same))
+}
+
+/// A float tensor as read from a PyTorch file.
+struct TorchTensor {
+    shape: Vec<usize>,
+    values: Vec<f32>,
+}
+
+/// Reads the float tensors of a `.safetensors` file or a PyTorch `.pt`/`.pth` state_dict.
+/// Integer entries (BN's `num_batches_tracked`) are left out.
+fn read_torch_file(path: &Path) -> Result<BTreeMap<String, TorchTensor>, String> {
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    let mut out = BTreeMap::new();
+    let f32s = |bytes: &[u8]| bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let f64s = |bytes: &[u8]| bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect();
+    if is_safetensors {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
+        for (name, view) in st.tensors() {
+            let values = match view.dtype() {
+                Dtype::F32 => f32s(view.data()),
+                Dtype::F64 => f64s(view.data()),
+                _ => continue,
+            };
+            out.insert(name, TorchTensor { shape: view.shape().to_vec(), values });
+        }
+    } else {
+        let reader = PytorchReader::new(path).map_err(|e| format!("not a readable PyTorch state_dict: {e}"))?;
+        for (name, t) in reader.tensors() {
+            let bytes = t.read().map_err(|e| format!("{name}: {e}"))?;
+            let values = match t.dtype() {
+                burn::store::pytorch_reader::DType::F32 => f32s(&bytes),
+                burn::store::pytorch_reader::DType::F64 => f64s(&bytes),
+                _ => continue,
+            };
+            out.insert(name.clone(), TorchTensor { shape: t.shape().to_vec(), values });
+        }
+    }
+    Ok(out)
+}
+
+/// Loads a PyTorch `state_dict` of the book's `kind` network into a deepcnn network on
+/// `device`. Every key must be there with the right shape, and no float key may be left over.
+pub fn import_state_dict(kind: ModelKind, path: &Path, device: &Device) -> Result<Network, InteropError> {
+    let error = |reason: String| InteropError { path: path.to_path_buf(), reason };
+    let mut torch = read_torch_file(path).map_err(error)?;
+    let mut model = Network::new(kind, device);
+    let mut tensors = Vec::new();
+    for target in model.collect(None, None, false) {
+        let (key, layout) =
+            torch_key_and_layout(kind, &target.name).unwrap_or_else(|| panic!("no PyTorch name for {}", target.name));
+        let source = torch.remove(&key).ok_or_else(|| error(format!("no `{key}`: not a {kind} state_dict")))?;
+        let want: Vec<usize> = target.shape.to_vec();
+        let expected_torch_shape = match layout {
+            Layout::Same => want.clone(),
+            Layout::Transposed => vec![want[1], want[0]],
+            Layout::Channels { rank: 2 } => vec![1, want[0]],
+            Layout::Channels { .. } => vec![1, want[0], 1, 1],
+        };
+        if source.shape != expected_torch_shape {
+            return Err(error(format!(
+                "`{key}` has shape {:?}, a {kind} needs {expected_torch_shape:?}",
+                source.shape
+            )));
+        }
+        let values = match layout {
+            Layout::Transposed => transpose(&source.values, want[1], want[0]),
+            _ => source.values,
+        };
+        let bytes = Bytes::from_elems(values);
+        tensors.push(PackTensor::new(target.name.clone(), DType::F32, want, None, bytes));
+    }
+    if let Some(extra) = torch.keys().next() {
+        return Err(error(format!("unexpected `{extra}`: not a {kind} state_dict")));
+    }
+    let result = model.apply(tensors, None, None, false);
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(error(format!("could not apply the weights: {:?} {:?}", result.errors, result.missing)));
+    }
+    Ok(model)
+}
+
+/// `rows`×`cols` row-major values, transposed.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The network's weights as a safetensors file with the book's PyTorch keys and layouts, which
+/// `model.load_state_dict(safetensors.torch.load_file(path))` accepts. PyTorch's built-in BN
+/// also has a `num_batches_tracked` counter, which only matters with `momentum=None`; it is
+/// written as 0.
+pub fn export_safetensors(kind: ModelKind, model: &Network) -> Vec<u8> {
+    let mut entries: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
+    let mut builtin_bns = BTreeSet::new();
+    for t in model.valid().collect(None, None, false) {
+        let (key, layout) = torch_key_and_layout(kind, &t.name).unwrap_or_else(|| panic!("no PyTorch name for {}", t.name));
+        let shape: Vec<usize> = t.shape.to_vec();
+        let bytes = t.to_bytes().expect("tensor bytes").to_vec();
+        let (shape, bytes) = match layout {
+            Layout::Same => (shape, bytes),
+            Layout::Transposed => {
+                let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                let t = transpose(&values, shape[0], shape[1]);
+                (vec![shape[1], shape[0]], t.iter().flat_map(|v| v.to_le_bytes()).collect())
+            }
+            Layout::Channels { rank: 2 } => (vec![1, shape[0]], bytes),
+            Layout::Channels { .. } => (vec![1, shape[0], 1, 1], bytes),
+        };
+        if key.ends_with(".running_mean") {
+            builtin_bns.insert(key.trim_end_matches("running_mean").to_string());
+        }
+        entries.push((key, shape, bytes, Dtype::F32));
+    }
+    for prefix in builtin_bns {
+        entries.push((format!("{prefix}num_batches_tracked"), vec![], 0i64.to_le_bytes().to_vec(), Dtype::I64));
+    }
+    let views: HashMap<String, safetensors::tensor::TensorView> = entries
+        .iter()
+        .map(|(k, shape, bytes, dtype)| {
+            (k.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("consistent tensor view"))
+        })
+        .collect();
+    safetensors::serialize(views, None).expect("serializing to memory")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_books_pytorch_modules() {
+        let cases = [
+            (ModelKind::LeNet, "LeNet.conv2.weight", "3.weight"),
+            (ModelKind::LeNet, "LeNet.fc3.bias", "11.bias"),
+            (ModelKind::LeNetBn, "LeNet.norm1.Builtin.gamma", "1.weight"),
+            (ModelKind::LeNetBn, "LeNet.norm4.Builtin.running_var", "13.running_var"),
+            (ModelKind::LeNetBnScratch, "LeNet.norm3.Scratch.moving_mean", "10.moving_mean"),
+            (ModelKind::LeNetBnScratch, "LeNet.fc1.weight", "9.weight"),
+            (ModelKind::ResNet18, "ResNet18.stem.bn.beta", "1.bias"),
+            (ModelKind::ResNet18, "ResNet18.stages.0.residuals.0.conv1.weight", "resnet_block1.0.conv1.weight"),
+            (ModelKind::ResNet18, "ResNet18.stages.3.residuals.0.conv3.bias", "resnet_block4.0.conv3.bias"),
+            (ModelKind::ResNet18, "ResNet18.stages.1.residuals.1.bn2.running_mean", "resnet_block2.1.bn2.running_mean"),
+            (ModelKind::ResNet18, "ResNet18.head.fc.weight", "fc.1.weight"),
+            (ModelKind::DenseNet, "DenseNet.dense_blocks.2.net.3.bn.gamma", "DenseBlosk_2.net.3.0.weight"),
+            (ModelKind::DenseNet, "DenseNet.dense_blocks.0.net.1.conv.weight", "DenseBlosk_0.net.1.2.weight"),
+            (ModelKind::DenseNet, "DenseNet.transitions.1.conv.bias", "transition_block_1.2.bias"),
+            (ModelKind::DenseNet, "DenseNet.bn.running_var", "BN.running_var"),
+        ];
+        for (kind, path, key) in cases {
+            assert_eq!(torch_key(kind, path).as_deref(), Some(key), "{kind} {path}");
+        }
+    }
+
+    #[test]
+    fn every_tensor_of_every_network_has_a_distinct_pytorch_name() {
+        for kind in ModelKind::ALL {
+            let net = Network::new(kind, &Device::flex());
+            let names: Vec<String> = net.collect(None, None, false).into_iter().map(|t| t.name).collect();
+            let keys: BTreeSet<String> = names.iter().map(|n| torch_key(kind, n).unwrap_or_else(|| panic!("{n}"))).collect();
+            assert_eq!(keys.len(), names.len(), "{kind}: two tensors share a PyTorch key");
+        }
+    }
+
+    #[test]
+    fn export_then_import_gives_the_same_network() {
+        let d = Device::flex();
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [ModelKind::LeNetBnScratch, ModelKind::LeNetBn] {
+            let net = Network::new(kind, &d);
+            let path = dir.path().join(format!("{kind}.safetensors"));
+            std::fs::write(&path, export_safetensors(kind, &net)).unwrap();
+            let back = import_state_dict(kind, &path, &d).unwrap();
+            let x = Tensor::<4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &d);
+            let (a, b) = (net.forward(x.clone()).into_data(), back.forward(x).into_data());
+            a.assert_approx_eq::<f32>(&b, burn::tensor::Tolerance::absolute(1e-6));
+            // A lenet-bn file is not a lenet-bn-scratch one.
+            let other = if kind == ModelKind::LeNetBn { ModelKind::LeNetBnScratch } else { ModelKind::LeNetBn };
+            let e = import_state_dict(other, &path, &d).unwrap_err().to_string();
+            assert!(e.contains("not a") && e.contains(other.name()), "{e}");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `deepcnn eval`'s human-readable report.
+
+use std::io::{self, Write};
+
+use crate::data::CLASS_NAMES;
+use crate::train::EvalReport;
+
+pub fn write_eval_report(r: &EvalReport, out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "test loss {:.4}, test acc {:.4} ({} of {} images)", r.loss, r.accuracy, r.correct(), r.examples)?;
+    writeln!(out, "\nper-class accuracy:")?;
+    for c in &r.per_class {
+        writeln!(out, "  {:<12} {:.3}  ({} images)", c.class, c.accuracy, c.examples)?;
+    }
+    writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted):")?;
+    let short: Vec<String> = CLASS_NAMES.iter().map(|n| n.chars().take(7).collect()).collect();
+    write!(out, "{:>12}", "")?;
+    for s in &short {
+        write!(out, " {s:>7}")?;
+    }
+    writeln!(out)?;
+    for (name, row) in CLASS_NAMES.iter().zip(&r.confusion) {
+        write!(out, "{name:>12}")?;
+        for v in row {
+            write!(out, " {v:>7}")?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
