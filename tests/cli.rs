@@ -100,3 +100,123 @@ fn summary_prints_the_books_shapes() {
     assert!(row.contains("[1, 512, 7, 7]"), "{row}");
     assert!(text.contains("total trainable parameters: 11178378"), "{text}");
 }
+
+fn ok(args: &[&str]) -> String {
+    let out = deepcnn(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    stdout(&out)
+}
+
+/// A run directory of `epochs` epochs of lenet-bn on synthetic data, and the data.
+fn trained_run(epochs: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+    let data = synthetic_dir(96, 40);
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("run");
+    ok(&["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", epochs, "--batch-size", "32", "--out", path(&run)]);
+    (data, runs)
+}
+
+#[test]
+fn a_run_directory_holds_checkpoint_metrics_and_charts_and_resumes() {
+    let (data, runs) = trained_run("2");
+    let run = runs.path().join("run");
+    for file in ["run.json", "model-epoch2.bpk", "optimizer-epoch2.bpk", "metrics.csv", "training.svg", "training.png"] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let text = ok(&["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(data.path())]);
+    assert!(text.lines().next().unwrap().ends_with("; resuming after epoch 2"), "{text}");
+    assert_eq!(text.lines().skip(1).map(|l| &l[..8]).collect::<Vec<_>>(), ["epoch 3,"], "{text}");
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(csv.starts_with("epoch,loss,train_acc,test_acc,seconds,examples_per_sec\n1,"), "{csv}");
+
+    // Resuming is done with the run's own settings; only the total number of epochs changes.
+    assert_fails_with(&["train", "--resume", path(&run), "--lr", "0.1"], "--lr");
+    assert_fails_with(&["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(data.path())], "already trained 3 of 3 epochs");
+}
+
+#[test]
+fn runs_are_never_overwritten_by_accident() {
+    let (data, runs) = trained_run("1");
+    let run = runs.path().join("run");
+    let before = std::fs::read(run.join("run.json")).unwrap();
+    let d = path(data.path());
+    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)], "already holds a run (lenet-bn, 1 epochs done)");
+    // A replacement that fails (its loss overflows in epoch 1) leaves the old run as it was.
+    assert_fails_with(
+        &["train", "--model", "lenet-bn", "--data-dir", d, "--out", path(&run), "--force", "--lr", "1e38", "--batch-size", "16"],
+        "keeps the checkpoint of epoch 1",
+    );
+    assert_eq!(std::fs::read(run.join("run.json")).unwrap(), before);
+    assert!(run.join("model-epoch1.bpk").is_file());
+    // Exports refuse to replace a file too.
+    let file = runs.path().join("weights.safetensors");
+    std::fs::write(&file, b"precious").unwrap();
+    assert_fails_with(&["export", "--checkpoint", path(&run), "--out", path(&file)], "exists; pass --force");
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    assert_fails_with(&["train", "--resume", path(runs.path())], "holds no deepcnn run");
+    assert_fails_with(&["eval", "--checkpoint", path(data.path())], "holds no deepcnn run");
+}
+
+#[test]
+fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
+    let (data, runs) = trained_run("1");
+    let run = runs.path().join("run");
+    let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path())]);
+    assert!(text.contains("test loss ") && text.contains("of 40 images)"), "{text}");
+    assert!(text.contains("per-class accuracy:") && text.contains("T-shirt/top") && text.contains("Ankle boot"), "{text}");
+    assert!(text.contains("confusion matrix"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--json"])).unwrap();
+    let confusion = json["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 10);
+    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 40);
+    assert!(json["accuracy"].as_f64().unwrap() <= 1.0 && json["loss"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["per_class"][9]["class"], "Ankle boot");
+}
+
+#[test]
+fn predict_reads_images_and_idx_files_and_refuses_the_rest() {
+    let (data, runs) = trained_run("1");
+    let run = runs.path().join("run");
+    let png = runs.path().join("shirt.png");
+    image::RgbImage::from_pixel(64, 48, image::Rgb([200, 30, 30])).save(&png).unwrap();
+    let idx = data.path().join("t10k-images-idx3-ubyte.gz");
+    let text = ok(&["predict", "--checkpoint", path(&run), path(&png), "--idx", path(&idx), "--index", "3", "--top-k", "2"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with(&format!("{}: ", png.display())) && lines[1].contains("t10k-images-idx3-ubyte.gz[3]: "), "{text}");
+    assert_eq!(lines[0].matches(", ").count(), 1, "two classes: {text}");
+    let not_image = runs.path().join("notes.txt");
+    std::fs::write(&not_image, "hello").unwrap();
+    assert_fails_with(&["predict", "--checkpoint", path(&run), path(&not_image)], "notes.txt: not a readable PNG or JPEG");
+    assert_fails_with(&["predict", "--checkpoint", path(&run), "--idx", path(&idx), "--index", "40"], "out of range (the file has 40 images)");
+    assert_fails_with(&["predict", "--checkpoint", path(&run)], "give image files");
+}
+
+#[test]
+fn plot_overlays_runs_and_import_export_round_trip() {
+    let (data, runs) = trained_run("1");
+    let run = runs.path().join("run");
+    let chart = runs.path().join("both");
+    ok(&["plot", path(&run), path(&run), "--out", path(&chart)]);
+    assert!(std::fs::read_to_string(chart.with_extension("svg")).unwrap().contains("run: test acc"));
+    assert!(image::open(chart.with_extension("png")).is_ok());
+    assert_fails_with(&["plot", path(&run), path(&run)], "--out");
+
+    let weights = runs.path().join("w.safetensors");
+    ok(&["export", "--checkpoint", path(&run), "--out", path(&weights)]);
+    let imported = runs.path().join("imported");
+    ok(&["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)]);
+    let d = path(data.path());
+    let eval = |dir: &Path| ok(&["eval", "--checkpoint", path(dir), "--data-dir", d, "--json"]);
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (serde_json::from_str(&eval(&run)).unwrap(), serde_json::from_str(&eval(&imported)).unwrap());
+    assert_eq!(a["confusion"], b["confusion"]);
+    assert_fails_with(
+        &["import", "--model", "lenet-bn-scratch", path(&weights), "--out", path(&runs.path().join("x"))],
+        "not a lenet-bn-scratch state_dict",
+    );
+    assert!(!runs.path().join("x").exists(), "a failed import creates nothing");
+    assert_fails_with(&["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)], "already holds a run");
+}

@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,7 +131,13 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     match train::train(&config, &data, &device, state, &mut observer) {
         Ok(_) => Ok(()),
         Err(e @ TrainError::NonFiniteLoss { .. }) => match &run_dir {
-            Some(run) => Err(e).with_context(|| format!("the last good checkpoint is kept in {}", run.path().display())),
+            Some(run) => {
+                let kept = match RunDir::open(run.path()) {
+                    Ok((_, record)) => format!("{} keeps the checkpoint of epoch {}", run.path().display(), record.epochs_done),
+                    Err(_) => format!("no checkpoint was written to {}", run.path().display()),
+                };
+                Err(anyhow::Error::new(e).context(kept))
+            }
             None => Err(e.into()),
         },
         Err(e) => Err(e.into()),
