@@ -53,13 +53,28 @@ pub struct IdxImages {
 /// Reads a whole file, transparently gunzipping it when it starts with the gzip magic bytes.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
     let raw = std::fs::read(path).map_err(|source| IdxError::Io { path: path.into(), source })?;
+    decode_bytes(raw, path)
+}
+
+/// The largest decompressed file accepted (Fashion-MNIST's biggest is 47 MB): a cap, so a
+/// corrupt or hostile gzip stream cannot exhaust memory.
+pub const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// `raw` itself, or its gunzipped content when it starts with the gzip magic bytes; `path`
+/// only names the file in errors.
+pub fn decode_bytes(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, IdxError> {
     if !raw.starts_with(&GZIP_MAGIC) {
         return Ok(raw);
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(raw.as_slice())
+        .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
         .map_err(|source| IdxError::Gzip { path: path.into(), source })?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        let source = std::io::Error::other(format!("decompresses to more than {MAX_DECOMPRESSED} bytes"));
+        return Err(IdxError::Gzip { path: path.into(), source });
+    }
     Ok(out)
 }
 
