@@ -33,17 +33,17 @@ impl Batcher {
     /// The examples at `indices`, in that order.
     pub fn batch(&self, data: &Dataset, indices: &[usize]) -> Batch {
         let pixels: Vec<u8> = indices.iter().flat_map(|&i| data.image(i).iter().copied()).collect();
-        self.from_pixels(data, indices, pixels)
+        self.batch_of_pixels(data, indices, pixels)
     }
 
     /// Like [`batch`](Self::batch), each image randomly augmented with draws from `rng`.
     pub fn augmented_batch(&self, data: &Dataset, indices: &[usize], augment: Augment, rng: &mut StdRng) -> Batch {
         let [h, w] = data.image_size();
         let pixels: Vec<u8> = indices.iter().flat_map(|&i| augment.apply(data.image(i), h, w, rng)).collect();
-        self.from_pixels(data, indices, pixels)
+        self.batch_of_pixels(data, indices, pixels)
     }
 
-    fn from_pixels(&self, data: &Dataset, indices: &[usize], pixels: Vec<u8>) -> Batch {
+    fn batch_of_pixels(&self, data: &Dataset, indices: &[usize], pixels: Vec<u8>) -> Batch {
         let [h, w] = data.image_size();
         let pixels: Vec<f32> = pixels.into_iter().map(|p| p as f32 / 255.0).collect();
         let labels: Vec<i64> = indices.iter().map(|&i| data.label(i) as i64).collect();
