@@ -45,6 +45,22 @@ pub struct RunRecord {
     pub history: Vec<EpochMetrics>,
 }
 
+impl RunRecord {
+    /// The record of a run at the end of `history`'s last epoch.
+    fn new(config: &TrainConfig, model_file: String, optimizer_file: Option<String>, history: Vec<EpochMetrics>) -> Self {
+        RunRecord {
+            format: FORMAT,
+            deepcnn_version: env!("CARGO_PKG_VERSION").to_string(),
+            config: config.clone(),
+            epochs_done: history.len(),
+            model_file,
+            optimizer_file,
+            next_epoch: history.len() + 1,
+            history,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{} holds no deepcnn run (no {RUN_FILE})", .dir.display())]
@@ -122,32 +138,14 @@ impl RunDir {
         let optim_bytes =
             state.optim.into_bytes().map_err(|e| CheckpointError::corrupt(&self.path.join(&optimizer_file), e))?;
         self.write(&optimizer_file, &optim_bytes)?;
-        self.commit(RunRecord {
-            format: FORMAT,
-            deepcnn_version: env!("CARGO_PKG_VERSION").to_string(),
-            config: config.clone(),
-            epochs_done: epoch,
-            model_file,
-            optimizer_file: Some(optimizer_file),
-            next_epoch: epoch + 1,
-            history: state.history.clone(),
-        })
+        self.commit(RunRecord::new(config, model_file, Some(optimizer_file), state.history.clone()))
     }
 
     /// Saves a network that was not trained here (imported weights) as epoch 0 of a run.
     pub fn save_imported(&self, config: &TrainConfig, model: &Network) -> Result<RunRecord, CheckpointError> {
         let model_file = "model-epoch0.bpk".to_string();
         self.write(&model_file, &network_bytes(model))?;
-        self.commit(RunRecord {
-            format: FORMAT,
-            deepcnn_version: env!("CARGO_PKG_VERSION").to_string(),
-            config: config.clone(),
-            epochs_done: 0,
-            model_file,
-            optimizer_file: None,
-            next_epoch: 1,
-            history: Vec::new(),
-        })
+        self.commit(RunRecord::new(config, model_file, None, Vec::new()))
     }
 
     /// Writes `file` (a name inside the run directory) atomically.

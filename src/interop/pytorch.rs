@@ -36,6 +36,23 @@ enum Layout {
     Channels { rank: usize },
 }
 
+impl Layout {
+    /// PyTorch's shape of a tensor deepcnn holds with `shape`.
+    fn torch_shape(self, shape: &[usize]) -> Vec<usize> {
+        match self {
+            Layout::Same => shape.to_vec(),
+            Layout::Transposed => vec![shape[1], shape[0]],
+            Layout::Channels { rank: 2 } => vec![1, shape[0]],
+            Layout::Channels { .. } => vec![1, shape[0], 1, 1],
+        }
+    }
+
+    /// A linear layer's weight is transposed, its bias is not.
+    fn linear(tensor: &str) -> Self {
+        if tensor == "weight" { Layout::Transposed } else { Layout::Same }
+    }
+}
+
 /// The PyTorch key of the deepcnn tensor at burn `path` in a `kind` network.
 pub fn torch_key(kind: ModelKind, path: &str) -> Option<String> {
     torch_key_and_layout(kind, path).map(|(k, _)| k)
@@ -95,8 +112,7 @@ fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)>
             };
             match parts.as_slice() {
                 [layer] if layer.starts_with("fc") => {
-                    let layout = if tensor == "weight" { Layout::Transposed } else { Layout::Same };
-                    return Some((format!("{}.{tensor}", index(layer)?), layout));
+                    return Some((format!("{}.{tensor}", index(layer)?), Layout::linear(tensor)));
                 }
                 [layer] => format!("{}.{tensor}", index(layer)?),
                 [layer, "Builtin"] => format!("{}.{}", index(layer)?, builtin_bn(tensor)),
@@ -109,8 +125,7 @@ fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)>
         }
         (ModelKind::ResNet18 | ModelKind::DenseNet, ["stem", m]) => stem(m)?,
         (ModelKind::ResNet18 | ModelKind::DenseNet, ["head", "fc"]) => {
-            let layout = if tensor == "weight" { Layout::Transposed } else { Layout::Same };
-            return Some((format!("fc.1.{tensor}"), layout));
+            return Some((format!("fc.1.{tensor}"), Layout::linear(tensor)));
         }
         (ModelKind::ResNet18, ["stages", s, "residuals", r, m]) => {
             format!("resnet_block{}.{r}.{m}.{}", s.parse::<usize>().ok()? + 1, bn_or_conv(m, tensor))
@@ -140,8 +155,6 @@ struct TorchTensor {
 fn read_torch_file(path: &Path) -> Result<BTreeMap<String, TorchTensor>, String> {
     let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
     let mut out = BTreeMap::new();
-    let f32s = |bytes: &[u8]| bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-    let f64s = |bytes: &[u8]| bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect();
     if is_safetensors {
         let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
@@ -180,12 +193,7 @@ pub fn import_state_dict(kind: ModelKind, path: &Path, device: &Device) -> Resul
             torch_key_and_layout(kind, &target.name).unwrap_or_else(|| panic!("no PyTorch name for {}", target.name));
         let source = torch.remove(&key).ok_or_else(|| error(format!("no `{key}`: not a {kind} state_dict")))?;
         let want: Vec<usize> = target.shape.to_vec();
-        let expected_torch_shape = match layout {
-            Layout::Same => want.clone(),
-            Layout::Transposed => vec![want[1], want[0]],
-            Layout::Channels { rank: 2 } => vec![1, want[0]],
-            Layout::Channels { .. } => vec![1, want[0], 1, 1],
-        };
+        let expected_torch_shape = layout.torch_shape(&want);
         if source.shape != expected_torch_shape {
             return Err(error(format!(
                 "`{key}` has shape {:?}, a {kind} needs {expected_torch_shape:?}",
@@ -207,6 +215,16 @@ pub fn import_state_dict(kind: ModelKind, path: &Path, device: &Device) -> Resul
         return Err(error(format!("could not apply the weights: {:?} {:?}", result.errors, result.missing)));
     }
     Ok(model)
+}
+
+/// Little-endian f32 values.
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// Little-endian f64 values, as f32.
+fn f64s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()
 }
 
 /// `rows`×`cols` row-major values, transposed.
@@ -231,20 +249,15 @@ pub fn export_safetensors(kind: ModelKind, model: &Network) -> Vec<u8> {
         let (key, layout) = torch_key_and_layout(kind, &t.name).unwrap_or_else(|| panic!("no PyTorch name for {}", t.name));
         let shape: Vec<usize> = t.shape.to_vec();
         let bytes = t.to_bytes().expect("tensor bytes").to_vec();
-        let (shape, bytes) = match layout {
-            Layout::Same => (shape, bytes),
-            Layout::Transposed => {
-                let values: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-                let t = transpose(&values, shape[0], shape[1]);
-                (vec![shape[1], shape[0]], t.iter().flat_map(|v| v.to_le_bytes()).collect())
-            }
-            Layout::Channels { rank: 2 } => (vec![1, shape[0]], bytes),
-            Layout::Channels { .. } => (vec![1, shape[0], 1, 1], bytes),
+        let torch_shape = layout.torch_shape(&shape);
+        let bytes = match layout {
+            Layout::Transposed => transpose(&f32s(&bytes), shape[0], shape[1]).iter().flat_map(|v| v.to_le_bytes()).collect(),
+            _ => bytes,
         };
         if key.ends_with(".running_mean") {
             builtin_bns.insert(key.trim_end_matches("running_mean").to_string());
         }
-        entries.push((key, shape, bytes, Dtype::F32));
+        entries.push((key, torch_shape, bytes, Dtype::F32));
     }
     for prefix in builtin_bns {
         entries.push((format!("{prefix}num_batches_tracked"), vec![], 0i64.to_le_bytes().to_vec(), Dtype::I64));
