@@ -4,18 +4,22 @@
 //!
 //! - [`data`]: IDX files, the Fashion-MNIST data set, batching.
 //! - [`nn`]: batch normalization written from scratch, and small shared layers.
+//! - [`kernels`]: deepcnn's fast CPU kernels (fused batch normalization, GEMM convolution).
 //! - [`interop`]: weights to and from PyTorch.
 //! - [`models`]: the networks, built from named blocks that follow the book.
 //! - [`predict`]: class probabilities for single images.
 //! - [`report`]: metrics.csv, training-curve charts, evaluation reports.
 //! - [`train`]: the training loop, metrics and evaluation.
+//! - [`bench`]: timing the training step.
 //! - [`checkpoint`]: run directories: checkpoints, resume.
 //! - [`cli`]: the `deepcnn` command line.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
 pub mod interop;
+pub mod kernels;
 pub mod models;
 pub mod nn;
 pub mod predict;

@@ -1,6 +1,7 @@
 //! The `deepcnn` command line: flags are parsed and checked here, the work is done by the
 //! library. One file per group of commands.
 
+mod bench;
 mod inspect;
 mod runs;
 mod train;
@@ -15,6 +16,7 @@ use crate::data::DEFAULT_DATA_DIR;
 use crate::models::{ModelKind, Network};
 use crate::nn::LayerRow;
 
+pub use bench::BenchArgs;
 pub use inspect::{EvalArgs, PredictArgs};
 pub use runs::{ExportArgs, ImportArgs, PlotArgs};
 pub use train::TrainArgs;
@@ -42,6 +44,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Print each top-level layer's output shape and parameter count, as the book does.
     Summary(SummaryArgs),
+    /// Time the training step on random data (images/s), e.g. to compare with PyTorch.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +97,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         Command::Import(args) => runs::import(args, out),
         Command::Export(args) => runs::export(args, out),
         Command::Summary(args) => summary(args, out),
+        Command::Bench(args) => bench::run(args, out),
     }
 }
 

@@ -1,15 +1,15 @@
 //! DenseNet (book §5.12): dense blocks whose convolutions each see the concatenation of all
 //! earlier outputs, and transition layers that halve channels, height and width between them.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
 use crate::nn::Trace;
+use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 
 /// The book's configuration: 4 dense blocks of 4 convolutions, growth rate 32.
 pub const CONVS_PER_BLOCK: [usize; 4] = [4, 4, 4, 4];

@@ -1,7 +1,6 @@
 //! LeNet (book §5.5) and LeNet with batch normalization (§5.10): batch normalization after
 //! every convolution and linear layer except the last, before the sigmoid.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -10,6 +9,7 @@ use burn::tensor::activation::sigmoid;
 use crate::nn::batch_norm::{Rank, StatisticsAxes};
 use crate::nn::norm::NormKind;
 use crate::nn::{Norm, Trace};
+use crate::nn::layers::{Conv2d, Conv2dConfig};
 
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
 /// features for the first linear layer.

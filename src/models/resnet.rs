@@ -2,14 +2,14 @@
 //! a shortcut that is a 1×1 convolution where the shape changes, four stages of two blocks
 //! (64, 128, 256, 512 channels), global average pooling and a linear classifier.
 
-use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::Stem;
 use crate::nn::Trace;
+use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 
 /// `Residual(in, out, use_1x1conv, stride)`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 #[derive(Module, Debug)]

@@ -10,21 +10,21 @@ use super::batch_norm::{BatchNorm, BatchNormConfig, Rank, StatisticsAxes};
 pub enum NormKind {
     /// deepcnn's [`BatchNorm`], written from tensor operations.
     Scratch,
-    /// burn's `nn::BatchNorm`.
+    /// burn's `nn::BatchNorm` (its parameters and semantics, on deepcnn's fused kernel).
     Builtin,
 }
 
 #[derive(Module, Debug)]
 pub enum Norm {
     Scratch(BatchNorm),
-    Builtin(burn::nn::BatchNorm),
+    Builtin(super::layers::BatchNorm),
 }
 
 impl Norm {
     pub fn new(kind: NormKind, features: usize, device: &Device) -> Self {
         match kind {
             NormKind::Scratch => Norm::Scratch(BatchNormConfig::new(features).init(device)),
-            NormKind::Builtin => Norm::Builtin(burn::nn::BatchNormConfig::new(features).init(device)),
+            NormKind::Builtin => Norm::Builtin(super::layers::BatchNormConfig::new(features).init(device)),
         }
     }
 

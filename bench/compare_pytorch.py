@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Runs `deepcnn bench --json` and bench/torch_step.py for each configuration, alternating
+between the two so that both see the same machine state, and prints a Markdown table: the
+median over repetitions of each side's images/s (each repetition itself a median over steps),
+and deepcnn's speed as a multiple of PyTorch's. Called by bench/compare-pytorch."""
+import argparse, json, os, platform, statistics, subprocess, sys
+from datetime import date
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The configurations of the speed issue: (model, batch size, input size).
+CONFIGS = [
+    ("lenet-bn", 256, 28),
+    ("lenet-bn-scratch", 256, 28),
+    ("resnet18", 64, 28),
+    ("densenet", 32, 96),
+]
+
+
+def run_json(cmd):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--deepcnn", required=True)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--only", help="comma-separated model names")
+    a = p.parse_args()
+    configs = [c for c in CONFIGS if not a.only or c[0] in a.only.split(",")]
+
+    results = {c: {"deepcnn": [], "pytorch": []} for c in configs}
+    torch_version = None
+    for rep in range(a.reps):
+        for (model, batch, size) in configs:
+            # Deep nets get fewer steps: one ResNet/DenseNet step takes about a second here.
+            steps = a.steps if model.startswith("lenet") else max(3, a.steps // 4)
+            common = ["--model", model, "--batch-size", str(batch), "--input", str(size),
+                      "--steps", str(steps)]
+            order = ["deepcnn", "pytorch"] if rep % 2 == 0 else ["pytorch", "deepcnn"]
+            for side in order:
+                if side == "deepcnn":
+                    r = run_json([a.deepcnn, "bench", "--json"] + common)
+                else:
+                    r = run_json([sys.executable, os.path.join(HERE, "torch_step.py")] + common)
+                    torch_version = r["torch"]
+                results[(model, batch, size)][side].append(r["images_per_sec"])
+                print(f"rep {rep + 1}: {side:8} {model:17} b{batch} {size}²: "
+                      f"{r['images_per_sec']:8.1f} images/s", file=sys.stderr)
+
+    print(f"{date.today()}, {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch_version} "
+          f"(eager, fp32, default threads); {a.reps} repetitions, interleaved\n")
+    print("| model | batch | input | deepcnn images/s | PyTorch images/s | deepcnn / PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for (model, batch, size), r in results.items():
+        ours, theirs = statistics.median(r["deepcnn"]), statistics.median(r["pytorch"])
+        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}× |")
+
+
+if __name__ == "__main__":
+    main()

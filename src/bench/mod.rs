@@ -1,0 +1,101 @@
+//! Timing the training step: the full step of the training loop (forward in training mode,
+//! cross-entropy, backward, Adam) on random data, so that deepcnn can be compared with PyTorch
+//! running the book's code on the same machine (`bench/compare-pytorch`).
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::data::Batch;
+use crate::models::ModelKind;
+use crate::train::{optimizer, seeded_network, train_step};
+
+/// What to time.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchConfig {
+    pub model: ModelKind,
+    pub batch_size: usize,
+    /// Input height and width.
+    pub size: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Untimed steps first (allocator and cache warm-up, lazy initialisation).
+    pub warmup: usize,
+}
+
+/// Wall-clock seconds of each timed step.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub model: ModelKind,
+    pub batch_size: usize,
+    pub size: usize,
+    pub step_seconds: Vec<f64>,
+}
+
+impl BenchReport {
+    pub fn median_seconds(&self) -> f64 {
+        let mut sorted = self.step_seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        if n == 0 {
+            return f64::NAN;
+        }
+        if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        }
+    }
+
+    /// Images per second at the median step time.
+    pub fn images_per_sec(&self) -> f64 {
+        self.batch_size as f64 / self.median_seconds()
+    }
+}
+
+/// Random images in [0, 1] and random labels, drawn once: every step trains on the same batch,
+/// uploaded from host memory each step as the training loop does.
+pub struct RandomBatch {
+    images: Vec<f32>,
+    labels: Vec<i64>,
+    shape: [usize; 4],
+}
+
+impl RandomBatch {
+    pub fn new(batch_size: usize, size: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let shape = [batch_size, 1, size, size];
+        let images = (0..shape.iter().product()).map(|_| rng.random::<f32>()).collect();
+        let labels = (0..batch_size).map(|_| rng.random_range(0..10)).collect();
+        Self { images, labels, shape }
+    }
+
+    pub fn to_device(&self, device: &Device) -> Batch {
+        Batch {
+            images: Tensor::from_data(TensorData::new(self.images.clone(), self.shape), device),
+            labels: Tensor::from_data(TensorData::new(self.labels.clone(), [self.shape[0]]), device),
+        }
+    }
+}
+
+/// Times `config.steps` training steps of a fresh `config.model` on `device` (a plain device;
+/// the network lives on its autodiff wrapper).
+pub fn bench_training_step(config: &BenchConfig, device: &Device) -> BenchReport {
+    let device = device.clone().autodiff();
+    let mut model = seeded_network(config.model, 0, &device);
+    let mut optim = optimizer();
+    let data = RandomBatch::new(config.batch_size, config.size, 0);
+    let mut step_seconds = Vec::with_capacity(config.steps);
+    for i in 0..config.warmup + config.steps {
+        let start = Instant::now();
+        // train_step reads the loss back to the host, which waits for the step to finish.
+        let (next, _) = train_step(model, &mut optim, data.to_device(&device), 1e-3);
+        model = next;
+        let _ = device.sync();
+        if i >= config.warmup {
+            step_seconds.push(start.elapsed().as_secs_f64());
+        }
+    }
+    BenchReport { model: config.model, batch_size: config.batch_size, size: config.size, step_seconds }
+}

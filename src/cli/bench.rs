@@ -1,0 +1,71 @@
+//! `deepcnn bench`: images per second of the training step, on random data.
+
+use std::io::Write;
+
+use anyhow::Context;
+use burn::prelude::*;
+use clap::Args;
+
+use super::positive;
+use crate::bench::{bench_training_step, BenchConfig};
+use crate::models::ModelKind;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[arg(long)]
+    pub model: ModelKind,
+    #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
+    pub batch_size: usize,
+    /// Input height and width. Default: 28, or 96 for densenet.
+    #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
+    pub input: Option<usize>,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20, value_parser = positive, allow_negative_numbers = true)]
+    pub steps: usize,
+    /// Untimed steps before them.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Print one JSON object (every step time) instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    let size = args.input.unwrap_or(args.model.default_train_size());
+    args.model.check_input(size)?;
+    let config = BenchConfig {
+        model: args.model,
+        batch_size: args.batch_size,
+        size,
+        steps: args.steps,
+        warmup: args.warmup,
+    };
+    let device = Device::flex();
+    let report = bench_training_step(&config, &device);
+    if args.json {
+        let mut value = serde_json::to_value(&report).context("serialising the report")?;
+        value["median_seconds"] = report.median_seconds().into();
+        value["images_per_sec"] = report.images_per_sec().into();
+        value["threads"] = std::thread::available_parallelism().map_or(1, |n| n.get()).into();
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    let (min, max) = report
+        .step_seconds
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    writeln!(
+        out,
+        "{}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up",
+        args.model, args.batch_size, args.steps, args.warmup
+    )?;
+    writeln!(
+        out,
+        "median step {:.1} ms (min {:.1}, max {:.1}), {:.0} images/s",
+        report.median_seconds() * 1e3,
+        min * 1e3,
+        max * 1e3,
+        report.images_per_sec()
+    )?;
+    Ok(())
+}

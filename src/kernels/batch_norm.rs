@@ -1,0 +1,151 @@
+//! Batch normalization over an N×C×S tensor (S = H·W for conv features, 1 for dense ones),
+//! fused into the fewest passes: statistics in two read passes (mean, then the centred sum of
+//! squares, accumulated in f64 so that large batches lose nothing), normalisation in one
+//! read-write pass, and the closed-form backward in two:
+//!
+//! ```text
+//!   x̂ = (x − μ)·σ⁻¹,  y = γ·x̂ + β,  σ⁻¹ = 1/√(var + ε)  (var biased)
+//!   ∂β = Σ dy,  ∂γ = Σ dy·x̂,  dx = γ·σ⁻¹·(dy − ∂β/M − x̂·∂γ/M),  M = N·S
+//! ```
+//!
+//! Samples are split across threads; per-channel partial sums are merged at the end.
+
+use rayon::prelude::*;
+
+/// The shape of a batch, as the kernels see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NcsShape {
+    pub n: usize,
+    pub c: usize,
+    pub s: usize,
+}
+
+impl NcsShape {
+    /// From a tensor's dims `[N, C, ...]`.
+    pub fn from_dims(dims: &[usize]) -> Self {
+        Self { n: dims[0], c: dims[1], s: dims[2..].iter().product() }
+    }
+
+    fn sample_len(&self) -> usize {
+        self.c * self.s
+    }
+
+    fn per_channel(&self) -> f64 {
+        (self.n * self.s) as f64
+    }
+}
+
+/// Per-channel sums of `f(channel, value)` over one sample laid out C×S.
+fn sums_of_sample(sample: &[f32], shape: NcsShape, acc: &mut [f64], f: impl Fn(usize, f32) -> f32) {
+    for (ch, run) in sample.chunks_exact(shape.s).enumerate() {
+        acc[ch] += run.iter().map(|&v| f(ch, v)).sum::<f32>() as f64;
+    }
+}
+
+/// Per-channel sums of `f(channel, x, other)` over all samples, in parallel over samples.
+fn channel_sums(
+    x: &[f32],
+    other: &[f32],
+    shape: NcsShape,
+    f: impl Fn(usize, f32, f32) -> f32 + Sync,
+) -> Vec<f64> {
+    let len = shape.sample_len();
+    x.par_chunks(len)
+        .zip(other.par_chunks(len))
+        .fold(
+            || vec![0.0f64; shape.c],
+            |mut acc, (xs, os)| {
+                for ch in 0..shape.c {
+                    let range = ch * shape.s..(ch + 1) * shape.s;
+                    let run: f32 = xs[range.clone()].iter().zip(&os[range]).map(|(&a, &b)| f(ch, a, b)).sum();
+                    acc[ch] += run as f64;
+                }
+                acc
+            },
+        )
+        .reduce(|| vec![0.0f64; shape.c], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+}
+
+/// Per-channel sums of `f(channel, x)` over all samples.
+fn channel_sums1(x: &[f32], shape: NcsShape, f: impl Fn(usize, f32) -> f32 + Sync) -> Vec<f64> {
+    x.par_chunks(shape.sample_len())
+        .fold(
+            || vec![0.0f64; shape.c],
+            |mut acc, sample| {
+                sums_of_sample(sample, shape, &mut acc, &f);
+                acc
+            },
+        )
+        .reduce(|| vec![0.0f64; shape.c], |a, b| a.iter().zip(&b).map(|(x, y)| x + y).collect())
+}
+
+/// The batch's per-channel mean and biased variance.
+pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
+    let m = shape.per_channel();
+    let mean: Vec<f32> = channel_sums1(x, shape, |_, v| v).iter().map(|s| (s / m) as f32).collect();
+    let var = channel_sums1(x, shape, |ch, v| (v - mean[ch]) * (v - mean[ch])).iter().map(|s| (s / m) as f32).collect();
+    (mean, var)
+}
+
+/// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics.
+pub fn normalize(x: &[f32], shape: NcsShape, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> Vec<f32> {
+    // y = x·scale + shift, with scale = γ·σ⁻¹ and shift = β − mean·scale.
+    let scale: Vec<f32> = (0..shape.c).map(|ch| gamma[ch] * inv_std(var[ch], eps)).collect();
+    let shift: Vec<f32> = (0..shape.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let mut y = vec![0.0f32; x.len()];
+    y.par_chunks_mut(shape.sample_len()).zip(x.par_chunks(shape.sample_len())).for_each(|(ys, xs)| {
+        for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
+            let (a, b) = (scale[ch], shift[ch]);
+            for (o, &v) in yr.iter_mut().zip(xr) {
+                *o = v * a + b;
+            }
+        }
+    });
+    y
+}
+
+fn inv_std(var: f32, eps: f64) -> f32 {
+    (1.0 / (var as f64 + eps).sqrt()) as f32
+}
+
+/// Training-mode forward: the output and the batch statistics (mean, biased variance).
+pub fn forward_train(x: &[f32], shape: NcsShape, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, var) = statistics(x, shape);
+    let y = normalize(x, shape, gamma, beta, &mean, &var, eps);
+    (y, mean, var)
+}
+
+/// Gradients of the training-mode forward: (dx, dγ, dβ).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_train(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let m = shape.per_channel();
+    let inv: Vec<f32> = var.iter().map(|&v| inv_std(v, eps)).collect();
+    let sums = channel_sums(dy, x, shape, |ch, g, v| g * (v - mean[ch]));
+    let dbeta64 = channel_sums1(dy, shape, |_, g| g);
+    let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
+    let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
+    // dx = k·(dy − a − (x − mean)·b), per channel: k = γσ⁻¹, a = ∂β/M, b = σ⁻¹·∂γ/M.
+    let k: Vec<f32> = (0..shape.c).map(|ch| gamma[ch] * inv[ch]).collect();
+    let a: Vec<f32> = dbeta64.iter().map(|&s| (s / m) as f32).collect();
+    let b: Vec<f32> = (0..shape.c).map(|ch| ((sums[ch] / m) * (inv[ch] as f64 * inv[ch] as f64)) as f32).collect();
+    let len = shape.sample_len();
+    let mut dx = vec![0.0f32; x.len()];
+    dx.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).for_each(|(out, (xs, gs))| {
+        for ch in 0..shape.c {
+            let r = ch * shape.s..(ch + 1) * shape.s;
+            let (kc, ac, bc, mc) = (k[ch], a[ch], b[ch], mean[ch]);
+            for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xs[r.clone()]).zip(&gs[r]) {
+                *o = kc * (g - ac - (v - mc) * bc);
+            }
+        }
+    });
+    (dx, dgamma, dbeta)
+}

@@ -1,0 +1,457 @@
+//! deepcnn's own CPU kernels for the hot paths of training, as a burn backend extension.
+//!
+//! [`FastOps`] is the extension: fused batch normalization and im2col+GEMM convolution, each
+//! with a hand-written backward. It is implemented for burn's `Flex` CPU backend (the kernels
+//! in [`batch_norm`] and [`conv`]) and for `Autodiff<Flex>` (the backward passes). The
+//! tensor-level functions below are what layers call: on a Flex device (with or without
+//! autodiff) they take the extension, anywhere else they fall back to burn's own operations,
+//! so a network computes the same function on every backend.
+
+pub mod batch_norm;
+pub mod conv;
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::{Autodiff, NodeId};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{backend_extension, AutodiffBackend, tensor::FloatTensor, Backend, Dispatch, DispatchDevice, ExtensionType, Flex};
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::DType;
+
+use batch_norm::NcsShape;
+use conv::ConvGeometry;
+
+/// The outputs of training-mode batch normalization.
+#[derive(ExtensionType)]
+pub struct BatchNormTrainOutput<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub variance: FloatTensor<B>,
+}
+
+/// Gradients of a layer with input, weight and bias (γ and β for batch normalization).
+#[derive(ExtensionType)]
+pub struct LayerGrads<B: Backend> {
+    pub input: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub bias: FloatTensor<B>,
+}
+
+/// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastOps: Backend {
+    /// Batch normalization with the batch's own statistics (biased variance).
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchNormTrainOutput<Self>;
+
+    /// Gradients of [`FastOps::fused_batch_norm_train`] for x, γ and β.
+    fn fused_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> LayerGrads<Self>;
+
+    /// Batch normalization with given statistics (evaluation mode).
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+
+    /// 2-D convolution with bias, dilation 1, one group; `geometry` is `[stride_h, stride_w,
+    /// padding_h, padding_w]`.
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> FloatTensor<Self>;
+
+    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias.
+    fn gemm_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> LayerGrads<Self>;
+}
+
+// ---- Flex: the kernels on contiguous f32 storage. ----
+
+fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    burn::backend::TensorMetadata::shape(t).to_vec()
+}
+
+fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry {
+    let [sh, sw, ph, pw] = geometry;
+    ConvGeometry {
+        batch: x[0],
+        c_in: x[1],
+        h: x[2],
+        w: x[3],
+        c_out: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride: [sh, sw],
+        padding: [ph, pw],
+    }
+}
+
+impl FastOps for Flex {
+    fn fused_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> BatchNormTrainOutput<Self> {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let (y, mean, var) = batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon);
+        BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
+    }
+
+    fn fused_batch_norm_train_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        output_grad: FlexTensor,
+    ) -> LayerGrads<Self> {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let (dx, dgamma, dbeta) = batch_norm::backward_train(
+            &f32s(&x),
+            ncs,
+            &f32s(&gamma),
+            &f32s(&mean),
+            &f32s(&variance),
+            epsilon,
+            &f32s(&output_grad),
+        );
+        LayerGrads { input: flex(dx, &shape), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
+    }
+
+    fn fused_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let y = batch_norm::normalize(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon);
+        flex(y, &shape)
+    }
+
+    fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
+        let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
+        let y = conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g);
+        flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
+    }
+
+    fn gemm_conv2d_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, geometry: [usize; 4]) -> LayerGrads<Self> {
+        let (x_dims, w_dims) = (dims(&x), dims(&weight));
+        let g = conv_geometry(&x_dims, &w_dims, geometry);
+        let (dx, dw, db) = conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g);
+        LayerGrads { input: flex(dx, &x_dims), weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
+    }
+}
+
+// ---- Autodiff: one graph node per operation, with the backward passes above. ----
+
+impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BatchNormTrainOutput<Self> {
+        #[derive(Debug)]
+        struct BatchNormBackward;
+
+        impl<B: Backend + FastOps> Backward<B, 3> for BatchNormBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, mean, variance, epsilon) = ops.state;
+                let g = B::fused_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
+                register::<B>(grads, ops.parents.map(|p| p.map(|n| n.id)), g);
+            }
+        }
+
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+        let result = B::fused_batch_norm_train(x.clone(), gamma.clone(), beta, epsilon);
+        let output = match BatchNormBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                prep.finish((x, gamma, result.mean.clone(), result.variance.clone(), epsilon), result.output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(result.output),
+        };
+        BatchNormTrainOutput {
+            output,
+            mean: <Self as AutodiffBackend>::from_inner(result.mean),
+            variance: <Self as AutodiffBackend>::from_inner(result.variance),
+        }
+    }
+
+    fn fused_batch_norm_train_backward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _mean: FloatTensor<Self>,
+        _variance: FloatTensor<Self>,
+        _epsilon: f64,
+        _output_grad: FloatTensor<Self>,
+    ) -> LayerGrads<Self> {
+        unimplemented!("second derivatives of batch normalization are not supported")
+    }
+
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        // Evaluation mode on an autodiff device (rare: evaluation normally runs on `valid()`):
+        // burn's differentiable composition.
+        <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon)
+    }
+
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ConvBackward;
+
+        impl<B: Backend + FastOps> Backward<B, 3> for ConvBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>, [usize; 4]);
+
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, weight, geometry) = ops.state;
+                let g = B::gemm_conv2d_backward(x, weight, grad, geometry);
+                register::<B>(grads, ops.parents.map(|p| p.map(|n| n.id)), g);
+            }
+        }
+
+        let nodes = [x.node(), weight.node(), bias.node()];
+        let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+        let output = B::gemm_conv2d(x.clone(), weight.clone(), bias, geometry);
+        match ConvBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, weight, geometry), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn gemm_conv2d_backward(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+        _geometry: [usize; 4],
+    ) -> LayerGrads<Self> {
+        unimplemented!("second derivatives of convolution are not supported")
+    }
+}
+
+/// Hands each parent that wants one its gradient.
+fn register<B: Backend>(grads: &mut Gradients, parents: [Option<NodeId>; 3], g: LayerGrads<B>) {
+    let [input, weight, bias] = parents;
+    for (id, grad) in [(input, g.input), (weight, g.weight), (bias, g.bias)] {
+        if let Some(id) = id {
+            grads.register::<B>(id, grad);
+        }
+    }
+}
+
+// ---- What layers call. ----
+
+/// Whether the extension's kernels apply to `x`: f32 on burn's Flex backend, with or without
+/// autodiff.
+fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
+    matches!(x.device().without_autodiff().as_dispatch(), DispatchDevice::Flex(_)) && x.dtype() == DType::F32
+}
+
+/// Training-mode batch normalization: the output, and the batch's per-channel mean and biased
+/// variance (what the running statistics are updated with).
+pub fn batch_norm_train<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    if !fast_path(&x) {
+        let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+        return (r.output, r.mean, r.variance);
+    }
+    let r = <Dispatch as FastOps>::fused_batch_norm_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    (Tensor::from_dispatch(r.output), Tensor::from_dispatch(r.mean), Tensor::from_dispatch(r.variance))
+}
+
+/// Evaluation-mode batch normalization with the given per-channel statistics.
+pub fn batch_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    if !fast_path(&x) {
+        return burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fused_batch_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        mean.into_dispatch(),
+        variance.into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// 2-D convolution. The GEMM kernel takes the common case (a bias, one group, no dilation,
+/// symmetric padding); anything else goes to burn's `conv2d`.
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    let plain = options.groups == 1 && options.dilation == [1, 1] && !options.is_asymmetric();
+    match bias {
+        Some(bias) if plain && fast_path(&x) => {
+            let [ph, pw] = options.padding_begin();
+            let geometry = [options.stride[0], options.stride[1], ph, pw];
+            Tensor::from_dispatch(<Dispatch as FastOps>::gemm_conv2d(
+                x.into_dispatch(),
+                weight.into_dispatch(),
+                bias.into_dispatch(),
+                geometry,
+            ))
+        }
+        bias => burn::tensor::module::conv2d(x, weight, bias, options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+        Tensor::random(shape, Distribution::Normal(0.3, 1.5), device)
+    }
+
+    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+        let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn the_fast_path_is_taken_on_flex_with_and_without_autodiff() {
+        let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex());
+        assert!(fast_path(&x));
+        let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex().autodiff());
+        assert!(fast_path(&x));
+    }
+
+    /// Conv shapes of the book's networks in miniature: LeNet's 5×5 valid convs, the stem's
+    /// 7×7 stride 2 pad 3, 3×3 pad 1 with and without stride, the 1×1 shortcut with stride 2,
+    /// and DenseNet's 1×1 transition conv.
+    const CONVS: [(usize, usize, usize, usize, usize, usize, usize); 7] = [
+        // (c_in, c_out, size, kernel, stride, padding, batch)
+        (1, 6, 12, 5, 1, 0, 3),
+        (6, 16, 8, 5, 1, 0, 2),
+        (1, 8, 15, 7, 2, 3, 2),
+        (5, 7, 9, 3, 1, 1, 3),
+        (5, 7, 9, 3, 2, 1, 2),
+        (5, 7, 9, 1, 2, 0, 2),
+        (9, 4, 6, 1, 1, 0, 3),
+    ];
+
+    #[test]
+    fn conv2d_matches_burns_conv2d_in_value_and_gradients() {
+        let device = Device::flex().autodiff();
+        for (c_in, c_out, size, k, s, p, n) in CONVS {
+            let x = random([n, c_in, size, size], &device).require_grad();
+            let w = random([c_out, c_in, k, k], &device).require_grad();
+            let b = random([c_out], &device).require_grad();
+            let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+            let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+            let theirs = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+            assert_eq!(ours.dims(), theirs.dims());
+            let what = format!("conv {c_in}→{c_out} {k}×{k} s{s} p{p} on {n}×{size}²");
+            assert!(max_diff(ours.clone(), theirs.clone()) < 1e-4, "{what}: outputs differ");
+            // A weighted sum, so that every output position gets its own upstream gradient.
+            let weights = random(ours.dims(), &device);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_theirs = (theirs * weights).sum().backward();
+            for (name, t) in [("x", &x), ("weight", &w)] {
+                let d = max_diff(t.grad(&g_ours).unwrap(), t.grad(&g_theirs).unwrap());
+                assert!(d < 1e-3, "{what}: ∂{name} differs by {d}");
+            }
+            assert!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()) < 1e-3, "{what}: ∂bias");
+        }
+    }
+
+    #[test]
+    fn batch_norm_train_matches_burns_batch_norm_train() {
+        let device = Device::flex().autodiff();
+        for shape in [vec![7, 3], vec![3, 4, 5, 5]] {
+            let (x, c) = match shape.len() {
+                2 => (random([shape[0], shape[1], 1, 1], &device), shape[1]),
+                _ => (random([shape[0], shape[1], shape[2], shape[3]], &device), shape[1]),
+            };
+            let x = x.require_grad();
+            let gamma = random([c], &device).require_grad();
+            let beta = random([c], &device).require_grad();
+            let (y, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+            let r = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+            assert!(max_diff(y.clone(), r.output.clone()) < 1e-5, "{shape:?}: output");
+            assert!(max_diff(mean, r.mean) < 1e-6, "{shape:?}: mean");
+            assert!(max_diff(var, r.variance) < 1e-5, "{shape:?}: variance");
+            let weights = random(y.dims(), &device);
+            let (g1, g2) = ((y * weights.clone()).sum().backward(), (r.output * weights).sum().backward());
+            for (name, t) in [("gamma", &gamma), ("beta", &beta)] {
+                assert!(max_diff(t.grad(&g1).unwrap(), t.grad(&g2).unwrap()) < 1e-4, "{shape:?}: ∂{name}");
+            }
+            assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4, "{shape:?}: ∂x");
+        }
+    }
+
+    #[test]
+    fn batch_norm_statistics_stay_exact_for_large_offsets() {
+        // Values far from zero: a one-pass E[x²] − E[x]² in f32 would lose the variance here.
+        let device = Device::flex();
+        let x = Tensor::<4>::random([64, 2, 8, 8], Distribution::Normal(1000.0, 0.01), &device);
+        let gamma = Tensor::<1>::ones([2], &device);
+        let beta = Tensor::<1>::zeros([2], &device);
+        let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5);
+        for v in var.into_data().to_vec::<f32>().unwrap() {
+            assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
+        }
+    }
+}

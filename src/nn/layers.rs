@@ -1,0 +1,218 @@
+//! burn's `Conv2d` and `BatchNorm` layers, computed by deepcnn's kernels ([`crate::kernels`])
+//! where those apply and by burn's own operations elsewhere. Each is built by burn's own config
+//! (the same initialisation, drawing the same random numbers) and has burn's fields, so a
+//! network saves and loads exactly as it would with burn's types.
+
+use burn::module::{Flag, Param, RunningState};
+use burn::nn::PaddingConfig2d;
+use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
+
+use crate::kernels;
+
+/// burn's `Conv2dConfig`, building a [`Conv2d`].
+#[derive(Debug, Clone)]
+pub struct Conv2dConfig(burn::nn::conv::Conv2dConfig);
+
+impl Conv2dConfig {
+    pub fn new(channels: [usize; 2], kernel_size: [usize; 2]) -> Self {
+        Self(burn::nn::conv::Conv2dConfig::new(channels, kernel_size))
+    }
+
+    pub fn with_stride(self, stride: [usize; 2]) -> Self {
+        Self(self.0.with_stride(stride))
+    }
+
+    pub fn with_padding(self, padding: PaddingConfig2d) -> Self {
+        Self(self.0.with_padding(padding))
+    }
+
+    pub fn init(&self, device: &Device) -> Conv2d {
+        let c = self.0.init(device);
+        Conv2d {
+            weight: c.weight,
+            bias: c.bias,
+            stride: c.stride,
+            kernel_size: c.kernel_size,
+            dilation: c.dilation,
+            groups: c.groups,
+            padding: c.padding,
+        }
+    }
+}
+
+/// A 2-D convolution with burn's `Conv2d` fields.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    pub weight: Param<Tensor<4>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub stride: [usize; 2],
+    pub kernel_size: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
+}
+
+impl Conv2d {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let [_, _, height, width] = input.dims();
+        let pairs = [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let options = ConvOptions::new_with_padding(self.stride, pairs, self.dilation, self.groups);
+        kernels::conv2d(input, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}
+
+/// (before, after) padding along dimension `dim` (0: height, 1: width), as burn's `Conv2d`
+/// works it out (its own helper is private).
+fn padding_pair(padding: &PaddingConfig2d, dim: usize, size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    match *padding {
+        PaddingConfig2d::Valid => (0, 0),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)][dim],
+        PaddingConfig2d::Same => {
+            let needed = (size.div_ceil(stride).max(1) - 1) * stride + kernel;
+            let total = needed.saturating_sub(size);
+            (total / 2, total - total / 2)
+        }
+    }
+}
+
+/// burn's `BatchNormConfig` (ε = 1e-5, momentum 0.1 in burn's and PyTorch's convention, which
+/// is the book's 0.9 written the other way), building a [`BatchNorm`].
+#[derive(Debug, Clone)]
+pub struct BatchNormConfig(burn::nn::BatchNormConfig);
+
+impl BatchNormConfig {
+    pub fn new(num_features: usize) -> Self {
+        Self(burn::nn::BatchNormConfig::new(num_features))
+    }
+
+    pub fn init(&self, device: &Device) -> BatchNorm {
+        let b = self.0.init(device);
+        BatchNorm {
+            gamma: b.gamma,
+            beta: b.beta,
+            training: b.training,
+            running_mean: b.running_mean,
+            running_var: b.running_var,
+            momentum: b.momentum,
+            epsilon: b.epsilon,
+        }
+    }
+}
+
+/// Batch normalization with burn's `BatchNorm` fields and behaviour: batch statistics and a
+/// running-statistics update when training (on an autodiff device, training flag on), the
+/// running statistics otherwise.
+#[derive(Module, Debug)]
+pub struct BatchNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    pub training: Param<Flag>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
+    pub momentum: f64,
+    pub epsilon: f64,
+}
+
+impl BatchNorm {
+    pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        let device = input.device();
+        if !(device.is_autodiff() && self.training.is_enabled()) {
+            let mean = self.running_mean.value().to_device(&device);
+            let var = self.running_var.value().to_device(&device);
+            return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);
+        }
+        let (output, mean, variance) = kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+        let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
+            let running = state.value_sync().to_device(&device);
+            let next = running.mul_scalar(1.0 - self.momentum).add(batch.detach().mul_scalar(self.momentum));
+            state.update(next.detach());
+        };
+        update(&self.running_mean, mean);
+        update(&self.running_var, variance);
+        output
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Distribution;
+
+    use super::*;
+    use crate::nn::batch_norm::{Rank, StatisticsAxes};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(a: Vec<f32>, b: Vec<f32>, tol: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(d <= tol, "{what}: differs by {d}");
+    }
+
+    /// The fused layer against the book's from-scratch one (the readable reference), through
+    /// three training steps (output, ∂x, ∂γ, ∂β, moving statistics) and then evaluation mode.
+    fn matches_scratch<const D: usize>(shape: [usize; D])
+    where
+        Rank<D>: StatisticsAxes,
+    {
+        let device = Device::flex().autodiff();
+        let c = shape[1];
+        let fused = BatchNormConfig::new(c).init(&device);
+        let scratch = crate::nn::BatchNormConfig::new(c).init(&device);
+        for step in 0..3 {
+            let x = Tensor::<D>::random(shape, Distribution::Normal(step as f64, 2.0), &device).require_grad();
+            let weights = Tensor::<D>::random(shape, Distribution::Default, &device);
+            let (y_fused, y_scratch) = (fused.forward(x.clone()), scratch.forward(x.clone()));
+            let what = format!("{shape:?} step {step}");
+            assert_close(values(y_fused.clone()), values(y_scratch.clone()), 1e-5, &format!("{what}: output"));
+            let g_fused = (y_fused * weights.clone()).sum().backward();
+            let g_scratch = (y_scratch * weights).sum().backward();
+            let grad = |t: &Tensor<D>, g| values(t.grad(g).unwrap());
+            assert_close(grad(&x, &g_fused), grad(&x, &g_scratch), 1e-5, &format!("{what}: ∂x"));
+            for (name, a, b) in [("γ", &fused.gamma, &scratch.gamma), ("β", &fused.beta, &scratch.beta)] {
+                let (ga, gb) = (values(a.val().grad(&g_fused).unwrap()), values(b.val().grad(&g_scratch).unwrap()));
+                assert_close(ga, gb, 1e-4, &format!("{what}: ∂{name}"));
+            }
+        }
+        // The book's moving_var is updated with the same biased batch variance as burn's.
+        let stat = |s: &RunningState<Tensor<1>>| values(s.value_sync());
+        assert_close(stat(&fused.running_mean), stat(&scratch.moving_mean), 1e-6, "moving mean");
+        assert_close(stat(&fused.running_var), stat(&scratch.moving_var), 1e-6, "moving variance");
+
+        let (fused, scratch) = (fused.valid(), scratch.valid());
+        let x = Tensor::<D>::random(shape, Distribution::Normal(1.0, 2.0), &Device::flex());
+        assert_close(values(fused.forward(x.clone())), values(scratch.forward(x)), 1e-5, "evaluation mode");
+    }
+
+    #[test]
+    fn fused_batch_norm_matches_the_from_scratch_layer_2d() {
+        matches_scratch([16, 5]);
+    }
+
+    #[test]
+    fn fused_batch_norm_matches_the_from_scratch_layer_4d() {
+        matches_scratch([4, 3, 5, 6]);
+    }
+
+    /// And against burn's own `BatchNorm`, whose parameters and records the layer shares.
+    #[test]
+    fn fused_batch_norm_matches_burns_batch_norm() {
+        let device = Device::flex().autodiff();
+        let ours = BatchNormConfig::new(6).init(&device);
+        let burns = burn::nn::BatchNormConfig::new(6).init(&device);
+        for step in 0..2 {
+            let x = Tensor::<4>::random([8, 6, 4, 4], Distribution::Normal(0.5, 3.0), &device).require_grad();
+            let (a, b) = (ours.forward(x.clone()), burns.forward(x.clone()));
+            assert_close(values(a.clone()), values(b.clone()), 1e-5, &format!("step {step}: output"));
+            let (ga, gb) = (a.powf_scalar(2.0).sum().backward(), b.powf_scalar(2.0).sum().backward());
+            assert_close(values(x.grad(&ga).unwrap()), values(x.grad(&gb).unwrap()), 1e-4, "∂x");
+        }
+        let stat = |s: &RunningState<Tensor<1>>| values(s.value_sync());
+        assert_close(stat(&ours.running_var), stat(&burns.running_var), 1e-6, "running variance");
+        let x = Tensor::<4>::random([8, 6, 4, 4], Distribution::Default, &Device::flex());
+        assert_close(values(ours.valid().forward(x.clone())), values(burns.valid().forward(x)), 1e-5, "evaluation mode");
+    }
+}
