@@ -3,7 +3,7 @@
 //! batch, and must land where PyTorch did (fixture made by `bench/make_pytorch_fixture.py`).
 
 use burn::module::{Param, RunningState};
-use burn::nn::conv::Conv2d;
+use deepcnn::nn::layers::Conv2d;
 use burn::nn::Linear;
 use burn::prelude::*;
 use deepcnn::data::Batch;
@@ -15,11 +15,35 @@ use safetensors::SafeTensors;
 const LR: f64 = 0.001;
 
 /// Tolerance for tensors Adam has just updated. Adam's first step moves each value by
-/// lr·g/(|g| + ε) ≈ ±lr, which turns rounding-level differences in small gradients (the two
+/// lr·g/(|g| + ε) ≈ ±lr, which turns rounding-level differences in gradients (the two
 /// frameworks sum in different orders) into differences of a fraction of a percent of lr.
 /// A real difference in semantics (a wrong gradient, a different update rule) shows up at the
-/// scale of lr itself, 100 times this.
+/// scale of lr itself, 100 times this. See [`assert_adam_step`] for the exception.
 const ADAM_STEP_TOL: f32 = LR as f32 / 100.0;
+
+/// Checks an Adam-updated tensor against PyTorch's. Where PyTorch's own step shows a gradient
+/// within 100·ε of zero (ε = 1e-8) (|step| < 0.99·lr, since |step| = lr·|g|/(|g| + ε)), the step is
+/// ε-sensitive: d step/dg = lr·ε/(|g| + ε)², so an absolute rounding difference η in g moves
+/// it by up to lr·η/(4ε), and gradients that are sums with heavy cancellation (weights feeding
+/// a batch normalization) carry η of 1e-9 and more. Those few values must move the same way
+/// as PyTorch's, by at most lr; all others must match to [`ADAM_STEP_TOL`]. And they must be few
+/// (under 2%), so a systematic error cannot hide among them.
+#[track_caller]
+fn assert_adam_step(got: &[f32], want: &[f32], init: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let lr = LR as f32;
+    let mut sensitive = 0;
+    for ((&g, &w), &i) in got.iter().zip(want).zip(init) {
+        let (ours, theirs) = (g - i, w - i);
+        if theirs.abs() < 0.99 * lr {
+            sensitive += 1;
+            assert!(ours * theirs >= 0.0 && ours.abs() <= lr * 1.001, "{what}: step {ours:e}, PyTorch {theirs:e}");
+        } else {
+            assert!((g - w).abs() <= ADAM_STEP_TOL, "{what}: differs from PyTorch by {:e}", (g - w).abs());
+        }
+    }
+    assert!(sensitive * 50 < got.len(), "{what}: {sensitive} of {} steps are ε-sensitive", got.len());
+}
 
 struct Fixture(Vec<u8>);
 
@@ -116,12 +140,15 @@ fn one_training_step_lands_where_pytorch_does() {
     let net: LeNet = net;
     let weight = |t: Tensor<4>| values(t);
     let linear_weight = |t: Tensor<2>| values(t.transpose());
-    assert_close(&weight(net.conv1.weight.val()), &f.values("step1.0.weight"), ADAM_STEP_TOL, "conv1 weight");
-    assert_close(&weight(net.conv2.weight.val()), &f.values("step1.4.weight"), ADAM_STEP_TOL, "conv2 weight");
-    assert_close(&linear_weight(net.fc1.weight.val()), &f.values("step1.9.weight"), ADAM_STEP_TOL, "fc1 weight");
-    assert_close(&linear_weight(net.fc2.weight.val()), &f.values("step1.12.weight"), ADAM_STEP_TOL, "fc2 weight");
-    assert_close(&linear_weight(net.fc3.weight.val()), &f.values("step1.15.weight"), ADAM_STEP_TOL, "fc3 weight");
-    assert_close(&values(net.fc3.bias.unwrap().val()), &f.values("step1.15.bias"), ADAM_STEP_TOL, "fc3 bias");
+    let step = |got: Vec<f32>, key: &str| {
+        assert_adam_step(&got, &f.values(&format!("step1.{key}")), &f.values(&format!("init.{key}")), key)
+    };
+    step(weight(net.conv1.weight.val()), "0.weight");
+    step(weight(net.conv2.weight.val()), "4.weight");
+    step(linear_weight(net.fc1.weight.val()), "9.weight");
+    step(linear_weight(net.fc2.weight.val()), "12.weight");
+    step(linear_weight(net.fc3.weight.val()), "15.weight");
+    step(values(net.fc3.bias.unwrap().val()), "15.bias");
 
     // The biases feeding a batch normalization have a gradient that is exactly 0 in exact
     // arithmetic (BN subtracts the batch mean); in floats it is rounding noise of either sign,

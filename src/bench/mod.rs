@@ -99,3 +99,66 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device) -> BenchReport
     }
     BenchReport { model: config.model, batch_size: config.batch_size, size: config.size, step_seconds }
 }
+
+/// Where a training step's time goes, averaged over the timed steps.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepProfile {
+    pub steps: usize,
+    /// Seconds per step in each phase: forward (with the loss), backward, optimizer.
+    pub phases: Vec<(String, f64)>,
+    /// Seconds per step in each of deepcnn's kernels, with its phase.
+    pub kernels: Vec<(String, String, f64)>,
+}
+
+/// Runs the steps of [`bench_training_step`] with each phase timed on its own, and the time
+/// inside deepcnn's kernels (convolution, batch normalization) collected. burn-flex runs each
+/// operation when it is called, so a phase's wall-clock time is the time of its operations.
+pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfile {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+
+    use crate::kernels::{self, profile};
+
+    let device = device.clone().autodiff();
+    let mut model = seeded_network(config.model, 0, &device);
+    let mut optim = optimizer();
+    let data = RandomBatch::new(config.batch_size, config.size, 0);
+    let mut phases = [("forward (with loss)", 0.0), ("backward", 0.0), ("optimizer (Adam)", 0.0)];
+    let mut kernel_times: std::collections::BTreeMap<&str, f64> = Default::default();
+    for i in 0..config.warmup + config.steps {
+        let timed = i >= config.warmup;
+        profile::set_enabled(timed);
+        let batch = data.to_device(&device);
+        let start = Instant::now();
+        let logits = model.forward(batch.images);
+        let loss = CrossEntropyLossConfig::new().init(&device).forward(logits, batch.labels);
+        let _ = loss.clone().into_scalar::<f64>();
+        let forward = start.elapsed().as_secs_f64();
+        let grads = loss.backward();
+        let backward = start.elapsed().as_secs_f64();
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optim.step(1e-3, model, grads);
+        let _ = device.sync();
+        let total = start.elapsed().as_secs_f64();
+        profile::set_enabled(false);
+        if timed {
+            for (slot, t) in phases.iter_mut().zip([forward, backward - forward, total - backward]) {
+                slot.1 += t;
+            }
+            for (name, (time, _)) in profile::take() {
+                *kernel_times.entry(name).or_default() += time.as_secs_f64();
+            }
+        }
+        let _ = profile::take();
+    }
+    let steps = config.steps.max(1) as f64;
+    let phase_of = |name: &str| match name {
+        kernels::CONV_BACKWARD | kernels::BN_BACKWARD => "backward",
+        _ => "forward (with loss)",
+    };
+    StepProfile {
+        steps: config.steps,
+        phases: phases.iter().map(|(n, t)| (n.to_string(), t / steps)).collect(),
+        kernels: kernel_times.into_iter().map(|(n, t)| (n.to_string(), phase_of(n).to_string(), t / steps)).collect(),
+    }
+}

@@ -7,7 +7,7 @@ use burn::prelude::*;
 use clap::Args;
 
 use super::positive;
-use crate::bench::{bench_training_step, BenchConfig};
+use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
 use crate::models::ModelKind;
 
 #[derive(Debug, Args)]
@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Print one JSON object (every step time) instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// Also break the step down: forward, backward and optimizer, and within them the time in
+    /// deepcnn's kernels (convolution, batch normalization) and in all other operations.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -67,5 +71,30 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         max * 1e3,
         report.images_per_sec()
     )?;
+    if args.profile {
+        write_profile(&profile_training_step(&config, &device), out)?;
+    }
     Ok(())
+}
+
+fn write_profile(profile: &StepProfile, out: &mut impl Write) -> std::io::Result<()> {
+    let total: f64 = profile.phases.iter().map(|(_, t)| t).sum();
+    let line = |out: &mut dyn Write, indent: &str, name: &str, t: f64| {
+        writeln!(out, "{indent}{name:<w$} {:>9.2} ms {:>5.1}%", t * 1e3, 100.0 * t / total, w = 34 - indent.len())
+    };
+    writeln!(out, "\nprofile: mean per step over {} steps (each phase timed separately)", profile.steps)?;
+    for (phase, t) in &profile.phases {
+        line(out, "", phase, *t)?;
+        let mut inside = 0.0;
+        for (kernel, kernel_phase, kt) in &profile.kernels {
+            if kernel_phase == phase {
+                line(out, "  ", kernel, *kt)?;
+                inside += kt;
+            }
+        }
+        if inside > 0.0 {
+            line(out, "  ", "other operations", t - inside)?;
+        }
+    }
+    line(out, "", "step", total)
 }

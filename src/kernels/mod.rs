@@ -9,6 +9,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod profile;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
@@ -120,11 +121,19 @@ fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry
     }
 }
 
+/// The kernels' names in profiles.
+pub const CONV_FORWARD: &str = "conv2d forward";
+pub const CONV_BACKWARD: &str = "conv2d backward";
+pub const BN_FORWARD: &str = "batch norm forward";
+pub const BN_BACKWARD: &str = "batch norm backward";
+pub const BN_EVAL: &str = "batch norm forward (evaluation)";
+
 impl FastOps for Flex {
     fn fused_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (y, mean, var) = batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon);
+        let (y, mean, var) =
+            profile::timed(BN_FORWARD, || batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon));
         BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
     }
 
@@ -138,7 +147,7 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (dx, dgamma, dbeta) = batch_norm::backward_train(
+        let (dx, dgamma, dbeta) = profile::timed(BN_BACKWARD, || batch_norm::backward_train(
             &f32s(&x),
             ncs,
             &f32s(&gamma),
@@ -146,7 +155,7 @@ impl FastOps for Flex {
             &f32s(&variance),
             epsilon,
             &f32s(&output_grad),
-        );
+        ));
         LayerGrads { input: flex(dx, &shape), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
     }
 
@@ -160,20 +169,22 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let y = batch_norm::normalize(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon);
+        let y = profile::timed(BN_EVAL, || {
+            batch_norm::normalize(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon)
+        });
         flex(y, &shape)
     }
 
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
         let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
-        let y = conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g);
+        let y = profile::timed(CONV_FORWARD, || conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g));
         flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
     }
 
     fn gemm_conv2d_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, geometry: [usize; 4]) -> LayerGrads<Self> {
         let (x_dims, w_dims) = (dims(&x), dims(&weight));
         let g = conv_geometry(&x_dims, &w_dims, geometry);
-        let (dx, dw, db) = conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g);
+        let (dx, dw, db) = profile::timed(CONV_BACKWARD, || conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g));
         LayerGrads { input: flex(dx, &x_dims), weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
     }
 }
@@ -365,7 +376,7 @@ mod tests {
     }
 
     fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        let (a, b) = (a.into_data().to_vec::<f32>().unwrap(), b.into_data().to_vec::<f32>().unwrap());
+        let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
         assert_eq!(a.len(), b.len());
         a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
@@ -450,7 +461,7 @@ mod tests {
         let gamma = Tensor::<1>::ones([2], &device);
         let beta = Tensor::<1>::zeros([2], &device);
         let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5);
-        for v in var.into_data().to_vec::<f32>().unwrap() {
+        for v in var.into_data().try_to_vec::<f32>().unwrap() {
             assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
         }
     }

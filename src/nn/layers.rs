@@ -143,7 +143,7 @@ mod tests {
     use crate::nn::batch_norm::{Rank, StatisticsAxes};
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().to_vec::<f32>().unwrap()
+        t.into_data().try_to_vec::<f32>().unwrap()
     }
 
     fn assert_close(a: Vec<f32>, b: Vec<f32>, tol: f32, what: &str) {

@@ -1,0 +1,34 @@
+//! Time spent in each of deepcnn's kernels, collected while profiling is switched on (by
+//! `deepcnn bench --profile`); switched off, a kernel pays one relaxed atomic load.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static TIMES: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+
+/// Starts (or stops) collecting kernel times.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Runs `f`, adding its wall-clock time to `kernel`'s total when profiling is on.
+pub(crate) fn timed<T>(kernel: &'static str, f: impl FnOnce() -> T) -> T {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return f();
+    }
+    let start = Instant::now();
+    let out = f();
+    let mut times = TIMES.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = times.entry(kernel).or_default();
+    entry.0 += start.elapsed();
+    entry.1 += 1;
+    out
+}
+
+/// Each kernel's total time and number of calls since the last `take`, which resets them.
+pub fn take() -> BTreeMap<&'static str, (Duration, u64)> {
+    std::mem::take(&mut *TIMES.lock().unwrap_or_else(|e| e.into_inner()))
+}
