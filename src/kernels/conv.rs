@@ -69,6 +69,11 @@ impl<'a> Mat<'a> {
 
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, on all threads.
 fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool) {
+    matmul_on(m, n, k, dst, lhs, rhs, accumulate, gemm::Parallelism::Rayon(0));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_on(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, threads: gemm::Parallelism) {
     assert!(dst.len() >= m * n);
     // SAFETY: the views cover the index ranges gemm reads (checked by the callers' shapes:
     // every `Mat` is built over a slice of exactly the matrix it describes), and `dst` holds
@@ -93,7 +98,7 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Mat, rhs: Mat, acc
             false,
             false,
             false,
-            gemm::Parallelism::Rayon(0),
+            threads,
         );
     }
 }
@@ -212,6 +217,37 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
     y
 }
 
+/// `dw (Cout×K) [+]= dy (Cout×L) · colsᵀ (L×K)`. The inner dimension L (images × pixels) is the
+/// long one, which gemm does not split across threads, so it is split here: each thread
+/// multiplies its own range of L and the partial products are added.
+fn weight_grad(c_out: usize, k: usize, l: usize, dw: &mut [f32], dy: &[f32], cols: &[f32], accumulate: bool) {
+    let threads = rayon::current_num_threads();
+    if threads < 2 || l < 256 * threads {
+        let (dy, cols) = (Mat::rows(dy, l), Mat::transposed(cols, l));
+        return matmul(c_out, k, l, dw, dy, cols, accumulate);
+    }
+    let part = l.div_ceil(threads);
+    let partials: Vec<Vec<f32>> = (0..threads)
+        .into_par_iter()
+        .map(|t| {
+            let (start, len) = (t * part, part.min(l.saturating_sub(t * part)));
+            let mut out = vec![0.0f32; c_out * k];
+            if len > 0 {
+                let dy = Mat { data: &dy[start..], row_stride: l as isize, col_stride: 1 };
+                let cols = Mat { data: &cols[start..], row_stride: 1, col_stride: l as isize };
+                matmul_on(c_out, k, len, &mut out, dy, cols, false, gemm::Parallelism::None);
+            }
+            out
+        })
+        .collect();
+    if !accumulate {
+        dw.fill(0.0);
+    }
+    for partial in &partials {
+        dw.iter_mut().zip(partial).for_each(|(a, b)| *a += b);
+    }
+}
+
 /// The gradients of [`forward`] with respect to X, W and b, given ∂Y.
 pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
@@ -230,7 +266,7 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec
         });
         let dy_m = Mat::rows(&dy_chunk, m * p);
         im2col_chunk(x, g, first, m, &mut cols[..k * m * p]);
-        matmul(g.c_out, k, m * p, &mut dw, dy_m, Mat::transposed(&cols, m * p), index > 0);
+        weight_grad(g.c_out, k, m * p, &mut dw, &dy_chunk, &cols, index > 0);
         // The columns are not needed any more: their buffer takes ∂cols = Wᵀ·∂Y.
         matmul(k, m * p, g.c_out, &mut cols, Mat::transposed(weight, k), dy_m, false);
         col2im_chunk(&cols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
