@@ -55,10 +55,8 @@ fn channel_sums(
         .fold(
             || vec![0.0f64; shape.c],
             |mut acc, (xs, os)| {
-                for ch in 0..shape.c {
-                    let range = ch * shape.s..(ch + 1) * shape.s;
-                    let run: f32 = xs[range.clone()].iter().zip(&os[range]).map(|(&a, &b)| f(ch, a, b)).sum();
-                    acc[ch] += run as f64;
+                for (ch, (xr, or)) in xs.chunks_exact(shape.s).zip(os.chunks_exact(shape.s)).enumerate() {
+                    acc[ch] += xr.iter().zip(or).map(|(&a, &b)| f(ch, a, b)).sum::<f32>() as f64;
                 }
                 acc
             },

@@ -248,10 +248,17 @@ fn weight_grad(c_out: usize, k: usize, l: usize, dw: &mut [f32], dy: &[f32], col
     }
 }
 
-/// The gradients of [`forward`] with respect to X, W and b, given ∂Y.
-pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
+/// network needs none), W and b, given ∂Y.
+pub fn backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = input_grad.then(|| vec![0.0f32; x.len()]);
     let mut dw = vec![0.0f32; g.c_out * k];
     let chunk = chunk_len(g);
     let mut cols = vec![0.0f32; k * chunk * p];
@@ -267,9 +274,11 @@ pub fn backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec
         let dy_m = Mat::rows(&dy_chunk, m * p);
         im2col_chunk(x, g, first, m, &mut cols[..k * m * p]);
         weight_grad(g.c_out, k, m * p, &mut dw, &dy_chunk, &cols, index > 0);
-        // The columns are not needed any more: their buffer takes ∂cols = Wᵀ·∂Y.
-        matmul(k, m * p, g.c_out, &mut cols, Mat::transposed(weight, k), dy_m, false);
-        col2im_chunk(&cols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
+        if let Some(dx) = dx.as_mut() {
+            // The columns are not needed any more: their buffer takes ∂cols = Wᵀ·∂Y.
+            matmul(k, m * p, g.c_out, &mut cols, Mat::transposed(weight, k), dy_m, false);
+            col2im_chunk(&cols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
+        }
     }
     let db = (0..g.c_out)
         .into_par_iter()

@@ -80,12 +80,14 @@ pub trait FastOps: Backend {
         geometry: [usize; 4],
     ) -> FloatTensor<Self>;
 
-    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias.
+    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias. Without
+    /// `input_grad` the input's gradient is not computed (an empty tensor stands in for it).
     fn gemm_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         geometry: [usize; 4],
+        input_grad: bool,
     ) -> LayerGrads<Self>;
 }
 
@@ -181,11 +183,23 @@ impl FastOps for Flex {
         flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
     }
 
-    fn gemm_conv2d_backward(x: FlexTensor, weight: FlexTensor, output_grad: FlexTensor, geometry: [usize; 4]) -> LayerGrads<Self> {
+    fn gemm_conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        geometry: [usize; 4],
+        input_grad: bool,
+    ) -> LayerGrads<Self> {
         let (x_dims, w_dims) = (dims(&x), dims(&weight));
         let g = conv_geometry(&x_dims, &w_dims, geometry);
-        let (dx, dw, db) = profile::timed(CONV_BACKWARD, || conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g));
-        LayerGrads { input: flex(dx, &x_dims), weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
+        let (dx, dw, db) = profile::timed(CONV_BACKWARD, || {
+            conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g, input_grad)
+        });
+        let input = match dx {
+            Some(dx) => flex(dx, &x_dims),
+            None => flex(Vec::new(), &[0]),
+        };
+        LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
     }
 }
 
@@ -267,7 +281,8 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
                 let grad = grads.consume::<B>(&ops.node);
                 let (x, weight, geometry) = ops.state;
-                let g = B::gemm_conv2d_backward(x, weight, grad, geometry);
+                let input_grad = ops.parents[0].is_some();
+                let g = B::gemm_conv2d_backward(x, weight, grad, geometry, input_grad);
                 register::<B>(grads, ops.parents.map(|p| p.map(|n| n.id)), g);
             }
         }
@@ -286,6 +301,7 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         _weight: FloatTensor<Self>,
         _output_grad: FloatTensor<Self>,
         _geometry: [usize; 4],
+        _input_grad: bool,
     ) -> LayerGrads<Self> {
         unimplemented!("second derivatives of convolution are not supported")
     }
@@ -426,6 +442,23 @@ mod tests {
             }
             assert!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()) < 1e-3, "{what}: ∂bias");
         }
+    }
+
+    /// A network's first convolution takes data that needs no gradient: the input gradient is
+    /// skipped, the others must be unchanged.
+    #[test]
+    fn conv2d_on_untracked_input_still_gives_weight_gradients() {
+        let device = Device::flex().autodiff();
+        let x = random([3, 1, 12, 12], &device);
+        let w = random([6, 1, 5, 5], &device).require_grad();
+        let b = random([6], &device).require_grad();
+        let options = ConvOptions::new([1, 1], [2, 2], [1, 1], 1);
+        let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+        let theirs = burn::tensor::module::conv2d(x, w.clone(), Some(b.clone()), options);
+        let weights = random(ours.dims(), &device);
+        let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+        assert!(max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-3);
+        assert!(max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-3);
     }
 
     #[test]
