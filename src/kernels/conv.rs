@@ -133,8 +133,8 @@ fn col2im(cols: &[f32], g: &ConvGeometry, x: &mut [f32]) {
     }
 }
 
-/// Most column-matrix elements held at once (16 MiB of f32): bounds the memory of a chunk.
-const COLUMNS_BUDGET: usize = 1 << 22;
+/// Most column-matrix elements held at once (8 MiB of f32): bounds the memory of a chunk.
+const COLUMNS_BUDGET: usize = 1 << 21;
 
 /// How many images go into one chunk.
 fn chunk_len(g: &ConvGeometry) -> usize {

@@ -7,6 +7,7 @@
 //! autodiff) they take the extension, anywhere else they fall back to burn's own operations,
 //! so a network computes the same function on every backend.
 
+pub mod activation;
 pub mod batch_norm;
 pub mod conv;
 pub mod profile;
@@ -71,6 +72,12 @@ pub trait FastOps: Backend {
         epsilon: f64,
     ) -> FloatTensor<Self>;
 
+    /// The logistic sigmoid.
+    fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of [`FastOps::fast_sigmoid`] from its output.
+    fn fast_sigmoid_backward(output: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// 2-D convolution with bias, dilation 1, one group; `geometry` is `[stride_h, stride_w,
     /// padding_h, padding_w]`.
     fn gemm_conv2d(
@@ -129,6 +136,8 @@ pub const CONV_BACKWARD: &str = "conv2d backward";
 pub const BN_FORWARD: &str = "batch norm forward";
 pub const BN_BACKWARD: &str = "batch norm backward";
 pub const BN_EVAL: &str = "batch norm forward (evaluation)";
+pub const SIGMOID_FORWARD: &str = "sigmoid forward";
+pub const SIGMOID_BACKWARD: &str = "sigmoid backward";
 
 impl FastOps for Flex {
     fn fused_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> BatchNormTrainOutput<Self> {
@@ -175,6 +184,17 @@ impl FastOps for Flex {
             batch_norm::normalize(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon)
         });
         flex(y, &shape)
+    }
+
+    fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
+        let shape = dims(&x);
+        flex(profile::timed(SIGMOID_FORWARD, || activation::sigmoid(&f32s(&x))), &shape)
+    }
+
+    fn fast_sigmoid_backward(output: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let shape = dims(&output);
+        let dx = profile::timed(SIGMOID_BACKWARD, || activation::sigmoid_backward(&f32s(&output), &f32s(&output_grad)));
+        flex(dx, &shape)
     }
 
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
@@ -264,6 +284,33 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         // Evaluation mode on an autodiff device (rare: evaluation normally runs on `valid()`):
         // burn's differentiable composition.
         <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon)
+    }
+
+    fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SigmoidBackward;
+
+        impl<B: Backend + FastOps> Backward<B, 1> for SigmoidBackward {
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                if let [Some(node)] = ops.parents {
+                    grads.register::<B>(node.id, B::fast_sigmoid_backward(ops.state, grad));
+                }
+            }
+        }
+
+        let nodes = [x.node()];
+        let output = B::fast_sigmoid(x.into_primitive());
+        match SigmoidBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(output.clone(), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn fast_sigmoid_backward(_output: FloatTensor<Self>, _output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        unimplemented!("second derivatives of the sigmoid are not supported")
     }
 
     fn gemm_conv2d(
@@ -363,6 +410,14 @@ pub fn batch_norm<const D: usize>(
     ))
 }
 
+/// The logistic sigmoid.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if !fast_path(&x) {
+        return burn::tensor::activation::sigmoid(x);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_sigmoid(x.into_dispatch()))
+}
+
 /// 2-D convolution. The GEMM kernel takes the common case (a bias, one group, no dilation,
 /// symmetric padding); anything else goes to burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
@@ -442,6 +497,18 @@ mod tests {
             }
             assert!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()) < 1e-3, "{what}: ∂bias");
         }
+    }
+
+    #[test]
+    fn sigmoid_matches_burns_sigmoid_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        // Large magnitudes too: both branches of the stable formula, and saturation.
+        let x = (random([5, 3, 7, 9], &device) * 8.0).require_grad();
+        let (ours, theirs) = (sigmoid(x.clone()), burn::tensor::activation::sigmoid(x.clone()));
+        assert!(max_diff(ours.clone(), theirs.clone()) < 1e-6, "values");
+        let weights = random(ours.dims(), &device);
+        let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+        assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-6, "gradients");
     }
 
     /// A network's first convolution takes data that needs no gradient: the input gradient is

@@ -4,12 +4,11 @@
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::sigmoid;
 
 use crate::nn::batch_norm::{Rank, StatisticsAxes};
 use crate::nn::norm::NormKind;
 use crate::nn::{Norm, Trace};
-use crate::nn::layers::{Conv2d, Conv2dConfig};
+use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig};
 
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
 /// features for the first linear layer.

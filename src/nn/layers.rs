@@ -1,4 +1,4 @@
-//! burn's `Conv2d` and `BatchNorm` layers, computed by deepcnn's kernels ([`crate::kernels`])
+//! burn's `Conv2d` and `BatchNorm` layers and the sigmoid, computed by deepcnn's kernels ([`crate::kernels`])
 //! where those apply and by burn's own operations elsewhere. Each is built by burn's own config
 //! (the same initialisation, drawing the same random numbers) and has burn's fields, so a
 //! network saves and loads exactly as it would with burn's types.
@@ -9,6 +9,8 @@ use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
 use crate::kernels;
+
+pub use crate::kernels::sigmoid;
 
 /// burn's `Conv2dConfig`, building a [`Conv2d`].
 #[derive(Debug, Clone)]
