@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::positive;
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
+use crate::kernels::{set_kernel_enabled, Kernel};
 use crate::models::ModelKind;
 
 #[derive(Debug, Args)]
@@ -28,6 +29,10 @@ pub struct BenchArgs {
     /// Print one JSON object (every step time) instead of the text report.
     #[arg(long)]
     pub json: bool,
+    /// Use burn's own operations instead of deepcnn's kernels for these (comma-separated:
+    /// conv, batch-norm, sigmoid), to measure what each kernel brings.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "KERNELS")]
+    pub burn_ops: Vec<Kernel>,
     /// Also break the step down: forward, backward and optimizer, and within them the time in
     /// deepcnn's kernels (convolution, batch normalization) and in all other operations.
     #[arg(long)]
@@ -44,12 +49,16 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         steps: args.steps,
         warmup: args.warmup,
     };
+    for &kernel in &args.burn_ops {
+        set_kernel_enabled(kernel, false);
+    }
     let device = Device::flex();
     let report = bench_training_step(&config, &device);
     if args.json {
         let mut value = serde_json::to_value(&report).context("serialising the report")?;
         value["median_seconds"] = report.median_seconds().into();
         value["images_per_sec"] = report.images_per_sec().into();
+        value["burn_ops"] = format!("{:?}", args.burn_ops).into();
         value["threads"] = std::thread::available_parallelism().map_or(1, |n| n.get()).into();
         writeln!(out, "{value}")?;
         return Ok(());
@@ -60,8 +69,15 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
     writeln!(
         out,
-        "{}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up",
-        args.model, args.batch_size, args.steps, args.warmup
+        "{}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up{}",
+        args.model,
+        args.batch_size,
+        args.steps,
+        args.warmup,
+        match args.burn_ops.is_empty() {
+            true => String::new(),
+            false => format!(", burn's own {:?}", args.burn_ops),
+        }
     )?;
     writeln!(
         out,

@@ -18,6 +18,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{backend_extension, AutodiffBackend, tensor::FloatTensor, Backend, Dispatch, DispatchDevice, ExtensionType, Flex};
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::DType;
@@ -366,10 +368,29 @@ fn register<B: Backend>(grads: &mut Gradients, parents: [Option<NodeId>; 3], g: 
 
 // ---- What layers call. ----
 
-/// Whether the extension's kernels apply to `x`: f32 on burn's Flex backend, with or without
-/// autodiff.
-fn fast_path<const D: usize>(x: &Tensor<D>) -> bool {
-    matches!(x.device().without_autodiff().as_dispatch(), DispatchDevice::Flex(_)) && x.dtype() == DType::F32
+/// The groups of kernels, which can be switched off one by one to time burn's own operations in
+/// their place (`deepcnn bench --burn-ops`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kernel {
+    Conv,
+    BatchNorm,
+    Sigmoid,
+}
+
+static DISABLED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+
+/// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
+/// the whole process.
+pub fn set_kernel_enabled(kernel: Kernel, enabled: bool) {
+    DISABLED[kernel as usize].store(!enabled, Ordering::Relaxed);
+}
+
+/// Whether `kernel` applies to `x`: it is switched on, and `x` is f32 on burn's Flex backend,
+/// with or without autodiff.
+fn fast_path<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
+    !DISABLED[kernel as usize].load(Ordering::Relaxed)
+        && matches!(x.device().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
+        && x.dtype() == DType::F32
 }
 
 /// Training-mode batch normalization: the output, and the batch's per-channel mean and biased
@@ -380,7 +401,7 @@ pub fn batch_norm_train<const D: usize>(
     beta: Tensor<1>,
     epsilon: f64,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if !fast_path(&x) {
+    if !fast_path(Kernel::BatchNorm, &x) {
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         return (r.output, r.mean, r.variance);
     }
@@ -397,7 +418,7 @@ pub fn batch_norm<const D: usize>(
     variance: Tensor<1>,
     epsilon: f64,
 ) -> Tensor<D> {
-    if !fast_path(&x) {
+    if !fast_path(Kernel::BatchNorm, &x) {
         return burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fused_batch_norm(
@@ -412,7 +433,7 @@ pub fn batch_norm<const D: usize>(
 
 /// The logistic sigmoid.
 pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if !fast_path(&x) {
+    if !fast_path(Kernel::Sigmoid, &x) {
         return burn::tensor::activation::sigmoid(x);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_sigmoid(x.into_dispatch()))
@@ -423,7 +444,7 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     let plain = options.groups == 1 && options.dilation == [1, 1] && !options.is_asymmetric();
     match bias {
-        Some(bias) if plain && fast_path(&x) => {
+        Some(bias) if plain && fast_path(Kernel::Conv, &x) => {
             let [ph, pw] = options.padding_begin();
             let geometry = [options.stride[0], options.stride[1], ph, pw];
             Tensor::from_dispatch(<Dispatch as FastOps>::gemm_conv2d(
@@ -455,9 +476,9 @@ mod tests {
     #[test]
     fn the_fast_path_is_taken_on_flex_with_and_without_autodiff() {
         let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex());
-        assert!(fast_path(&x));
+        assert!(fast_path(Kernel::Conv, &x));
         let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex().autodiff());
-        assert!(fast_path(&x));
+        assert!(fast_path(Kernel::Conv, &x));
     }
 
     /// Conv shapes of the book's networks in miniature: LeNet's 5×5 valid convs, the stem's
