@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Runs `deepcnn bench --json` and bench/torch_step.py for each configuration, alternating
-between the two so that both see the same machine state, and prints a Markdown table: the
+"""Runs `deepcnn bench --json` (with deepcnn's kernels, and with them switched off: burn-flex's
+own operations) and bench/torch_step.py for each configuration, alternating between them so
+that all see the same machine state, and prints a Markdown table: the
 median over repetitions of each side's images/s (each repetition itself a median over steps),
 and deepcnn's speed as a multiple of PyTorch's. Called by bench/compare-pytorch."""
 import argparse, json, os, platform, statistics, subprocess, sys
@@ -42,7 +43,8 @@ def main():
     a = p.parse_args()
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only.split(",")]
 
-    results = {c: {"deepcnn": [], "pytorch": []} for c in configs}
+    sides = ["deepcnn", "burn-ops", "pytorch"]
+    results = {c: {side: [] for side in sides} for c in configs}
     torch_version = None
     for rep in range(a.reps):
         for (model, batch, size) in configs:
@@ -50,10 +52,13 @@ def main():
             steps = a.steps if model.startswith("lenet") else max(3, a.steps // 4)
             common = ["--model", model, "--batch-size", str(batch), "--input", str(size),
                       "--steps", str(steps)]
-            order = ["deepcnn", "pytorch"] if rep % 2 == 0 else ["pytorch", "deepcnn"]
+            order = sides if rep % 2 == 0 else sides[::-1]
             for side in order:
                 if side == "deepcnn":
                     r = run_json([a.deepcnn, "bench", "--json"] + common)
+                elif side == "burn-ops":
+                    # The same binary with every deepcnn kernel switched off: burn-flex's own ops.
+                    r = run_json([a.deepcnn, "bench", "--json", "--burn-ops", "conv,batch-norm,sigmoid"] + common)
                 else:
                     r = run_json([sys.executable, os.path.join(HERE, "torch_step.py")] + common)
                     torch_version = r["torch"]
@@ -63,11 +68,11 @@ def main():
 
     print(f"{date.today()}, {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch_version} "
           f"(eager, fp32, default threads); {a.reps} repetitions, interleaved\n")
-    print("| model | batch | input | deepcnn images/s | PyTorch images/s | deepcnn / PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| model | batch | input | deepcnn images/s | with burn's ops | PyTorch images/s | deepcnn / PyTorch |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for (model, batch, size), r in results.items():
-        ours, theirs = statistics.median(r["deepcnn"]), statistics.median(r["pytorch"])
-        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.2f}× |")
+        ours, plain, theirs = (statistics.median(r[side]) for side in sides)
+        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | {plain:.0f} | {theirs:.0f} | {ours / theirs:.2f}× |")
 
 
 if __name__ == "__main__":
