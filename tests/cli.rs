@@ -220,3 +220,22 @@ fn plot_overlays_runs_and_import_export_round_trip() {
     assert!(!runs.path().join("x").exists(), "a failed import creates nothing");
     assert_fails_with(&["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)], "already holds a run");
 }
+
+#[test]
+fn bench_times_the_training_step_and_profiles_it() {
+    let json = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--warmup", "0", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert_eq!(v["step_seconds"].as_array().map(Vec::len), Some(2));
+    assert!(v["images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{json}");
+
+    let text = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile"]);
+    for line in ["images/s", "profile:", "conv2d forward", "conv2d backward", "batch norm backward", "sigmoid forward", "optimizer (Adam)"] {
+        assert!(text.contains(line), "no '{line}' in:\n{text}");
+    }
+    // With every kernel switched off, none of them is timed.
+    let plain = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile", "--burn-ops", "conv,batch-norm,sigmoid"]);
+    assert!(!plain.contains("conv2d forward") && plain.contains("burn's own"), "{plain}");
+
+    assert_fails_with(&["bench", "--model", "lenet-bn", "--burn-ops", "matmul"], "matmul");
+    assert_fails_with(&["bench", "--model", "densenet", "--input", "28"], "densenet cannot take 28×28");
+}
