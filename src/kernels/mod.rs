@@ -443,6 +443,12 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// symmetric padding); anything else goes to burn's `conv2d`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
     let plain = options.groups == 1 && options.dilation == [1, 1] && !options.is_asymmetric();
+    // Shapes the kernel cannot take go to burn, which reports what is wrong with them.
+    let [_, c_in, h, w] = x.dims();
+    let [_, w_in, kh, kw] = weight.dims();
+    let [ph, pw] = options.padding_begin();
+    let fits = c_in == w_in && h + 2 * ph >= kh && w + 2 * pw >= kw && options.stride.iter().all(|&s| s > 0);
+    let plain = plain && fits;
     match bias {
         Some(bias) if plain && fast_path(Kernel::Conv, &x) => {
             let [ph, pw] = options.padding_begin();
