@@ -8,6 +8,7 @@
 //! so a network computes the same function on every backend.
 
 pub mod activation;
+pub mod adam;
 pub mod batch_norm;
 pub mod conv;
 pub mod profile;
@@ -43,6 +44,14 @@ pub struct LayerGrads<B: Backend> {
     pub bias: FloatTensor<B>,
 }
 
+/// A parameter and its Adam moments after one update.
+#[derive(ExtensionType)]
+pub struct AdamUpdate<B: Backend> {
+    pub param: FloatTensor<B>,
+    pub moment_1: FloatTensor<B>,
+    pub moment_2: FloatTensor<B>,
+}
+
 /// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
@@ -73,6 +82,15 @@ pub trait FastOps: Backend {
         variance: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
+
+    /// One Adam update of a parameter (no gradient is recorded); see [`adam`].
+    fn fused_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        scalars: adam::AdamScalars,
+    ) -> AdamUpdate<Self>;
 
     /// The logistic sigmoid.
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -139,6 +157,7 @@ pub const BN_FORWARD: &str = "batch norm forward";
 pub const BN_BACKWARD: &str = "batch norm backward";
 pub const BN_EVAL: &str = "batch norm forward (evaluation)";
 pub const SIGMOID_FORWARD: &str = "sigmoid forward";
+pub const ADAM: &str = "adam update";
 pub const SIGMOID_BACKWARD: &str = "sigmoid backward";
 
 impl FastOps for Flex {
@@ -186,6 +205,19 @@ impl FastOps for Flex {
             batch_norm::normalize(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), &f32s(&mean), &f32s(&variance), epsilon)
         });
         flex(y, &shape)
+    }
+
+    fn fused_adam_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        scalars: adam::AdamScalars,
+    ) -> AdamUpdate<Self> {
+        let shape = dims(&param);
+        let (mut p, mut m1, mut m2) = (f32s(&param).into_owned(), f32s(&moment_1).into_owned(), f32s(&moment_2).into_owned());
+        profile::timed(ADAM, || adam::step(&mut p, &f32s(&grad), &mut m1, &mut m2, scalars));
+        AdamUpdate { param: flex(p, &shape), moment_1: flex(m1, &shape), moment_2: flex(m2, &shape) }
     }
 
     fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
@@ -288,6 +320,29 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon)
     }
 
+    fn fused_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        scalars: adam::AdamScalars,
+    ) -> AdamUpdate<Self> {
+        // Optimizers work on the tensors without autodiff; should one come here, its update
+        // is a constant for the graph.
+        let u = B::fused_adam_step(
+            param.into_primitive(),
+            grad.into_primitive(),
+            moment_1.into_primitive(),
+            moment_2.into_primitive(),
+            scalars,
+        );
+        AdamUpdate {
+            param: <Self as AutodiffBackend>::from_inner(u.param),
+            moment_1: <Self as AutodiffBackend>::from_inner(u.moment_1),
+            moment_2: <Self as AutodiffBackend>::from_inner(u.moment_2),
+        }
+    }
+
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct SigmoidBackward;
@@ -375,9 +430,10 @@ pub enum Kernel {
     Conv,
     BatchNorm,
     Sigmoid,
+    Adam,
 }
 
-static DISABLED: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+static DISABLED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
@@ -429,6 +485,28 @@ pub fn batch_norm<const D: usize>(
         variance.into_dispatch(),
         epsilon,
     ))
+}
+
+/// One Adam update: `param`, `moment_1` and `moment_2` after step `scalars`, or `None` where
+/// the kernel does not apply (the caller then takes burn's Adam).
+pub fn adam_step<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    moment_1: Tensor<D>,
+    moment_2: Tensor<D>,
+    scalars: adam::AdamScalars,
+) -> Option<(Tensor<D>, Tensor<D>, Tensor<D>)> {
+    if !fast_path(Kernel::Adam, &param) {
+        return None;
+    }
+    let u = <Dispatch as FastOps>::fused_adam_step(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        moment_1.into_dispatch(),
+        moment_2.into_dispatch(),
+        scalars,
+    );
+    Some((Tensor::from_dispatch(u.param), Tensor::from_dispatch(u.moment_1), Tensor::from_dispatch(u.moment_2)))
 }
 
 /// The logistic sigmoid.

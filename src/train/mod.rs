@@ -3,6 +3,7 @@
 //! [`TrainState`]; an [`Observer`] sees its progress (and saves checkpoints, draws progress
 //! bars) without the loop knowing about files or terminals.
 
+pub mod adam;
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
@@ -13,7 +14,7 @@ use std::time::Instant;
 use burn::module::{ModuleVisitor, Param};
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 pub use config::{Augment, ConfigError, Schedule, TrainConfig};
@@ -158,9 +159,10 @@ pub fn train(
     Ok(state)
 }
 
-/// The book's optimizer: Adam with PyTorch's defaults (burn's own default epsilon is 1e-5).
+/// The book's optimizer: Adam with PyTorch's defaults (burn's own default epsilon is 1e-5), on
+/// deepcnn's one-pass update kernel.
 pub fn optimizer() -> ModuleOptimizer {
-    AdamConfig::new().with_epsilon(1e-8).init()
+    ModuleOptimizer::from(adam::FusedAdam::new(1e-8))
 }
 
 /// The run's optimizer: the book's Adam, or AdamW (PyTorch's defaults) when the run asks for
