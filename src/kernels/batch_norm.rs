@@ -1,7 +1,8 @@
 //! Batch normalization over an N×C×S tensor (S = H·W for conv features, 1 for dense ones),
 //! fused into the fewest passes: statistics in two read passes (mean, then the centred sum of
 //! squares, accumulated in f64 so that large batches lose nothing), normalisation in one
-//! read-write pass, and the closed-form backward in two:
+//! read-write pass, and the closed-form backward in three (∂β and Σ dy·(x − μ) in two read
+//! passes, kept apart because one pass computing both measured slower, then dx):
 //!
 //! ```text
 //!   x̂ = (x − μ)·σ⁻¹,  y = γ·x̂ + β,  σ⁻¹ = 1/√(var + ε)  (var biased)
