@@ -157,10 +157,15 @@ fn im2col_chunk(x: &[f32], g: &ConvGeometry, first: usize, m: usize, cols: &mut 
 }
 
 /// One kernel tap (i, j) of one input plane: out[oh·Wo + ow] = plane[oh·sh + i − ph][ow·sw + j − pw].
+/// The output columns that read inside the plane are found once, so the rows are plain copies
+/// (stride 1) or strided gathers, with zeros written only for the padding.
 fn im2col_tap(plane: &[f32], g: &ConvGeometry, i: usize, j: usize, out: &mut [f32]) {
     let (ho, wo) = (g.out_h(), g.out_w());
     let [sh, sw] = g.stride;
     let [ph, pw] = g.padding;
+    // ow reads inside the row when pw ≤ ow·sw + j < w + pw.
+    let first = pw.saturating_sub(j).div_ceil(sw).min(wo);
+    let end = (g.w + pw).saturating_sub(j).div_ceil(sw).clamp(first, wo);
     for oh in 0..ho {
         let out = &mut out[oh * wo..(oh + 1) * wo];
         let ih = (oh * sh + i) as isize - ph as isize;
@@ -168,14 +173,17 @@ fn im2col_tap(plane: &[f32], g: &ConvGeometry, i: usize, j: usize, out: &mut [f3
             out.fill(0.0);
             continue;
         }
-        let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
-        if sw == 1 && j >= pw && j - pw + wo <= g.w {
-            out.copy_from_slice(&src[j - pw..j - pw + wo]);
+        out[..first].fill(0.0);
+        out[end..].fill(0.0);
+        if first == end {
             continue;
         }
-        for (ow, o) in out.iter_mut().enumerate() {
-            let iw = (ow * sw + j) as isize - pw as isize;
-            *o = if iw >= 0 && iw < g.w as isize { src[iw as usize] } else { 0.0 };
+        let row = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
+        let src = &row[first * sw + j - pw..];
+        if sw == 1 {
+            out[first..end].copy_from_slice(&src[..end - first]);
+        } else {
+            out[first..end].iter_mut().zip(src.iter().step_by(sw)).for_each(|(o, &v)| *o = v);
         }
     }
 }
@@ -248,6 +256,43 @@ fn weight_grad(c_out: usize, k: usize, l: usize, dw: &mut [f32], dy: &[f32], col
     }
 }
 
+/// Whether ∂X is better computed by [`input_grad_by_convolution`] than by col2im: at stride 1,
+/// when ∂Y has no more values per image than X (DenseNet's 3×3 convolutions make 32 channels
+/// from up to 240). Col2im writes and scatters K·P values per image, the convolution's columns
+/// hold Cout·kh·kw·H·W.
+fn input_grad_is_a_convolution(g: &ConvGeometry) -> bool {
+    g.stride == [1, 1]
+        && g.padding[0] < g.kh
+        && g.padding[1] < g.kw
+        && g.c_out * g.h * g.w <= g.c_in * g.p()
+}
+
+/// ∂X of a stride-1 convolution is itself a convolution: ∂Y, padded by k − 1 − p, convolved
+/// with W's taps flipped and its input and output channels swapped.
+fn input_grad_by_convolution(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let taps = g.kh * g.kw;
+    let mut flipped = vec![0.0f32; weight.len()];
+    for co in 0..g.c_out {
+        for ci in 0..g.c_in {
+            let src = &weight[(co * g.c_in + ci) * taps..][..taps];
+            let dst = &mut flipped[(ci * g.c_out + co) * taps..][..taps];
+            dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
+        }
+    }
+    let transposed = ConvGeometry {
+        batch: g.batch,
+        c_in: g.c_out,
+        h: g.out_h(),
+        w: g.out_w(),
+        c_out: g.c_in,
+        kh: g.kh,
+        kw: g.kw,
+        stride: [1, 1],
+        padding: [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
+    };
+    forward(dy, &flipped, &vec![0.0; g.c_in], &transposed)
+}
+
 /// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
 /// network needs none), W and b, given ∂Y.
 pub fn backward(
@@ -258,7 +303,8 @@ pub fn backward(
     input_grad: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     let (k, p) = (g.k(), g.p());
-    let mut dx = input_grad.then(|| vec![0.0f32; x.len()]);
+    let by_convolution = input_grad && input_grad_is_a_convolution(g);
+    let mut dx = input_grad.then(|| if by_convolution { input_grad_by_convolution(weight, dy, g) } else { vec![0.0f32; x.len()] });
     let mut dw = vec![0.0f32; g.c_out * k];
     let chunk = chunk_len(g);
     let mut cols = vec![0.0f32; k * chunk * p];
@@ -274,7 +320,7 @@ pub fn backward(
         let dy_m = Mat::rows(&dy_chunk, m * p);
         im2col_chunk(x, g, first, m, &mut cols[..k * m * p]);
         weight_grad(g.c_out, k, m * p, &mut dw, &dy_chunk, &cols, index > 0);
-        if let Some(dx) = dx.as_mut() {
+        if let Some(dx) = dx.as_mut().filter(|_| !by_convolution) {
             // The columns are not needed any more: their buffer takes ∂cols = Wᵀ·∂Y.
             matmul(k, m * p, g.c_out, &mut cols, Mat::transposed(weight, k), dy_m, false);
             col2im_chunk(&cols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
@@ -285,4 +331,108 @@ pub fn backward(
         .map(|co| dy.chunks(g.out_len()).map(|dy_n| dy_n[co * p..(co + 1) * p].iter().sum::<f32>() as f64).sum::<f64>() as f32)
         .collect();
     (dx, dw, db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ∂X by the definition: every output gradient sent back through every tap.
+    fn naive_input_grad(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let mut dx = vec![0.0f32; g.batch * g.in_len()];
+        for n in 0..g.batch {
+            for co in 0..g.c_out {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let d = dy[((n * g.c_out + co) * ho + oh) * wo + ow];
+                        for ci in 0..g.c_in {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
+                                    let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
+                                    if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
+                                        let w = weight[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
+                                        dx[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize] += w * d;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Y by the definition (no bias).
+    fn naive_forward(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let mut y = vec![0.0f32; g.batch * g.out_len()];
+        for n in 0..g.batch {
+            for co in 0..g.c_out {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let mut sum = 0.0;
+                        for ci in 0..g.c_in {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
+                                    let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
+                                    if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
+                                        let w = weight[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
+                                        sum += w * x[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize];
+                                    }
+                                }
+                            }
+                        }
+                        y[((n * g.c_out + co) * ho + oh) * wo + ow] = sum;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
+    }
+
+    /// The forward pass and both ways of computing ∂X (col2im, and the transposed convolution)
+    /// against the definition, with non-square kernels, strides 1 to 3 and paddings from 0 to
+    /// k − 1 (im2col's edge cases: taps that read only padding, rows partly outside).
+    #[test]
+    fn forward_and_both_input_gradient_paths_match_the_definition() {
+        let geometries = [
+            // (c_in, c_out, h, w, kh, kw, stride, padding)
+            (12, 4, 7, 6, 3, 3, [1, 1], [1, 1]),
+            (12, 4, 7, 6, 3, 5, [1, 1], [0, 4]),
+            (3, 8, 7, 6, 3, 3, [1, 1], [1, 1]),
+            (9, 4, 5, 5, 1, 1, [1, 1], [0, 0]),
+            (6, 2, 8, 9, 5, 2, [1, 1], [2, 1]),
+            (6, 2, 8, 9, 3, 3, [2, 1], [1, 1]),
+            (2, 3, 4, 5, 5, 7, [3, 2], [4, 6]),
+            (2, 3, 9, 9, 7, 7, [2, 2], [3, 3]),
+        ];
+        let mut by_convolution = 0;
+        for (c_in, c_out, h, w, kh, kw, stride, padding) in geometries {
+            let g = ConvGeometry { batch: 3, c_in, h, w, c_out, kh, kw, stride, padding };
+            by_convolution += input_grad_is_a_convolution(&g) as usize;
+            let x = values(g.batch * g.in_len(), 1);
+            let weight = values(c_out * g.k(), 2);
+            let dy = values(g.batch * g.out_len(), 3);
+            let y = forward(&x, &weight, &vec![0.0; c_out], &g);
+            let diff = max_diff(&y, &naive_forward(&x, &weight, &g));
+            assert!(diff < 1e-5, "{g:?}: Y differs by {diff}");
+            let (dx, _, _) = backward(&x, &weight, &dy, &g, true);
+            let diff = max_diff(&dx.unwrap(), &naive_input_grad(&weight, &dy, &g));
+            assert!(diff < 1e-5, "{g:?}: ∂X differs by {diff}");
+        }
+        assert!((1..geometries.len()).contains(&by_convolution), "both paths must be exercised");
+    }
 }
