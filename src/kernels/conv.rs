@@ -134,7 +134,8 @@ fn col2im(cols: &[f32], g: &ConvGeometry, x: &mut [f32]) {
 }
 
 /// Most column-matrix elements held at once (8 MiB of f32): bounds the memory of a chunk.
-const COLUMNS_BUDGET: usize = 1 << 21;
+/// Small under test, so that the tests' small layers are split into chunks too.
+const COLUMNS_BUDGET: usize = if cfg!(test) { 1 << 10 } else { 1 << 21 };
 
 /// How many images go into one chunk.
 fn chunk_len(g: &ConvGeometry) -> usize {
@@ -365,6 +366,34 @@ mod tests {
         dx
     }
 
+    /// ∂W by the definition.
+    fn naive_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let mut dw = vec![0.0f32; g.c_out * g.k()];
+        for n in 0..g.batch {
+            for co in 0..g.c_out {
+                for oh in 0..ho {
+                    for ow in 0..wo {
+                        let d = dy[((n * g.c_out + co) * ho + oh) * wo + ow];
+                        for ci in 0..g.c_in {
+                            for i in 0..g.kh {
+                                for j in 0..g.kw {
+                                    let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
+                                    let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
+                                    if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
+                                        let v = x[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize];
+                                        dw[((co * g.c_in + ci) * g.kh + i) * g.kw + j] += v * d;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dw
+    }
+
     /// Y by the definition (no bias).
     fn naive_forward(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
         let (ho, wo) = (g.out_h(), g.out_w());
@@ -403,11 +432,13 @@ mod tests {
         (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
     }
 
-    /// The forward pass and both ways of computing ∂X (col2im, and the transposed convolution)
-    /// against the definition, with non-square kernels, strides 1 to 3 and paddings from 0 to
-    /// k − 1 (im2col's edge cases: taps that read only padding, rows partly outside).
+    /// The forward pass, ∂W, ∂b and both ways of computing ∂X (col2im, and the transposed
+    /// convolution) against the definition, with and without ∂X, with non-square kernels,
+    /// strides 1 to 3 and paddings from 0 to k − 1 (im2col's edge cases: taps that read only
+    /// padding, rows partly outside). The column budget is small under test, so the layers are
+    /// split into chunks as the large ones are.
     #[test]
-    fn forward_and_both_input_gradient_paths_match_the_definition() {
+    fn every_path_matches_the_definition() {
         let geometries = [
             // (c_in, c_out, h, w, kh, kw, stride, padding)
             (12, 4, 7, 6, 3, 3, [1, 1], [1, 1]),
@@ -429,10 +460,20 @@ mod tests {
             let y = forward(&x, &weight, &vec![0.0; c_out], &g);
             let diff = max_diff(&y, &naive_forward(&x, &weight, &g));
             assert!(diff < 1e-5, "{g:?}: Y differs by {diff}");
-            let (dx, _, _) = backward(&x, &weight, &dy, &g, true);
-            let diff = max_diff(&dx.unwrap(), &naive_input_grad(&weight, &dy, &g));
-            assert!(diff < 1e-5, "{g:?}: ∂X differs by {diff}");
+            for input_grad in [true, false] {
+                let (dx, dw, db) = backward(&x, &weight, &dy, &g, input_grad);
+                assert_eq!(dx.is_some(), input_grad);
+                if let Some(dx) = dx {
+                    let diff = max_diff(&dx, &naive_input_grad(&weight, &dy, &g));
+                    assert!(diff < 1e-5, "{g:?}: ∂X differs by {diff}");
+                }
+                let diff = max_diff(&dw, &naive_weight_grad(&x, &dy, &g));
+                assert!(diff < 1e-4, "{g:?}: ∂W differs by {diff}");
+                let expected: Vec<f32> =
+                    (0..c_out).map(|o| dy.chunks(g.out_len()).flat_map(|d| &d[o * g.p()..][..g.p()]).sum()).collect();
+                assert!(max_diff(&db, &expected) < 1e-4, "{g:?}: ∂b");
+            }
         }
-        assert!((1..geometries.len()).contains(&by_convolution), "both paths must be exercised");
+        assert!((1..geometries.len()).contains(&by_convolution), "both ∂X paths must be exercised");
     }
 }
