@@ -14,6 +14,8 @@
 
 use rayon::prelude::*;
 
+mod direct;
+
 /// Everything about a convolution's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -204,6 +206,9 @@ fn col2im_chunk(dcols: &[f32], g: &ConvGeometry, m: usize, dx: &mut [f32]) {
 
 /// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if direct::fits(g) {
+        return direct::forward(x, weight, bias, g);
+    }
     let (k, p) = (g.k(), g.p());
     let mut y = vec![0.0f32; g.batch * g.out_len()];
     let chunk = chunk_len(g);
@@ -259,13 +264,29 @@ fn weight_grad(c_out: usize, k: usize, l: usize, dw: &mut [f32], dy: &[f32], col
 
 /// Whether ∂X is better computed by [`input_grad_by_convolution`] than by col2im: at stride 1,
 /// when ∂Y has no more values per image than X (DenseNet's 3×3 convolutions make 32 channels
-/// from up to 240). Col2im writes and scatters K·P values per image, the convolution's columns
-/// hold Cout·kh·kw·H·W.
+/// from up to 240; col2im writes and scatters K·P values per image, the convolution's columns
+/// hold Cout·kh·kw·H·W), or when that convolution is small enough to run directly (LeNet's
+/// second layer).
 fn input_grad_is_a_convolution(g: &ConvGeometry) -> bool {
     g.stride == [1, 1]
         && g.padding[0] < g.kh
         && g.padding[1] < g.kw
-        && g.c_out * g.h * g.w <= g.c_in * g.p()
+        && (g.c_out * g.h * g.w <= g.c_in * g.p() || direct::fits(&transposed(g)))
+}
+
+/// The geometry of ∂X as a convolution of ∂Y (stride 1, padding below the kernel size).
+fn transposed(g: &ConvGeometry) -> ConvGeometry {
+    ConvGeometry {
+        batch: g.batch,
+        c_in: g.c_out,
+        h: g.out_h(),
+        w: g.out_w(),
+        c_out: g.c_in,
+        kh: g.kh,
+        kw: g.kw,
+        stride: [1, 1],
+        padding: [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
+    }
 }
 
 /// ∂X of a stride-1 convolution is itself a convolution: ∂Y, padded by k − 1 − p, convolved
@@ -280,18 +301,7 @@ fn input_grad_by_convolution(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Ve
             dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
         }
     }
-    let transposed = ConvGeometry {
-        batch: g.batch,
-        c_in: g.c_out,
-        h: g.out_h(),
-        w: g.out_w(),
-        c_out: g.c_in,
-        kh: g.kh,
-        kw: g.kw,
-        stride: [1, 1],
-        padding: [g.kh - 1 - g.padding[0], g.kw - 1 - g.padding[1]],
-    };
-    forward(dy, &flipped, &vec![0.0; g.c_in], &transposed)
+    forward(dy, &flipped, &vec![0.0; g.c_in], &transposed(g))
 }
 
 /// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
@@ -303,35 +313,66 @@ pub fn backward(
     g: &ConvGeometry,
     input_grad: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let dx = input_grad.then(|| {
+        if input_grad_is_a_convolution(g) {
+            input_grad_by_convolution(weight, dy, g)
+        } else {
+            input_grad_by_col2im(weight, dy, g)
+        }
+    });
+    let dw = if direct::fits(g) { direct::weight_grad(x, dy, g) } else { weight_grad_by_im2col(x, dy, g) };
+    (dx, dw, bias_grad(dy, g))
+}
+
+/// ∂Y of images `first..first + m` as one Cout×(m·P) matrix, the layout of the GEMMs.
+fn gather_output_grad(dy: &[f32], g: &ConvGeometry, first: usize, m: usize, dst: &mut [f32]) {
+    let p = g.p();
+    dst[..g.c_out * m * p].par_chunks_mut(m * p).enumerate().for_each(|(co, row)| {
+        for (local, dst) in row.chunks_exact_mut(p).enumerate() {
+            dst.copy_from_slice(&dy[(first + local) * g.out_len() + co * p..][..p]);
+        }
+    });
+}
+
+/// ∂W = Σ over chunks of ∂Y · colsᵀ.
+fn weight_grad_by_im2col(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
-    let by_convolution = input_grad && input_grad_is_a_convolution(g);
-    let mut dx = input_grad.then(|| if by_convolution { input_grad_by_convolution(weight, dy, g) } else { vec![0.0f32; x.len()] });
     let mut dw = vec![0.0f32; g.c_out * k];
     let chunk = chunk_len(g);
     let mut cols = vec![0.0f32; k * chunk * p];
     let mut dy_chunk = vec![0.0f32; g.c_out * chunk * p];
     for (index, first) in (0..g.batch).step_by(chunk).enumerate() {
         let m = chunk.min(g.batch - first);
-        // ∂Y of the chunk as Cout×(m·P).
-        dy_chunk[..g.c_out * m * p].par_chunks_mut(m * p).enumerate().for_each(|(co, row)| {
-            for (local, dst) in row.chunks_exact_mut(p).enumerate() {
-                dst.copy_from_slice(&dy[(first + local) * g.out_len() + co * p..][..p]);
-            }
-        });
-        let dy_m = Mat::rows(&dy_chunk, m * p);
+        gather_output_grad(dy, g, first, m, &mut dy_chunk);
         im2col_chunk(x, g, first, m, &mut cols[..k * m * p]);
         weight_grad(g.c_out, k, m * p, &mut dw, &dy_chunk, &cols, index > 0);
-        if let Some(dx) = dx.as_mut().filter(|_| !by_convolution) {
-            // The columns are not needed any more: their buffer takes ∂cols = Wᵀ·∂Y.
-            matmul(k, m * p, g.c_out, &mut cols, Mat::transposed(weight, k), dy_m, false);
-            col2im_chunk(&cols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
-        }
     }
-    let db = (0..g.c_out)
+    dw
+}
+
+/// ∂X = col2im(Wᵀ · ∂Y), a chunk of images at a time.
+fn input_grad_by_col2im(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let (k, p) = (g.k(), g.p());
+    let mut dx = vec![0.0f32; g.batch * g.in_len()];
+    let chunk = chunk_len(g);
+    let mut dcols = vec![0.0f32; k * chunk * p];
+    let mut dy_chunk = vec![0.0f32; g.c_out * chunk * p];
+    for first in (0..g.batch).step_by(chunk) {
+        let m = chunk.min(g.batch - first);
+        gather_output_grad(dy, g, first, m, &mut dy_chunk);
+        matmul(k, m * p, g.c_out, &mut dcols, Mat::transposed(weight, k), Mat::rows(&dy_chunk, m * p), false);
+        col2im_chunk(&dcols, g, m, &mut dx[first * g.in_len()..(first + m) * g.in_len()]);
+    }
+    dx
+}
+
+/// ∂b: ∂Y summed over images and pixels.
+fn bias_grad(dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    let p = g.p();
+    (0..g.c_out)
         .into_par_iter()
         .map(|co| dy.chunks(g.out_len()).map(|dy_n| dy_n[co * p..(co + 1) * p].iter().sum::<f32>() as f64).sum::<f64>() as f32)
-        .collect();
-    (dx, dw, db)
+        .collect()
 }
 
 #[cfg(test)]
@@ -432,8 +473,8 @@ mod tests {
         (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
     }
 
-    /// The forward pass, ∂W, ∂b and both ways of computing ∂X (col2im, and the transposed
-    /// convolution) against the definition, with and without ∂X, with non-square kernels,
+    /// The forward pass, ∂W and ∂b (each by im2col and directly), and both ways of computing ∂X
+    /// (col2im, and the transposed convolution) against the definition, with and without ∂X, with non-square kernels,
     /// strides 1 to 3 and paddings from 0 to k − 1 (im2col's edge cases: taps that read only
     /// padding, rows partly outside). The column budget is small under test, so the layers are
     /// split into chunks as the large ones are.
@@ -449,11 +490,14 @@ mod tests {
             (6, 2, 8, 9, 3, 3, [2, 1], [1, 1]),
             (2, 3, 4, 5, 5, 7, [3, 2], [4, 6]),
             (2, 3, 9, 9, 7, 7, [2, 2], [3, 3]),
+            // Direct: a partial block of output channels, and rows of 13 = 8 + 5 pixels.
+            (2, 6, 12, 13, 5, 3, [1, 1], [2, 1]),
         ];
-        let mut by_convolution = 0;
+        let (mut by_convolution, mut direct) = (0, 0);
         for (c_in, c_out, h, w, kh, kw, stride, padding) in geometries {
             let g = ConvGeometry { batch: 3, c_in, h, w, c_out, kh, kw, stride, padding };
             by_convolution += input_grad_is_a_convolution(&g) as usize;
+            direct += direct::fits(&g) as usize;
             let x = values(g.batch * g.in_len(), 1);
             let weight = values(c_out * g.k(), 2);
             let dy = values(g.batch * g.out_len(), 3);
@@ -469,11 +513,19 @@ mod tests {
                 }
                 let diff = max_diff(&dw, &naive_weight_grad(&x, &dy, &g));
                 assert!(diff < 1e-4, "{g:?}: ∂W differs by {diff}");
+                if direct::fits(&g) {
+                    // The portable code, which machines without AVX2 run.
+                    let y = direct::forward_with(&x, &weight, &vec![0.0; c_out], &g, false);
+                    assert!(max_diff(&y, &naive_forward(&x, &weight, &g)) < 1e-5, "{g:?}: portable Y");
+                    let dw = direct::weight_grad_with(&x, &dy, &g, false);
+                    assert!(max_diff(&dw, &naive_weight_grad(&x, &dy, &g)) < 1e-4, "{g:?}: portable ∂W");
+                }
                 let expected: Vec<f32> =
                     (0..c_out).map(|o| dy.chunks(g.out_len()).flat_map(|d| &d[o * g.p()..][..g.p()]).sum()).collect();
                 assert!(max_diff(&db, &expected) < 1e-4, "{g:?}: ∂b");
             }
         }
         assert!((1..geometries.len()).contains(&by_convolution), "both ∂X paths must be exercised");
+        assert!((1..geometries.len()).contains(&direct), "direct and im2col paths must be exercised");
     }
 }
