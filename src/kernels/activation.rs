@@ -3,6 +3,7 @@
 //! `expf` polynomial, written without branches or library calls so that the compiler turns the
 //! loop into SIMD code (the C library's `expf` is one call per element).
 
+use super::simd::avx2;
 use rayon::prelude::*;
 
 /// Elements per task: large enough that splitting costs nothing noticeable.
@@ -19,21 +20,24 @@ fn exp_nonpositive(x: f32) -> f32 {
     // Adding and subtracting 1.5·2²³ rounds to the nearest integer without a `floor` call.
     const ROUND: f32 = 12_582_912.0;
     let x = x.max(-87.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let rounded = x * LOG2E + ROUND;
+    let n = rounded - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
-    // 2ⁿ from its exponent bits (n ≥ −126 here, a normal number).
-    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ from its exponent bits (−126 ≤ n ≤ 0 here, a normal number). `rounded` is 1.5·2²³ + n,
+    // whose low bits are n itself: shifting n + 127 into the exponent field needs no float to
+    // integer conversion, which would not vectorise (`as i32` saturates and maps NaN to 0).
+    e_r * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23)
 }
 
 /// σ(x) = 1/(1 + e^(−x)), from e^(−|x|) so that the exponential never overflows.
 pub fn sigmoid(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| {
+    y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| avx2(#[inline(always)] || {
         for (o, &v) in ys.iter_mut().zip(xs) {
             let e = exp_nonpositive(-v.abs());
             let s = 1.0 / (1.0 + e);
@@ -46,7 +50,7 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
                 v
             };
         }
-    });
+    }));
     y
 }
 
@@ -54,9 +58,11 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
 pub fn sigmoid_backward(output: &[f32], grad: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; output.len()];
     dx.par_chunks_mut(GRAIN).zip(output.par_chunks(GRAIN).zip(grad.par_chunks(GRAIN))).for_each(|(d, (ys, gs))| {
-        for ((o, &y), &g) in d.iter_mut().zip(ys).zip(gs) {
-            *o = g * y * (1.0 - y);
-        }
+        avx2(#[inline(always)] || {
+            for ((o, &y), &g) in d.iter_mut().zip(ys).zip(gs) {
+                *o = g * y * (1.0 - y);
+            }
+        })
     });
     dx
 }

@@ -9,8 +9,11 @@
 //!   ∂β = Σ dy,  ∂γ = Σ dy·x̂,  dx = γ·σ⁻¹·(dy − ∂β/M − x̂·∂γ/M),  M = N·S
 //! ```
 //!
-//! Samples are split across threads; per-channel partial sums are merged at the end.
+//! Samples are split across threads; per-channel partial sums are merged at the end. Within a
+//! run of one channel the sums are kept in 8 interleaved lanes, one SIMD register, in a fixed
+//! order: a single running sum would make every addition wait for the one before.
 
+use super::simd::avx2;
 use rayon::prelude::*;
 
 /// The shape of a batch, as the kernels see it.
@@ -36,11 +39,33 @@ impl NcsShape {
     }
 }
 
+/// Lanes of the partial sums in [`lane_sum`].
+const LANES: usize = 8;
+
+/// Σ f(a[i], b[i]) over a run, in [`LANES`] interleaved partial sums added at the end.
+#[inline(always)]
+fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    for (xa, xb) in ca.zip(cb) {
+        for l in 0..LANES {
+            lanes[l] += f(xa[l], xb[l]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// Per-channel sums of `f(channel, value)` over one sample laid out C×S.
 fn sums_of_sample(sample: &[f32], shape: NcsShape, acc: &mut [f64], f: impl Fn(usize, f32) -> f32) {
-    for (ch, run) in sample.chunks_exact(shape.s).enumerate() {
-        acc[ch] += run.iter().map(|&v| f(ch, v)).sum::<f32>() as f64;
-    }
+    avx2(
+        #[inline(always)]
+        || {
+            for (ch, run) in sample.chunks_exact(shape.s).enumerate() {
+                acc[ch] += lane_sum(run, run, |v, _| f(ch, v)) as f64;
+            }
+        },
+    )
 }
 
 /// Per-channel sums of `f(channel, x, other)` over all samples, in parallel over samples.
@@ -56,9 +81,14 @@ fn channel_sums(
         .fold(
             || vec![0.0f64; shape.c],
             |mut acc, (xs, os)| {
-                for (ch, (xr, or)) in xs.chunks_exact(shape.s).zip(os.chunks_exact(shape.s)).enumerate() {
-                    acc[ch] += xr.iter().zip(or).map(|(&a, &b)| f(ch, a, b)).sum::<f32>() as f64;
-                }
+                avx2(
+                    #[inline(always)]
+                    || {
+                        for (ch, (xr, or)) in xs.chunks_exact(shape.s).zip(os.chunks_exact(shape.s)).enumerate() {
+                            acc[ch] += lane_sum(xr, or, |a, b| f(ch, a, b)) as f64;
+                        }
+                    },
+                );
                 acc
             },
         )
@@ -93,12 +123,17 @@ pub fn normalize(x: &[f32], shape: NcsShape, gamma: &[f32], beta: &[f32], mean: 
     let shift: Vec<f32> = (0..shape.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(shape.sample_len()).zip(x.par_chunks(shape.sample_len())).for_each(|(ys, xs)| {
-        for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
-            let (a, b) = (scale[ch], shift[ch]);
-            for (o, &v) in yr.iter_mut().zip(xr) {
-                *o = v * a + b;
-            }
-        }
+        avx2(
+            #[inline(always)]
+            || {
+                for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
+                    let (a, b) = (scale[ch], shift[ch]);
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = v * a + b;
+                    }
+                }
+            },
+        )
     });
     y
 }
@@ -138,13 +173,18 @@ pub fn backward_train(
     let len = shape.sample_len();
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).for_each(|(out, (xs, gs))| {
-        for ch in 0..shape.c {
-            let r = ch * shape.s..(ch + 1) * shape.s;
-            let (kc, ac, bc, mc) = (k[ch], a[ch], b[ch], mean[ch]);
-            for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xs[r.clone()]).zip(&gs[r]) {
-                *o = kc * (g - ac - (v - mc) * bc);
-            }
-        }
+        avx2(
+            #[inline(always)]
+            || {
+                for ch in 0..shape.c {
+                    let r = ch * shape.s..(ch + 1) * shape.s;
+                    let (kc, ac, bc, mc) = (k[ch], a[ch], b[ch], mean[ch]);
+                    for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xs[r.clone()]).zip(&gs[r]) {
+                        *o = kc * (g - ac - (v - mc) * bc);
+                    }
+                }
+            },
+        )
     });
     (dx, dgamma, dbeta)
 }

@@ -11,6 +11,7 @@ pub mod activation;
 pub mod adam;
 pub mod batch_norm;
 pub mod conv;
+mod simd;
 pub mod profile;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
