@@ -229,12 +229,12 @@ fn bench_times_the_training_step_and_profiles_it() {
     assert!(v["images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{json}");
 
     let text = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile"]);
-    for line in ["images/s", "profile:", "conv2d forward", "conv2d backward", "batch norm backward", "sigmoid forward", "optimizer (Adam)"] {
+    for line in ["images/s", "profile:", "conv2d forward", "conv2d backward", "batch norm backward", "sigmoid forward", "max pool backward", "optimizer (Adam)"] {
         assert!(text.contains(line), "no '{line}' in:\n{text}");
     }
     // With every kernel switched off, none of them is timed.
-    let plain = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile", "--burn-ops", "conv,batch-norm,sigmoid"]);
-    assert!(!plain.contains("conv2d forward") && plain.contains("burn's own"), "{plain}");
+    let plain = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile", "--burn-ops", "conv,batch-norm,sigmoid,max-pool"]);
+    assert!(!plain.contains("conv2d forward") && !plain.contains("max pool forward") && plain.contains("burn's own"), "{plain}");
 
     assert_fails_with(&["bench", "--model", "lenet-bn", "--burn-ops", "matmul"], "matmul");
     assert_fails_with(&["bench", "--model", "densenet", "--input", "28"], "densenet cannot take 28×28");

@@ -30,11 +30,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Use burn's own operations instead of deepcnn's kernels for these (comma-separated:
-    /// conv, batch-norm, sigmoid, adam), to measure what each kernel brings.
+    /// conv, batch-norm, sigmoid, adam, max-pool), to measure what each kernel brings.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KERNELS")]
     pub burn_ops: Vec<Kernel>,
     /// Also break the step down: forward, backward and optimizer, and within them the time in
-    /// deepcnn's kernels (convolution, batch normalization) and in all other operations.
+    /// deepcnn's kernels (convolution, batch normalization, sigmoid, max pooling, Adam) and in all
+    /// other operations.
     #[arg(long)]
     pub profile: bool,
 }

@@ -11,6 +11,7 @@ pub mod activation;
 pub mod adam;
 pub mod batch_norm;
 pub mod conv;
+pub mod pool;
 mod simd;
 pub mod profile;
 
@@ -23,7 +24,7 @@ use burn::backend::{backend_extension, AutodiffBackend, tensor::FloatTensor, Bac
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::DType;
 
 use batch_norm::NcsShape;
@@ -93,6 +94,12 @@ pub trait FastOps: Backend {
         scalars: adam::AdamScalars,
     ) -> AdamUpdate<Self>;
 
+    /// Max pooling, 2×2 window, stride 2, no padding, on N×C×H×W.
+    fn max_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of [`FastOps::max_pool_2x2`] from its input and output.
+    fn max_pool_2x2_backward(x: FloatTensor<Self>, output: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// The logistic sigmoid.
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
@@ -157,6 +164,10 @@ pub const CONV_BACKWARD: &str = "conv2d backward";
 pub const BN_FORWARD: &str = "batch norm forward";
 pub const BN_BACKWARD: &str = "batch norm backward";
 pub const BN_EVAL: &str = "batch norm forward (evaluation)";
+pub const MAX_POOL_FORWARD: &str = "max pool forward";
+/// Name of the max-pooling backward kernel in the profile.
+pub const MAX_POOL_BACKWARD: &str = "max pool backward";
+/// Name of the sigmoid forward kernel in the profile.
 pub const SIGMOID_FORWARD: &str = "sigmoid forward";
 pub const ADAM: &str = "adam update";
 pub const SIGMOID_BACKWARD: &str = "sigmoid backward";
@@ -219,6 +230,20 @@ impl FastOps for Flex {
         let (mut p, mut m1, mut m2) = (f32s(&param).into_owned(), f32s(&moment_1).into_owned(), f32s(&moment_2).into_owned());
         profile::timed(ADAM, || adam::step(&mut p, &f32s(&grad), &mut m1, &mut m2, scalars));
         AdamUpdate { param: flex(p, &shape), moment_1: flex(m1, &shape), moment_2: flex(m2, &shape) }
+    }
+
+    fn max_pool_2x2(x: FlexTensor) -> FlexTensor {
+        let d = dims(&x);
+        let y = profile::timed(MAX_POOL_FORWARD, || pool::max_pool_2x2(&f32s(&x), d[0] * d[1], d[2], d[3]));
+        flex(y, &[d[0], d[1], d[2] / 2, d[3] / 2])
+    }
+
+    fn max_pool_2x2_backward(x: FlexTensor, output: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let d = dims(&x);
+        let dx = profile::timed(MAX_POOL_BACKWARD, || {
+            pool::max_pool_2x2_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), d[0] * d[1], d[2], d[3])
+        });
+        flex(dx, &d)
     }
 
     fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
@@ -344,6 +369,35 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
     }
 
+    fn max_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MaxPoolBackward;
+
+        impl<B: Backend + FastOps> Backward<B, 1> for MaxPoolBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+                let grad = grads.consume::<B>(&ops.node);
+                if let [Some(node)] = ops.parents {
+                    let (x, output) = ops.state;
+                    grads.register::<B>(node.id, B::max_pool_2x2_backward(x, output, grad));
+                }
+            }
+        }
+
+        let nodes = [x.node()];
+        let x = x.into_primitive();
+        let output = B::max_pool_2x2(x.clone());
+        match MaxPoolBackward.prepare::<C>(nodes).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish((x, output.clone()), output),
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn max_pool_2x2_backward(_x: FloatTensor<Self>, _output: FloatTensor<Self>, _output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        unimplemented!("second derivatives of max pooling are not supported")
+    }
+
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct SigmoidBackward;
@@ -432,9 +486,10 @@ pub enum Kernel {
     BatchNorm,
     Sigmoid,
     Adam,
+    MaxPool,
 }
 
-static DISABLED: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+static DISABLED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
@@ -508,6 +563,20 @@ pub fn adam_step<const D: usize>(
         scalars,
     );
     Some((Tensor::from_dispatch(u.param), Tensor::from_dispatch(u.moment_1), Tensor::from_dispatch(u.moment_2)))
+}
+
+/// 2-D max pooling. The kernel takes LeNet's case (2×2 window, stride 2, no padding or
+/// dilation, floor); anything else goes to burn's `max_pool2d`.
+pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
+    let lenets = options.kernel_size == [2, 2]
+        && options.stride == [2, 2]
+        && options.padding == [(0, 0), (0, 0)]
+        && options.dilation == [1, 1]
+        && !options.ceil_mode;
+    if !lenets || !fast_path(Kernel::MaxPool, &x) {
+        return burn::tensor::module::max_pool2d(x, options);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::max_pool_2x2(x.into_dispatch()))
 }
 
 /// The logistic sigmoid.
@@ -605,6 +674,37 @@ mod tests {
             }
             assert!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()) < 1e-3, "{what}: ∂bias");
         }
+    }
+
+    /// Max pooling against burn's, exactly: even and odd sizes (the last row and column
+    /// dropped), random values, and ties (a constant input), where both send each window's
+    /// gradient to its first element.
+    #[test]
+    fn max_pool_matches_burns_max_pool_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let options = MaxPoolOptions::new([2, 2]).with_stride([2, 2]);
+        for (shape, constant) in [([2, 3, 8, 8], false), ([1, 2, 7, 9], false), ([1, 2, 4, 6], true)] {
+            let x = if constant { Tensor::ones(shape, &device) } else { random(shape, &device) }.require_grad();
+            let ours = max_pool2d(x.clone(), options.clone());
+            let theirs = burn::tensor::module::max_pool2d(x.clone(), options.clone());
+            assert_eq!(ours.dims(), theirs.dims(), "{shape:?}");
+            assert_eq!(max_diff(ours.clone(), theirs.clone()), 0.0, "{shape:?}: values");
+            let weights = random(ours.dims(), &device);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_theirs = (theirs * weights).sum().backward();
+            let (a, b) = (x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
+            assert_eq!(a.to_data(), b.to_data(), "{shape:?}: gradients");
+        }
+    }
+
+    /// A NaN in a window is the window's maximum (as in PyTorch), and takes its gradient.
+    #[test]
+    fn max_pool_propagates_nan() {
+        let x = [1.0, f32::NAN, 3.0, 2.0];
+        let y = pool::max_pool_2x2(&x, 1, 2, 2);
+        assert!(y[0].is_nan());
+        let dx = pool::max_pool_2x2_backward(&x, &y, &[5.0], 1, 2, 2);
+        assert_eq!(dx, [0.0, 5.0, 0.0, 0.0]);
     }
 
     #[test]

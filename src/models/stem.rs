@@ -1,13 +1,12 @@
 //! The input stem ResNet and DenseNet share: conv 64@7×7 stride 2 pad 3, BN, ReLU,
 //! max-pool 3×3 stride 2 pad 1 (a quarter of the input's height and width).
 
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
 use crate::nn::Trace;
-use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
+use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 
 pub const STEM_CHANNELS: usize = 64;
 

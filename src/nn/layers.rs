@@ -1,4 +1,4 @@
-//! burn's `Conv2d` and `BatchNorm` layers and the sigmoid, computed by deepcnn's kernels ([`crate::kernels`])
+//! burn's `Conv2d`, `BatchNorm` and `MaxPool2d` layers and the sigmoid, computed by deepcnn's kernels ([`crate::kernels`])
 //! where those apply and by burn's own operations elsewhere. Each is built by burn's own config
 //! (the same initialisation, drawing the same random numbers) and has burn's fields, so a
 //! network saves and loads exactly as it would with burn's types.
@@ -6,7 +6,7 @@
 use burn::module::{Flag, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use crate::kernels;
 
@@ -65,8 +65,8 @@ impl Conv2d {
     }
 }
 
-/// (before, after) padding along dimension `dim` (0: height, 1: width), as burn's `Conv2d`
-/// works it out (its own helper is private).
+/// (before, after) padding along dimension `dim` (0: height, 1: width), as burn's `Conv2d` and
+/// `MaxPool2d` work it out (their own helper is private).
 fn padding_pair(padding: &PaddingConfig2d, dim: usize, size: usize, kernel: usize, stride: usize) -> (usize, usize) {
     match *padding {
         PaddingConfig2d::Valid => (0, 0),
@@ -76,6 +76,59 @@ fn padding_pair(padding: &PaddingConfig2d, dim: usize, size: usize, kernel: usiz
             let total = needed.saturating_sub(size);
             (total / 2, total - total / 2)
         }
+    }
+}
+
+/// burn's `MaxPool2dConfig`, building a [`MaxPool2d`].
+#[derive(Debug, Clone)]
+pub struct MaxPool2dConfig(burn::nn::pool::MaxPool2dConfig);
+
+impl MaxPool2dConfig {
+    pub fn new(kernel_size: [usize; 2]) -> Self {
+        Self(burn::nn::pool::MaxPool2dConfig::new(kernel_size))
+    }
+
+    pub fn with_strides(self, strides: [usize; 2]) -> Self {
+        Self(self.0.with_strides(strides))
+    }
+
+    pub fn with_padding(self, padding: PaddingConfig2d) -> Self {
+        Self(self.0.with_padding(padding))
+    }
+
+    pub fn init(&self) -> MaxPool2d {
+        let p = self.0.init();
+        MaxPool2d {
+            stride: p.stride,
+            kernel_size: p.kernel_size,
+            padding: p.padding,
+            dilation: p.dilation,
+            ceil_mode: p.ceil_mode,
+        }
+    }
+}
+
+/// 2-D max pooling with burn's `MaxPool2d` fields.
+#[derive(Module, Debug)]
+pub struct MaxPool2d {
+    pub stride: [usize; 2],
+    pub kernel_size: [usize; 2],
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
+    pub dilation: [usize; 2],
+    pub ceil_mode: bool,
+}
+
+impl MaxPool2d {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let [_, _, height, width] = input.dims();
+        let pairs = [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let options = MaxPoolOptions::new(self.kernel_size)
+            .with_stride(self.stride)
+            .with_padding_pairs(pairs)
+            .with_dilation(self.dilation)
+            .with_ceil_mode(self.ceil_mode);
+        kernels::max_pool2d(input, options)
     }
 }
 
