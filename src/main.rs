@@ -20,7 +20,10 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    use std::io::ErrorKind::BrokenPipe;
+    // serde_json wraps the io::Error of a failed write without listing it as the source.
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == BrokenPipe)
+        || e.downcast_ref::<serde_json::Error>().is_some_and(|e| e.io_error_kind() == Some(BrokenPipe))
 }
 
 /// A training step allocates and frees the same large tensors (megabytes each) every time.

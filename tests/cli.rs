@@ -173,6 +173,20 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     assert_eq!(total, 40);
     assert!(json["accuracy"].as_f64().unwrap() <= 1.0 && json["loss"].as_f64().unwrap() > 0.0);
     assert_eq!(json["per_class"][9]["class"], "Ankle boot");
+
+    // A reader that goes away (`deepcnn eval --json | head`) is not an error, in either format.
+    for format in [&[][..], &["--json"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
+            .args(["eval", "--checkpoint", path(&run), "--data-dir", path(data.path())])
+            .args(format)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success() && out.stderr.is_empty(), "{format:?}: {}", stderr(&out));
+    }
 }
 
 #[test]
