@@ -490,8 +490,10 @@ mod tests {
             (6, 2, 8, 9, 3, 3, [2, 1], [1, 1]),
             (2, 3, 4, 5, 5, 7, [3, 2], [4, 6]),
             (2, 3, 9, 9, 7, 7, [2, 2], [3, 3]),
-            // Direct: a partial block of output channels, and rows of 13 = 8 + 5 pixels.
+            // Direct: a partial block of output channels, and rows of 13 = 8 + 5 pixels; 8 taps,
+            // not a multiple of the taps ∂W takes together.
             (2, 6, 12, 13, 5, 3, [1, 1], [2, 1]),
+            (2, 5, 9, 11, 2, 2, [1, 1], [1, 0]),
         ];
         let (mut by_convolution, mut direct) = (0, 0);
         for (c_in, c_out, h, w, kh, kw, stride, padding) in geometries {
