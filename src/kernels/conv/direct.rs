@@ -28,22 +28,24 @@ pub fn fits(g: &ConvGeometry) -> bool {
 }
 
 /// The padded image buffer's shape: Hp rows of `row` values per channel, where
-/// `row ≥ ⌈Wo / 8⌉·8 + kw − 1` so that every 8-wide load stays inside its row.
+/// `row ≥ ⌈Wo / 8⌉·8 + kw − 1` so that every 8-wide load stays inside its row; and, worked out
+/// once per layer rather than per image, where the forward pass's taps read in it and the
+/// output's 8-pixel row pieces (oh, ow).
 struct Padded {
     hp: usize,
     row: usize,
+    offsets: Vec<usize>,
+    pieces: Vec<(usize, usize)>,
 }
 
 impl Padded {
     fn of(g: &ConvGeometry) -> Self {
         let wo_lanes = g.out_w().div_ceil(LANES) * LANES;
-        Self { hp: g.h + 2 * g.padding[0], row: (g.w + 2 * g.padding[1]).max(wo_lanes + g.kw - 1) }
-    }
-    /// Where each tap (ci, i, j) reads, relative to the output pixel's window: (ci·Hp + i)·row + j.
-    fn tap_offsets(&self, g: &ConvGeometry) -> Vec<usize> {
-        (0..g.c_in)
-            .flat_map(|ci| (0..g.kh).flat_map(move |i| (0..g.kw).map(move |j| (ci * self.hp + i) * self.row + j)))
-            .collect()
+        let (hp, row) = (g.h + 2 * g.padding[0], (g.w + 2 * g.padding[1]).max(wo_lanes + g.kw - 1));
+        let offsets = forward_taps(g).iter().map(|&(ci, i, j)| (ci * hp + i) * row + j).collect();
+        let (ho, wo) = (g.out_h(), g.out_w());
+        let pieces = (0..ho).flat_map(|oh| (0..wo).step_by(LANES).map(move |ow| (oh, ow))).collect();
+        Self { hp, row, offsets, pieces }
     }
     fn len(&self, g: &ConvGeometry) -> usize {
         g.c_in * self.hp * self.row
@@ -61,15 +63,24 @@ impl Padded {
     }
 }
 
-/// The weights in blocks of [`BLOCK`] output channels, tap-major: `[block][tap][c]`, zero for
-/// the channels past Cout, so a block's weights for one tap are one contiguous load.
+/// The forward pass's taps (ci, i, j), kernel row first: the taps of the kernel rows that read
+/// only padding, which [`forward_image_avx2`] skips, are then one range (∂X of LeNet's second
+/// layer is a convolution padded by 4 on an 8×8 input, where that is a third of the taps).
+fn forward_taps(g: &ConvGeometry) -> Vec<(usize, usize, usize)> {
+    (0..g.kh).flat_map(|i| (0..g.c_in).flat_map(move |ci| (0..g.kw).map(move |j| (ci, i, j)))).collect()
+}
+
+/// The weights in blocks of [`BLOCK`] output channels, in the order of [`forward_taps`]:
+/// `[block][tap][c]`, zero for the channels past Cout, so a block's weights for one tap are one
+/// contiguous load.
 fn blocked_weights(weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
-    let k = g.c_in * g.kh * g.kw;
+    let taps = forward_taps(g);
+    let k = taps.len();
     let blocks = g.c_out.div_ceil(BLOCK);
     let mut out = vec![0.0f32; blocks * k * BLOCK];
     for co in 0..g.c_out {
-        for tap in 0..k {
-            out[((co / BLOCK) * k + tap) * BLOCK + co % BLOCK] = weight[co * k + tap];
+        for (t, &(ci, i, j)) in taps.iter().enumerate() {
+            out[((co / BLOCK) * k + t) * BLOCK + co % BLOCK] = weight[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
         }
     }
     out
@@ -117,21 +128,27 @@ const GROUP: usize = 3;
 fn forward_image_avx2(xp: &[f32], blocks: &[f32], bias: &[f32], y_n: &mut [f32], g: &ConvGeometry, padded: &Padded) {
     use std::arch::x86_64::*;
     let (ho, wo) = (g.out_h(), g.out_w());
-    let offsets = padded.tap_offsets(g);
+    // Where each tap of `forward_taps` reads, relative to the piece's window: (ci·Hp + i)·row + j.
+    let offsets = &padded.offsets;
     let k = offsets.len();
     let reach = offsets.iter().max().copied().unwrap_or(0) + LANES;
-    let pieces: Vec<(usize, usize)> = (0..ho).flat_map(|oh| (0..wo).step_by(LANES).map(move |ow| (oh, ow))).collect();
+    let per_row = g.c_in * g.kw;
     for (block, w_block) in blocks.chunks_exact(k * BLOCK).enumerate() {
         let channels = BLOCK.min(g.c_out - block * BLOCK);
-        for group in pieces.chunks(GROUP) {
+        for group in padded.pieces.chunks(GROUP) {
             // Where each piece's window starts; a short last group repeats its first piece.
             let starts: [usize; GROUP] = std::array::from_fn(|t| {
                 let (oh, ow) = group[if t < group.len() { t } else { 0 }];
                 oh * padded.row + ow
             });
             assert!(starts.iter().all(|&s| s + reach <= xp.len()), "window inside the padded image");
+            // Kernel rows i that read a real input row for some piece of the group:
+            // ph ≤ oh + i < ph + H. The others read zeros and are skipped.
+            let (first_row, last_row) = (group[0].0, group[group.len() - 1].0);
+            let rows = g.padding[0].saturating_sub(last_row)..(g.padding[0] + g.h).saturating_sub(first_row).min(g.kh);
+            let taps = rows.start * per_row..rows.end.max(rows.start) * per_row;
             let mut acc = [[_mm256_setzero_ps(); BLOCK]; GROUP];
-            for (&offset, w) in offsets.iter().zip(w_block.chunks_exact(BLOCK)) {
+            for (&offset, w) in offsets[taps.clone()].iter().zip(w_block[taps.start * BLOCK..taps.end * BLOCK].chunks_exact(BLOCK)) {
                 // SAFETY: start + offset + LANES ≤ start + reach ≤ xp.len() (asserted above).
                 let v: [__m256; GROUP] = std::array::from_fn(|t| unsafe { _mm256_loadu_ps(xp.as_ptr().add(starts[t] + offset)) });
                 for (c, &w) in w.iter().enumerate() {
@@ -156,7 +173,8 @@ fn forward_image_avx2(xp: &[f32], blocks: &[f32], bias: &[f32], y_n: &mut [f32],
     }
 }
 
-/// One padded image's output, [`BLOCK`] channels × 8 pixels of a row at a time.
+/// One padded image's output, [`BLOCK`] channels × 8 pixels of a row at a time, taps in the
+/// order of [`forward_taps`].
 fn forward_image(
     xp: &[f32],
     blocks: &[f32],
@@ -173,8 +191,8 @@ fn forward_image(
             for ow in (0..wo).step_by(LANES) {
                 let mut acc = [[0.0f32; LANES]; BLOCK];
                 let mut tap = 0;
-                for ci in 0..g.c_in {
-                    for i in 0..g.kh {
+                for i in 0..g.kh {
+                    for ci in 0..g.c_in {
                         let row = &xp[(ci * padded.hp + oh + i) * padded.row + ow..];
                         for j in 0..g.kw {
                             let v = load(&row[j..]);
