@@ -379,23 +379,23 @@ fn bias_grad(dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    /// ∂X by the definition: every output gradient sent back through every tap.
-    fn naive_input_grad(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    /// Calls `term(x, w, y)` with the flat indices of every product X[x]·W[w] that the
+    /// definition of the convolution adds into Y[y]: the one loop the references below share.
+    fn for_each_term(g: &ConvGeometry, mut term: impl FnMut(usize, usize, usize)) {
         let (ho, wo) = (g.out_h(), g.out_w());
-        let mut dx = vec![0.0f32; g.batch * g.in_len()];
         for n in 0..g.batch {
             for co in 0..g.c_out {
                 for oh in 0..ho {
                     for ow in 0..wo {
-                        let d = dy[((n * g.c_out + co) * ho + oh) * wo + ow];
+                        let y = ((n * g.c_out + co) * ho + oh) * wo + ow;
                         for ci in 0..g.c_in {
                             for i in 0..g.kh {
                                 for j in 0..g.kw {
                                     let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
                                     let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
                                     if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
-                                        let w = weight[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
-                                        dx[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize] += w * d;
+                                        let x = ((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize;
+                                        term(x, ((co * g.c_in + ci) * g.kh + i) * g.kw + j, y);
                                     }
                                 }
                             }
@@ -404,64 +404,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Y by the definition (no bias).
+    fn naive_forward(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let mut y = vec![0.0f32; g.batch * g.out_len()];
+        for_each_term(g, |xi, wi, yi| y[yi] += weight[wi] * x[xi]);
+        y
+    }
+
+    /// ∂X by the definition: every output gradient sent back through every tap.
+    fn naive_input_grad(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+        let mut dx = vec![0.0f32; g.batch * g.in_len()];
+        for_each_term(g, |xi, wi, yi| dx[xi] += weight[wi] * dy[yi]);
         dx
     }
 
     /// ∂W by the definition.
     fn naive_weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
-        let (ho, wo) = (g.out_h(), g.out_w());
         let mut dw = vec![0.0f32; g.c_out * g.k()];
-        for n in 0..g.batch {
-            for co in 0..g.c_out {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let d = dy[((n * g.c_out + co) * ho + oh) * wo + ow];
-                        for ci in 0..g.c_in {
-                            for i in 0..g.kh {
-                                for j in 0..g.kw {
-                                    let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
-                                    let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
-                                    if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
-                                        let v = x[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize];
-                                        dw[((co * g.c_in + ci) * g.kh + i) * g.kw + j] += v * d;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        for_each_term(g, |xi, wi, yi| dw[wi] += x[xi] * dy[yi]);
         dw
-    }
-
-    /// Y by the definition (no bias).
-    fn naive_forward(x: &[f32], weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
-        let (ho, wo) = (g.out_h(), g.out_w());
-        let mut y = vec![0.0f32; g.batch * g.out_len()];
-        for n in 0..g.batch {
-            for co in 0..g.c_out {
-                for oh in 0..ho {
-                    for ow in 0..wo {
-                        let mut sum = 0.0;
-                        for ci in 0..g.c_in {
-                            for i in 0..g.kh {
-                                for j in 0..g.kw {
-                                    let ih = (oh * g.stride[0] + i) as isize - g.padding[0] as isize;
-                                    let iw = (ow * g.stride[1] + j) as isize - g.padding[1] as isize;
-                                    if (0..g.h as isize).contains(&ih) && (0..g.w as isize).contains(&iw) {
-                                        let w = weight[((co * g.c_in + ci) * g.kh + i) * g.kw + j];
-                                        sum += w * x[((n * g.c_in + ci) * g.h + ih as usize) * g.w + iw as usize];
-                                    }
-                                }
-                            }
-                        }
-                        y[((n * g.c_out + co) * ho + oh) * wo + ow] = sum;
-                    }
-                }
-            }
-        }
-        y
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
