@@ -12,7 +12,7 @@ pub mod adam;
 pub mod batch_norm;
 pub mod conv;
 pub mod pool;
-mod simd;
+pub(crate) mod simd;
 pub mod profile;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

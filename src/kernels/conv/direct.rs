@@ -9,6 +9,7 @@
 //! the inner loops have fixed-size arrays the compiler turns into SIMD registers.
 
 use super::ConvGeometry;
+use crate::kernels::simd;
 use rayon::prelude::*;
 
 /// Output channels computed together: each input load feeds this many multiply-adds.
@@ -24,7 +25,7 @@ const IMAGES_PER_PARTIAL: usize = 16;
 /// channels, 5×5); not the 3×3 and 1×1 layers of ResNet and DenseNet, whose 32–512 output
 /// channels make a real GEMM.
 pub fn fits(g: &ConvGeometry) -> bool {
-    g.stride == [1, 1] && g.c_in * g.kh * g.kw <= 400 && g.c_out <= 16
+    g.stride == [1, 1] && g.k() <= 400 && g.c_out <= 16
 }
 
 /// The padded image buffer's shape: Hp rows of `row` values per channel, where
@@ -40,7 +41,7 @@ struct Padded {
 
 impl Padded {
     fn of(g: &ConvGeometry) -> Self {
-        let wo_lanes = g.out_w().div_ceil(LANES) * LANES;
+        let wo_lanes = whole_registers(g.out_w());
         let (hp, row) = (g.h + 2 * g.padding[0], (g.w + 2 * g.padding[1]).max(wo_lanes + g.kw - 1));
         let offsets = forward_taps(g).iter().map(|&(ci, i, j)| (ci * hp + i) * row + j).collect();
         let (ho, wo) = (g.out_h(), g.out_w());
@@ -86,6 +87,11 @@ fn blocked_weights(weight: &[f32], g: &ConvGeometry) -> Vec<f32> {
     out
 }
 
+/// `n` rounded up to whole registers of [`LANES`].
+fn whole_registers(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
 fn load(src: &[f32]) -> [f32; LANES] {
     src[..LANES].try_into().expect("LANES values")
 }
@@ -95,8 +101,8 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
     forward_with(x, weight, bias, g, true)
 }
 
-/// [`forward`], with AVX2 where the CPU has it and `simd` allows it (the tests run both).
-pub(super) fn forward_with(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, simd: bool) -> Vec<f32> {
+/// [`forward`], with AVX2 where the CPU has it and `allow_avx2` allows it (the tests run both).
+pub(super) fn forward_with(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, allow_avx2: bool) -> Vec<f32> {
     let padded = Padded::of(g);
     let blocks = blocked_weights(weight, g);
     let mut y = vec![0.0f32; g.batch * g.out_len()];
@@ -105,7 +111,7 @@ pub(super) fn forward_with(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeom
         |xp, (y_n, x_n)| {
             padded.fill(x_n, g, xp);
             #[cfg(target_arch = "x86_64")]
-            if simd && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if allow_avx2 && simd::available() {
                 // SAFETY: the CPU has the features the function is compiled for.
                 return unsafe { forward_image_avx2(xp, &blocks, bias, y_n, g, &padded) };
             }
@@ -184,7 +190,7 @@ fn forward_image(
     padded: &Padded,
 ) {
     let (ho, wo) = (g.out_h(), g.out_w());
-    let k = g.c_in * g.kh * g.kw;
+    let k = g.k();
     for (block, w_block) in blocks.chunks_exact(k * BLOCK).enumerate() {
         let channels = BLOCK.min(g.c_out - block * BLOCK);
         for oh in 0..ho {
@@ -225,12 +231,12 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     weight_grad_with(x, dy, g, true)
 }
 
-/// [`weight_grad`], with AVX2 where the CPU has it and `simd` allows it.
-pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, simd: bool) -> Vec<f32> {
+/// [`weight_grad`], with AVX2 where the CPU has it and `allow_avx2` allows it.
+pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, allow_avx2: bool) -> Vec<f32> {
     let padded = Padded::of(g);
-    let k = g.c_in * g.kh * g.kw;
+    let k = g.k();
     let blocks = g.c_out.div_ceil(BLOCK);
-    let wo_lanes = g.out_w().div_ceil(LANES) * LANES;
+    let wo_lanes = whole_registers(g.out_w());
     let len = blocks * k * BLOCK * LANES;
     let partials: Vec<Vec<f32>> = x
         .par_chunks(IMAGES_PER_PARTIAL * g.in_len())
@@ -241,7 +247,7 @@ pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, simd: bo
             for (x_n, dy_n) in xs.chunks_exact(g.in_len()).zip(dys.chunks_exact(g.out_len())) {
                 padded.fill(x_n, g, &mut xp);
                 #[cfg(target_arch = "x86_64")]
-                if simd && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                if allow_avx2 && simd::available() {
                     // SAFETY: the CPU has the features the function is compiled for.
                     unsafe { weight_grad_image_avx2(&xp, dy_n, &mut dyp, &mut dw, g, &padded) };
                     continue;
@@ -272,8 +278,8 @@ pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, simd: bo
 fn weight_grad_image_avx2(xp: &[f32], dy_n: &[f32], dyp: &mut [f32], dw: &mut [f32], g: &ConvGeometry, padded: &Padded) {
     use std::arch::x86_64::*;
     let (ho, wo) = (g.out_h(), g.out_w());
-    let k = g.c_in * g.kh * g.kw;
-    let wo_lanes = wo.div_ceil(LANES) * LANES;
+    let k = g.k();
+    let wo_lanes = whole_registers(wo);
     for block in 0..g.c_out.div_ceil(BLOCK) {
         gather_block(dy_n, dyp, g, block);
         let dyp = &dyp[..BLOCK * ho * wo_lanes];
@@ -315,7 +321,7 @@ fn weight_grad_image_avx2(xp: &[f32], dy_n: &[f32], dyp: &mut [f32], dw: &mut [f
 /// output's edge then add nothing.
 fn gather_block(dy_n: &[f32], dyp: &mut [f32], g: &ConvGeometry, block: usize) {
     let (ho, wo) = (g.out_h(), g.out_w());
-    let wo_lanes = wo.div_ceil(LANES) * LANES;
+    let wo_lanes = whole_registers(wo);
     dyp.fill(0.0);
     for c in 0..BLOCK.min(g.c_out - block * BLOCK) {
         for oh in 0..ho {
@@ -329,8 +335,8 @@ fn gather_block(dy_n: &[f32], dyp: &mut [f32], g: &ConvGeometry, block: usize) {
 /// `dw`.
 fn weight_grad_image(xp: &[f32], dy_n: &[f32], dyp: &mut [f32], dw: &mut [f32], g: &ConvGeometry, padded: &Padded) {
     let (ho, wo) = (g.out_h(), g.out_w());
-    let k = g.c_in * g.kh * g.kw;
-    let wo_lanes = wo.div_ceil(LANES) * LANES;
+    let k = g.k();
+    let wo_lanes = whole_registers(wo);
     for block in 0..g.c_out.div_ceil(BLOCK) {
         gather_block(dy_n, dyp, g, block);
         let mut tap = 0;
