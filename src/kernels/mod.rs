@@ -1,8 +1,10 @@
 //! deepcnn's own CPU kernels for the hot paths of training, as a burn backend extension.
 //!
-//! [`FastOps`] is the extension: fused batch normalization and im2col+GEMM convolution, each
-//! with a hand-written backward. It is implemented for burn's `Flex` CPU backend (the kernels
-//! in [`batch_norm`] and [`conv`]) and for `Autodiff<Flex>` (the backward passes). The
+//! [`FastOps`] is the extension: fused batch normalization, convolution (direct or
+//! im2col+GEMM), 2×2 max pooling and the sigmoid, each with a hand-written backward, and Adam's
+//! update. It is implemented for burn's `Flex` CPU backend (the kernels in [`batch_norm`],
+//! [`conv`], [`pool`], [`activation`] and [`adam`]) and for `Autodiff<Flex>` (the backward
+//! passes). The
 //! tensor-level functions below are what layers call: on a Flex device (with or without
 //! autodiff) they take the extension, anywhere else they fall back to burn's own operations,
 //! so a network computes the same function on every backend.
