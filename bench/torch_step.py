@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The PyTorch side of `bench/compare-pytorch`: times the book's training step (forward,
 cross-entropy, backward, Adam) on random data, exactly as `deepcnn bench --json` does, and
-prints one JSON object. The networks are the book's code, from book_pytorch.py: fp32, eager
-mode, PyTorch's default thread count.
+prints one JSON object. The networks are the book's code, from book_pytorch.py: eager mode,
+PyTorch's default thread count; fp32, or on CUDA bf16 autocast with channels-last tensors.
 
     python3 bench/torch_step.py --model resnet18 --batch-size 64 [--input 28] [--steps 20]
+        [--device cuda] [--precision bf16]
 """
 import argparse, json, os, statistics, sys, time
 
@@ -22,11 +23,19 @@ def main():
     p.add_argument("--input", type=int)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: autocast to bfloat16 and channels-last tensors (CUDA only)")
     a = p.parse_args()
     size = a.input or (96 if a.model == "densenet" else 28)
+    device = torch.device(a.device)
+    bf16 = a.precision == "bf16"
+    if bf16 and a.device != "cuda":
+        p.error("--precision bf16 is for --device cuda")
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
 
     torch.manual_seed(0)
-    net = MODELS[a.model]()
+    net = MODELS[a.model]().to(device, memory_format=memory_format)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
@@ -37,14 +46,18 @@ def main():
     times = []
     for i in range(a.warmup + a.steps):
         start = time.perf_counter()
+        # The batch comes from host memory every step, as in deepcnn's bench and training loop.
+        x = images.to(device, non_blocking=False).contiguous(memory_format=memory_format)
+        y = labels.to(device)
         opt.zero_grad()
-        logits = net(images)
-        loss = loss_fn(logits, labels)
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=bf16):
+            logits = net(x)
+            loss = loss_fn(logits, y)
         loss.backward()
         opt.step()
         # The same host read-backs as deepcnn's step: the loss and the correct count.
         loss.item()
-        (logits.argmax(dim=1) == labels).sum().item()
+        (logits.argmax(dim=1) == y).sum().item()
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
     median = statistics.median(times)
@@ -52,6 +65,7 @@ def main():
         "model": a.model, "batch_size": a.batch_size, "size": size, "step_seconds": times,
         "median_seconds": median, "images_per_sec": a.batch_size / median,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "precision": a.precision,
     }))
 
 

@@ -2,6 +2,7 @@
 //! (LeNet with batch normalization, ResNet-18, DenseNet) trained on Fashion-MNIST, in Rust on
 //! burn.
 //!
+//! - [`device`]: the CPU, or a GPU through Vulkan (`--features vulkan`).
 //! - [`data`]: IDX files, the Fashion-MNIST data set, batching.
 //! - [`nn`]: batch normalization written from scratch, and small shared layers.
 //! - [`kernels`]: deepcnn's fast CPU kernels (fused batch normalization, GEMM convolution).
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod interop;
 pub mod kernels;
 pub mod models;

@@ -52,6 +52,12 @@ fn nonsense_flag_values_are_refused() {
     assert_fails_with(&["train", "--model", "densenet", "--resize", "28", "--data-dir", d], "densenet cannot take 28×28");
     assert_fails_with(&["train", "--model", "lenet", "--resize", "96", "--data-dir", d], "exactly 28×28");
     assert_fails_with(&["summary", "--model", "densenet", "--input", "20"], "at least 29×29");
+    assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--device", "tpu"], "--device");
+    if !cfg!(feature = "vulkan") {
+        for command in [&["train", "--model", "lenet-bn", "--data-dir", d][..], &["bench", "--model", "lenet-bn"]] {
+            assert_fails_with(&[command, &["--device", "vulkan"]].concat(), "built without Vulkan support");
+        }
+    }
 }
 
 #[test]

@@ -89,8 +89,10 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device) -> BenchReport
     let mut step_seconds = Vec::with_capacity(config.steps);
     for i in 0..config.warmup + config.steps {
         let start = Instant::now();
-        // train_step reads the loss back to the host, which waits for the step to finish.
-        let (next, _) = train_step(model, &mut optim, data.to_device(&device), 1e-3);
+        // Read the loss and the correct count back every step, as PyTorch's side does
+        // (`bench/torch_step.py`); that also waits for the step to finish.
+        let (next, out) = train_step(model, &mut optim, data.to_device(&device), 1e-3);
+        let _ = out.read();
         model = next;
         let _ = device.sync();
         if i >= config.warmup {
@@ -135,6 +137,8 @@ pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfi
         let _ = loss.clone().into_scalar::<f64>();
         let forward = start.elapsed().as_secs_f64();
         let grads = loss.backward();
+        // A GPU backend only queues the work: wait for it, so each phase is timed on its own.
+        let _ = device.sync();
         let backward = start.elapsed().as_secs_f64();
         let grads = GradientsParams::from_grads(grads, &model);
         model = optim.step(1e-3, model, grads);

@@ -3,10 +3,9 @@
 use std::io::Write;
 
 use anyhow::Context;
-use burn::prelude::*;
 use clap::Args;
 
-use super::positive;
+use super::{positive, DeviceArgs};
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
 use crate::kernels::{set_kernel_enabled, Kernel};
 use crate::models::ModelKind;
@@ -38,6 +37,8 @@ pub struct BenchArgs {
     /// other operations.
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -53,13 +54,14 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     for &kernel in &args.burn_ops {
         set_kernel_enabled(kernel, false);
     }
-    let device = Device::flex();
+    let device = args.device.open()?;
     let report = bench_training_step(&config, &device);
     if args.json {
         let mut value = serde_json::to_value(&report).context("serialising the report")?;
         value["median_seconds"] = report.median_seconds().into();
         value["images_per_sec"] = report.images_per_sec().into();
         value["burn_ops"] = format!("{:?}", args.burn_ops).into();
+        value["device"] = args.device.device.to_string().into();
         value["threads"] = std::thread::available_parallelism().map_or(1, |n| n.get()).into();
         writeln!(out, "{value}")?;
         return Ok(());
@@ -70,8 +72,9 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
     writeln!(
         out,
-        "{}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up{}",
+        "{} on {}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up{}",
         args.model,
+        args.device.device,
         args.batch_size,
         args.steps,
         args.warmup,

@@ -4,10 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::bail;
-use burn::prelude::*;
 use clap::Args;
 
-use super::{positive, DataArgs};
+use super::{positive, DataArgs, DeviceArgs};
 use crate::checkpoint::RunDir;
 use crate::data::idx::read_images;
 use crate::data::image_file::read_image;
@@ -28,10 +27,12 @@ pub struct EvalArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let device = Device::flex();
+    let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
     let model = run.load_network(&record, &device)?;
     let test = FashionMnist::load_test(&args.data.data_dir)?;
@@ -68,6 +69,8 @@ pub struct PredictArgs {
     /// other way round).
     #[arg(long)]
     pub invert: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -91,7 +94,7 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
         pixels.push(images.pixels[i * 784..(i + 1) * 784].to_vec());
         names.push(format!("{}[{i}]", file.display()));
     }
-    let device = Device::flex();
+    let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
     let model = run.load_network(&record, &device)?;
     let guesses = top_k(&model, &pixels, record.config.image_size(), args.top_k, &device);

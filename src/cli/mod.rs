@@ -13,6 +13,7 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::DEFAULT_DATA_DIR;
+use crate::device::ComputeDevice;
 use crate::models::{ModelKind, Network};
 use crate::nn::LayerRow;
 
@@ -55,6 +56,20 @@ pub struct SummaryArgs {
     /// Input height and width. Default: the book's (28 for LeNet, 224 for resnet18, 96 for densenet).
     #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub input: Option<usize>,
+}
+
+/// `--device`, shared by the commands that compute.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Where to compute: the CPU, or a GPU through Vulkan (in a build with `--features vulkan`).
+    #[arg(long, value_enum, default_value_t = ComputeDevice::Cpu)]
+    pub device: ComputeDevice,
+}
+
+impl DeviceArgs {
+    pub fn open(&self) -> anyhow::Result<Device> {
+        Ok(self.device.open()?)
+    }
 }
 
 /// `--data-dir`, shared by the commands that read Fashion-MNIST.

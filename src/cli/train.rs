@@ -4,11 +4,10 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::bail;
-use burn::prelude::*;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{non_negative_number, positive, positive_number, DataArgs};
+use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::RunDir;
 use crate::data::{Augment, FashionMnist};
 use crate::models::ModelKind;
@@ -64,6 +63,8 @@ pub struct TrainArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl TrainArgs {
@@ -85,7 +86,7 @@ impl TrainArgs {
 }
 
 pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let device = Device::flex();
+    let device = args.device.open()?;
     let (run_dir, config, state) = match &args.resume {
         Some(dir) => {
             let (run_dir, record) = RunDir::open(dir)?;

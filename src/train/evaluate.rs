@@ -78,10 +78,11 @@ fn int_values(t: Tensor<1, Int>) -> Vec<i64> {
     t.into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor converted to i64")
 }
 
-/// How many rows of `logits` have their largest value at the label.
-pub fn count_correct(logits: Tensor<2>, labels: Tensor<1, Int>) -> usize {
+/// How many rows of `logits` have their largest value at the label, as a one-element tensor
+/// left on the device.
+pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1, Int> {
     let predicted: Tensor<1, Int> = logits.argmax(1).squeeze_dim(1);
-    predicted.equal(labels).int().sum().into_scalar::<i64>() as usize
+    predicted.equal(labels).int().sum()
 }
 
 #[cfg(test)]

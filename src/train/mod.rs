@@ -18,7 +18,7 @@ use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 pub use config::{Augment, ConfigError, Schedule, TrainConfig};
-pub use evaluate::{count_correct, evaluate, evaluate_report, EvalReport};
+pub use evaluate::{correct_count, evaluate, evaluate_report, EvalReport};
 pub use metrics::{EpochMetrics, Tally};
 
 use crate::data::{batcher::shuffled, Batch, Batcher, FashionMnist};
@@ -58,12 +58,14 @@ impl TrainState {
     }
 }
 
-/// A `kind` network initialised from `seed`.
+/// A `kind` network initialised from `seed`, on `device`.
 ///
 /// burn draws initial weights from the backend's process-wide random generator, and only when
 /// a parameter is first used. So the weights are drawn here, right after seeding and under a
 /// lock: a seeded network then does not depend on random numbers drawn later, or by other
-/// threads building networks at the same time.
+/// threads building networks at the same time. They are always drawn on the CPU and then moved
+/// to `device`, because each backend has its own generator: a seed gives the same network on
+/// every device.
 pub fn seeded_network(kind: ModelKind, seed: u64, device: &Device) -> Network {
     struct Materialize;
     impl ModuleVisitor for Materialize {
@@ -73,10 +75,15 @@ pub fn seeded_network(kind: ModelKind, seed: u64, device: &Device) -> Network {
     }
     static INIT: Mutex<()> = Mutex::new(());
     let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    device.seed(seed);
-    let model = Network::new(kind, device);
+    let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
+    cpu.seed(seed);
+    let model = Network::new(kind, &cpu);
     model.visit(&mut Materialize);
-    model
+    if &cpu == device {
+        model
+    } else {
+        model.to_device(device)
+    }
 }
 
 /// Sees a run as it goes. All methods have do-nothing defaults.
@@ -130,17 +137,23 @@ pub fn train(
         let order = shuffled(n_train, seed);
         observer.epoch_started(epoch, steps_per_epoch, n_train);
         let mut tally = Tally::default();
+        let mut unread = Vec::with_capacity(READ_BACK_EVERY);
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
         for (step, batch) in batches.enumerate() {
-            let n = batch.labels.dims()[0];
             let lr = config.schedule.lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps);
             let (next, out) = train_step(state.model, &mut state.optim, batch, lr);
-            if !out.loss.is_finite() {
-                return Err(TrainError::NonFiniteLoss { epoch, step: step + 1, loss: out.loss });
-            }
-            tally.add(n, out.correct, out.loss);
-            observer.step_done(n, out.loss);
             state.model = next;
+            unread.push(out);
+            if unread.len() == READ_BACK_EVERY || step + 1 == steps_per_epoch {
+                let first_step = step + 2 - unread.len();
+                for (i, (n, loss, correct)) in StepOutput::read_all(std::mem::take(&mut unread)).into_iter().enumerate() {
+                    if !loss.is_finite() {
+                        return Err(TrainError::NonFiniteLoss { epoch, step: first_step + i, loss });
+                    }
+                    tally.add(n, correct, loss);
+                    observer.step_done(n, loss);
+                }
+            }
         }
         let train_seconds = start.elapsed().as_secs_f64();
         observer.evaluating();
@@ -175,19 +188,52 @@ pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
     }
 }
 
-/// What one training step reports.
+/// The training loop reads the steps' losses and accuracies back from the device this many
+/// steps at a time: each read makes the host wait for the device, and on a GPU that wait would
+/// otherwise stall every step (the host could not queue the next step while the GPU works).
+const READ_BACK_EVERY: usize = 16;
+
+/// What one training step reports, still on the device (see [`StepOutput::read`]).
 pub struct StepOutput {
-    /// Mean cross-entropy of the batch, before the update.
-    pub loss: f64,
-    /// Correct predictions in the batch, before the update.
-    pub correct: usize,
+    /// Examples in the batch.
+    pub examples: usize,
+    /// Mean cross-entropy of the batch, before the update (one element).
+    pub loss: Tensor<1>,
+    /// Correct predictions in the batch, before the update (one element).
+    pub correct: Tensor<1, Int>,
+}
+
+impl StepOutput {
+    /// The mean loss and the number of correct predictions (waits for the step to finish).
+    pub fn read(self) -> (f64, usize) {
+        let [(_, loss, correct)] = Self::read_all(vec![self]).try_into().expect("one step in, one out");
+        (loss, correct)
+    }
+
+    /// Examples, mean loss and correct predictions of each step, with one read from the device.
+    pub fn read_all(steps: Vec<StepOutput>) -> Vec<(usize, f64, usize)> {
+        if steps.is_empty() {
+            return Vec::new();
+        }
+        let examples: Vec<usize> = steps.iter().map(|s| s.examples).collect();
+        let (losses, correct): (Vec<_>, Vec<_>) = steps.into_iter().map(|s| (s.loss, s.correct)).unzip();
+        let losses = Tensor::cat(losses, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
+        let correct = Tensor::cat(correct, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64 counts");
+        examples.into_iter().zip(losses).zip(correct).map(|((n, l), c)| (n, l, c as usize)).collect()
+    }
 }
 
 /// One step of the book's training: forward (training mode), cross-entropy, backward, Adam.
+/// Nothing is read back to the host, so on a GPU the step is only queued.
 pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, lr: f64) -> (Network, StepOutput) {
+    let examples = batch.labels.dims()[0];
     let logits = model.forward(batch.images);
     let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), batch.labels.clone());
-    let out = StepOutput { loss: loss.clone().into_scalar::<f64>(), correct: count_correct(logits.detach(), batch.labels) };
+    let out = StepOutput {
+        examples,
+        loss: loss.clone().detach().reshape([1]),
+        correct: correct_count(logits.detach(), batch.labels),
+    };
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(lr, model, grads), out)
 }

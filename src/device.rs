@@ -1,0 +1,109 @@
+//! Where the tensors live: the CPU (burn's `flex` backend, with deepcnn's kernels) or, in a
+//! build with the `vulkan` cargo feature, a GPU through burn's Vulkan backend (burn's own
+//! operations, fused and autotuned by CubeCL). Training, evaluation and prediction give the same
+//! results on both, to float rounding.
+
+use std::fmt;
+
+use burn::prelude::*;
+
+/// The `--device` of the commands that compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ComputeDevice {
+    /// The CPU, on all its cores.
+    #[default]
+    Cpu,
+    /// The first GPU that Vulkan finds (needs a build with `--features vulkan`).
+    Vulkan,
+}
+
+impl fmt::Display for ComputeDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ComputeDevice::Cpu => "cpu",
+            ComputeDevice::Vulkan => "vulkan",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(
+        "this deepcnn was built without Vulkan support; build it with `cargo build --release --features vulkan` \
+         to use --device vulkan"
+    )]
+    NotBuilt,
+    #[error("no usable Vulkan device: {0} (is a Vulkan driver installed? `vulkaninfo --summary` lists what Vulkan sees)")]
+    Unavailable(String),
+}
+
+impl ComputeDevice {
+    /// Whether this build can use the device at all.
+    pub fn is_built(self) -> bool {
+        match self {
+            ComputeDevice::Cpu => true,
+            ComputeDevice::Vulkan => cfg!(feature = "vulkan"),
+        }
+    }
+
+    /// The burn device, checked to work: for Vulkan, a tensor makes the round trip to the GPU
+    /// and back, so a missing driver is reported here rather than as a panic mid-training.
+    pub fn open(self) -> Result<Device, DeviceError> {
+        match self {
+            ComputeDevice::Cpu => Ok(Device::flex()),
+            ComputeDevice::Vulkan => open_vulkan(),
+        }
+    }
+}
+
+#[cfg(feature = "vulkan")]
+fn open_vulkan() -> Result<Device, DeviceError> {
+    use std::panic;
+
+    // wgpu reports a missing adapter by panicking in the runtime's set-up; catch it once here,
+    // without the default hook's backtrace, and turn it into an error.
+    let hook = panic::take_hook();
+    panic::set_hook(Box::new(|_| {}));
+    let probe = panic::catch_unwind(|| {
+        let device = Device::vulkan(burn::tensor::DeviceKind::DefaultDevice);
+        let back = Tensor::<1>::from_floats([1.0, 2.0], &device).sum().into_scalar::<f32>();
+        (device, back)
+    });
+    panic::set_hook(hook);
+    match probe {
+        Ok((device, back)) if back == 3.0 => Ok(device),
+        Ok((_, back)) => Err(DeviceError::Unavailable(format!("a test sum came back as {back}, not 3"))),
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the Vulkan runtime failed to start".into());
+            Err(DeviceError::Unavailable(message))
+        }
+    }
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn open_vulkan() -> Result<Device, DeviceError> {
+    Err(DeviceError::NotBuilt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_is_always_there() {
+        let device = ComputeDevice::Cpu.open().unwrap();
+        assert_eq!(Tensor::<1>::from_floats([1.0, 2.0], &device).sum().into_scalar::<f32>(), 3.0);
+    }
+
+    #[cfg(not(feature = "vulkan"))]
+    #[test]
+    fn vulkan_without_the_feature_says_how_to_build_it() {
+        assert!(!ComputeDevice::Vulkan.is_built());
+        let err = ComputeDevice::Vulkan.open().unwrap_err().to_string();
+        assert!(err.contains("--features vulkan"), "{err}");
+    }
+}
