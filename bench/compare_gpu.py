@@ -30,7 +30,9 @@ def main():
                    help="untimed steps first (deepcnn autotunes its kernels in them)")
     p.add_argument("--only", help="comma-separated model names, or model@size (resnet18@96)")
     p.add_argument("--raw", help="append every side's JSON result to this file")
+    p.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated, of {','.join(SIDES)}")
     a = p.parse_args()
+    sides = [s for s in SIDES if s in a.sides.split(",")]
     wanted = a.only.split(",") if a.only else None
     configs = [c for c in CONFIGS if not wanted or c[0] in wanted or f"{c[0]}@{c[2]}" in wanted]
 
@@ -40,7 +42,7 @@ def main():
         for (model, batch, size) in configs:
             common = ["--model", model, "--batch-size", str(batch), "--input", str(size),
                       "--steps", str(a.steps), "--warmup", str(a.warmup)]
-            for side in SIDES if rep % 2 == 0 else SIDES[::-1]:
+            for side in sides if rep % 2 == 0 else sides[::-1]:
                 if side == "deepcnn":
                     cmd = [a.deepcnn, "bench", "--json", "--device", "vulkan"] + common
                 else:

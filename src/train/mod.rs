@@ -82,7 +82,9 @@ pub fn seeded_network(kind: ModelKind, seed: u64, device: &Device) -> Network {
     if &cpu == device {
         model
     } else {
-        model.to_device(device)
+        // `fork`, not `to_device`: a moved module keeps the move in its autodiff graph and
+        // cannot be trained (its first backward pass consumes the graph the next one needs).
+        model.fork(device)
     }
 }
 
