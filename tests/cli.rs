@@ -243,9 +243,14 @@ fn plot_overlays_runs_and_import_export_round_trip() {
 
 #[test]
 fn bench_times_the_training_step_and_profiles_it() {
-    let json = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--warmup", "0", "--json"]);
+    let out = deepcnn(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = stdout(&out);
     let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
     assert_eq!(v["step_seconds"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["warmup_seconds"].as_array().map(Vec::len), Some(1));
+    // Warm-up steps are reported as they end, on stderr, which keeps stdout one JSON object.
+    assert!(stderr(&out).starts_with("warm-up step 1 of 1: "), "{}", stderr(&out));
     assert!(v["images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{json}");
 
     let text = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile"]);

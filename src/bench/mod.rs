@@ -24,13 +24,15 @@ pub struct BenchConfig {
     pub warmup: usize,
 }
 
-/// Wall-clock seconds of each timed step.
+/// Wall-clock seconds of each timed step, and of the warm-up steps before them (on a GPU the
+/// first steps compile and autotune kernels).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BenchReport {
     pub model: ModelKind,
     pub batch_size: usize,
     pub size: usize,
     pub step_seconds: Vec<f64>,
+    pub warmup_seconds: Vec<f64>,
 }
 
 impl BenchReport {
@@ -80,13 +82,15 @@ impl RandomBatch {
 }
 
 /// Times `config.steps` training steps of a fresh `config.model` on `device` (a plain device;
-/// the network lives on its autodiff wrapper).
-pub fn bench_training_step(config: &BenchConfig, device: &Device) -> BenchReport {
+/// the network lives on its autodiff wrapper). `on_step(i, seconds)` hears of every step as it
+/// ends, warm-up steps included (i counts from 0).
+pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: impl FnMut(usize, f64)) -> BenchReport {
     let device = device.clone().autodiff();
     let mut model = seeded_network(config.model, 0, &device);
     let mut optim = optimizer();
     let data = RandomBatch::new(config.batch_size, config.size, 0);
     let mut step_seconds = Vec::with_capacity(config.steps);
+    let mut warmup_seconds = Vec::with_capacity(config.warmup);
     for i in 0..config.warmup + config.steps {
         let start = Instant::now();
         // Read the loss and the correct count back every step, as PyTorch's side does
@@ -95,11 +99,14 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device) -> BenchReport
         let _ = out.read();
         model = next;
         let _ = device.sync();
-        if i >= config.warmup {
-            step_seconds.push(start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        on_step(i, seconds);
+        match i >= config.warmup {
+            true => step_seconds.push(seconds),
+            false => warmup_seconds.push(seconds),
         }
     }
-    BenchReport { model: config.model, batch_size: config.batch_size, size: config.size, step_seconds }
+    BenchReport { model: config.model, batch_size: config.batch_size, size: config.size, step_seconds, warmup_seconds }
 }
 
 /// Where a training step's time goes, averaged over the timed steps.

@@ -55,7 +55,14 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         set_kernel_enabled(kernel, false);
     }
     let device = args.device.open()?;
-    let report = bench_training_step(&config, &device);
+    // Warm-up steps on stderr as they end: on a GPU the first ones compile and autotune
+    // kernels for a minute or more, and this shows that the run is alive.
+    let warmup = config.warmup;
+    let report = bench_training_step(&config, &device, |i, seconds| {
+        if i < warmup {
+            eprintln!("warm-up step {} of {warmup}: {:.2} s", i + 1, seconds);
+        }
+    });
     if args.json {
         let mut value = serde_json::to_value(&report).context("serialising the report")?;
         value["median_seconds"] = report.median_seconds().into();
