@@ -140,23 +140,19 @@ pub fn train(
         observer.epoch_started(epoch, steps_per_epoch, n_train);
         let mut tally = Tally::default();
         let mut unread = Vec::with_capacity(READ_BACK_EVERY);
+        let mut steps_done = 0;
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
         for (step, batch) in batches.enumerate() {
             let lr = config.schedule.lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps);
             let (next, out) = train_step(state.model, &mut state.optim, batch, lr);
             state.model = next;
             unread.push(out);
-            if unread.len() == READ_BACK_EVERY || step + 1 == steps_per_epoch {
-                let first_step = step + 2 - unread.len();
-                for (i, (n, loss, correct)) in StepOutput::read_all(std::mem::take(&mut unread)).into_iter().enumerate() {
-                    if !loss.is_finite() {
-                        return Err(TrainError::NonFiniteLoss { epoch, step: first_step + i, loss });
-                    }
-                    tally.add(n, correct, loss);
-                    observer.step_done(n, loss);
-                }
+            steps_done = step + 1;
+            if unread.len() == READ_BACK_EVERY {
+                read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
             }
         }
+        read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
         let train_seconds = start.elapsed().as_secs_f64();
         observer.evaluating();
         let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size);
@@ -172,6 +168,26 @@ pub fn train(
         observer.epoch_done(&metrics, &state).map_err(TrainError::Observer)?;
     }
     Ok(state)
+}
+
+/// Reads the unread steps' results, which end with step `last_step` of `epoch`, into `tally`
+/// and tells `observer`; a non-finite loss stops training, naming its step.
+fn read_back(
+    unread: &mut Vec<StepOutput>,
+    epoch: usize,
+    last_step: usize,
+    tally: &mut Tally,
+    observer: &mut impl Observer,
+) -> Result<(), TrainError> {
+    let first_step = last_step + 1 - unread.len();
+    for (i, (n, loss, correct)) in StepOutput::read_all(std::mem::take(unread)).into_iter().enumerate() {
+        if !loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss { epoch, step: first_step + i, loss });
+        }
+        tally.add(n, correct, loss);
+        observer.step_done(n, loss);
+    }
+    Ok(())
 }
 
 /// The book's optimizer: Adam with PyTorch's defaults (burn's own default epsilon is 1e-5), on
