@@ -52,8 +52,9 @@ fn config(model: ModelKind, epochs: usize) -> TrainConfig {
 fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     let _serial = serial();
     let (d, data) = (Device::flex(), data());
-    for model in [ModelKind::LeNetBn, ModelKind::LeNetBnScratch] {
-        let full = config(model, 4);
+    // With precise BN too: its statistics are then what the checkpoints hold.
+    for (model, precise_bn) in [(ModelKind::LeNetBn, 0), (ModelKind::LeNetBnScratch, 0), (ModelKind::LeNetBn, 2)] {
+        let full = TrainConfig { precise_bn, ..config(model, 4) };
         let straight = train(&full, &data, &d, TrainState::fresh(&full, &d), &mut Saver(&RunDir::create(tempfile::tempdir().unwrap().path(), false).unwrap(), &full)).unwrap();
 
         // The same run, stopped after epoch 2 (as if killed during epoch 3) ...
@@ -67,7 +68,7 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
         let state = run.load_state(&record, &d).unwrap();
         let resumed = train(&record.config, &data, &d, state, &mut Saver(&run, &record.config)).unwrap();
 
-        assert_eq!(outcome(&resumed.history), outcome(&straight.history), "{model}");
+        assert_eq!(outcome(&resumed.history), outcome(&straight.history), "{model}, precise BN {precise_bn}");
         let (_, record) = RunDir::open(dir.path()).unwrap();
         assert_eq!(record.epochs_done, 4);
         // Only the last epoch's checkpoint files are kept.

@@ -47,6 +47,7 @@ fn nonsense_flag_values_are_refused() {
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--epochs", "0"], "at least 1");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "-0.1"], "not a positive number");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "nan"], "not a positive number");
+    assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--precise-bn", "-1"], "--precise-bn");
     assert_fails_with(&["train", "--model", "resnet50", "--data-dir", d], "unknown model 'resnet50'");
     assert_fails_with(&["train", "--data-dir", d], "--model");
     assert_fails_with(&["train", "--model", "densenet", "--resize", "28", "--data-dir", d], "densenet cannot take 28×28");

@@ -49,6 +49,11 @@ pub struct TrainArgs {
     /// Decoupled weight decay (switches Adam to AdamW) [default: 0].
     #[arg(long, value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub weight_decay: Option<f64>,
+    /// Before each evaluation, replace batch normalization's moving averages with the average
+    /// statistics of N training batches, taken with the epoch's final weights ("precise BN";
+    /// e.g. 10). Default: off, the book's moving averages.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with = "resume")]
+    pub precise_bn: Option<usize>,
     /// Save the run here after every epoch: checkpoint, run.json, metrics.csv, training chart.
     #[arg(long, value_name = "DIR", conflicts_with = "resume")]
     pub out: Option<PathBuf>,
@@ -81,6 +86,7 @@ impl TrainArgs {
             augment: Augment { crop_padding: self.crop_padding.unwrap_or(0), flip: self.flip },
             schedule: self.schedule.unwrap_or(book.schedule),
             weight_decay: self.weight_decay.unwrap_or(book.weight_decay),
+            precise_bn: self.precise_bn.unwrap_or(book.precise_bn),
         }
     }
 }

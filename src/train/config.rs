@@ -26,6 +26,11 @@ pub struct TrainConfig {
     /// Decoupled weight decay (AdamW); 0 keeps the book's plain Adam.
     #[serde(default)]
     pub weight_decay: f64,
+    /// Before each evaluation, set batch normalization's moving averages to the average
+    /// statistics of this many training batches (precise BN, `precise_bn.rs`); 0 keeps the
+    /// book's moving averages.
+    #[serde(default)]
+    pub precise_bn: usize,
 }
 
 /// How the learning rate moves over the run's steps.
@@ -92,6 +97,7 @@ impl TrainConfig {
             augment: Augment::default(),
             schedule: Schedule::Constant,
             weight_decay: 0.0,
+            precise_bn: 0,
         }
     }
 

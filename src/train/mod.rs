@@ -7,6 +7,7 @@ pub mod adam;
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
+pub mod precise_bn;
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -153,6 +154,10 @@ pub fn train(
             }
         }
         read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
+        if config.precise_bn > 0 {
+            let batches = train_batcher.batches(&data.train, &order, config.batch_size).take(config.precise_bn);
+            state.model = precise_bn::precise_batch_norm(state.model, batches.map(|batch| batch.images));
+        }
         let train_seconds = start.elapsed().as_secs_f64();
         observer.evaluating();
         let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size);
