@@ -96,6 +96,11 @@ fn trains_and_prints_one_line_per_epoch() {
         assert!(line.starts_with(&prefix) && line.contains(", train acc ") && line.contains(", test acc "), "{line}");
         assert!(line.ends_with(" examples/sec"), "{line}");
     }
+    let precise = ok(&[
+        "train", "--model", "lenet-bn", "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit",
+        "64", "--precise-bn", "2",
+    ]);
+    assert!(precise.lines().next().unwrap().ends_with("seed 0; precise BN from 2 batches"), "{precise}");
 }
 
 #[test]
@@ -180,6 +185,17 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     assert_eq!(total, 40);
     assert!(json["accuracy"].as_f64().unwrap() <= 1.0 && json["loss"].as_f64().unwrap() > 0.0);
     assert_eq!(json["per_class"][9]["class"], "Ankle boot");
+
+    // Precise BN at evaluation: other statistics, so another loss; the run itself is left alone.
+    let model_file = run.join("model-epoch1.bpk");
+    let before = std::fs::read(&model_file).unwrap();
+    let precise = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "2"]);
+    assert!(precise.lines().next().unwrap().ends_with("; batch normalization statistics from 2 training batches"), "{precise}");
+    let loss_line = |report: &str| report.lines().nth(1).unwrap().to_string();
+    assert!(loss_line(&precise).starts_with("test loss "), "{precise}");
+    assert_ne!(loss_line(&precise), loss_line(&text));
+    assert_eq!(std::fs::read(&model_file).unwrap(), before);
+    assert_fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "0"], "--precise-bn");
 
     // A reader that goes away (`deepcnn eval --json | head`) is not an error, in either format.
     for format in [&[][..], &["--json"][..]] {

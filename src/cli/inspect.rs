@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::bail;
+use burn::module::Module;
 use clap::Args;
 
 use super::{positive, DataArgs, DeviceArgs};
@@ -13,7 +14,9 @@ use crate::data::image_file::read_image;
 use crate::data::{Batcher, FashionMnist};
 use crate::predict::top_k;
 use crate::report::write_eval_report;
+use crate::data::batcher::shuffled;
 use crate::train::evaluate_report;
+use crate::train::precise_bn::precise_batch_norm;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -25,6 +28,10 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: usize,
+    /// First recompute batch normalization's statistics from N training batches ("precise BN",
+    /// as `train --precise-bn`). The run directory is not changed.
+    #[arg(long, value_name = "N", value_parser = positive, allow_negative_numbers = true)]
+    pub precise_bn: Option<usize>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -34,15 +41,25 @@ pub struct EvalArgs {
 pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
-    let model = run.load_network(&record, &device)?;
+    let mut model = run.load_network(&record, &device)?;
     let test = FashionMnist::load_test(&args.data.data_dir)?;
     let batcher = Batcher::new(Some(record.config.image_size()), &device);
+    if let Some(batches) = args.precise_bn {
+        let train = FashionMnist::load_train(&args.data.data_dir)?;
+        let order = shuffled(train.len(), record.config.seed);
+        let images = batcher.batches(&train, &order, args.batch_size).take(batches).map(|batch| batch.images);
+        model = precise_batch_norm(model, images).valid();
+    }
     let report = evaluate_report(&model, &test, &batcher, args.batch_size);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
-        writeln!(out, "{} after {} epochs ({})", record.config.model, record.epochs_done, args.checkpoint.display())?;
+        let statistics = match args.precise_bn {
+            Some(n) => format!("; batch normalization statistics from {n} training batches"),
+            None => String::new(),
+        };
+        writeln!(out, "{} after {} epochs ({}){statistics}", record.config.model, record.epochs_done, args.checkpoint.display())?;
         write_eval_report(&report, out)?;
     }
     Ok(())

@@ -124,13 +124,14 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = config.image_size();
     writeln!(
         out,
-        "training {} on {n_train} images ({size}×{size}), testing on {}; batch {}, lr {}, {} epochs, seed {}{}",
+        "training {} on {n_train} images ({size}×{size}), testing on {}; batch {}, lr {}, {} epochs, seed {}{}{}",
         config.model,
         data.test.len(),
         config.batch_size,
         config.lr,
         config.epochs,
         config.seed,
+        if config.precise_bn > 0 { format!("; precise BN from {} batches", config.precise_bn) } else { String::new() },
         if done > 0 { format!("; resuming after epoch {done}") } else { String::new() }
     )?;
     let show_progress = !args.quiet && std::io::stdout().is_terminal();

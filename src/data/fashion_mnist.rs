@@ -131,6 +131,11 @@ impl FashionMnist {
     pub fn load_test(dir: &Path) -> Result<Dataset, DataError> {
         load_split(dir, "t10k")
     }
+
+    /// Loads only the 60,000 training images (`train-*`).
+    pub fn load_train(dir: &Path) -> Result<Dataset, DataError> {
+        load_split(dir, "train")
+    }
 }
 
 fn load_split(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {

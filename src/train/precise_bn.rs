@@ -21,11 +21,15 @@ use crate::models::Network;
 /// layer's, and burn's built-in one's).
 const MOVING_STATISTICS: [&str; 4] = ["moving_mean", "moving_var", "running_mean", "running_var"];
 
-/// `model` (on an autodiff device, in training mode) with every batch normalization's moving
-/// statistics set to the mean of the batch statistics of `batches`. The weights do not change.
-/// The batch variances are averaged as they are (biased, like the moving variance's updates).
+/// `model` with every batch normalization's moving statistics set to the mean of the batch
+/// statistics of `batches`. The weights do not change. The batch variances are averaged as they
+/// are (biased, like the moving variance's updates). The model comes back in training mode on
+/// its device's autodiff wrapper, whatever mode it came in (`valid()` it to evaluate).
 pub fn precise_batch_norm(model: Network, batches: impl IntoIterator<Item = Tensor<4>>) -> Network {
-    let mut batches = batches.into_iter();
+    // Batch normalization takes its training path only in training mode on an autodiff device;
+    // in evaluation mode its statistics would not move, and nothing could be measured.
+    let model = model.train();
+    let mut batches = batches.into_iter().map(Tensor::autodiff);
     let Some(first) = batches.next() else {
         return model;
     };
@@ -188,6 +192,32 @@ mod tests {
             };
             assert_close(&values(got_mean), &mean, 1e-5, &format!("{kind}: mean"));
             assert_close(&values(got_var), &var, 1e-5, &format!("{kind}: variance"));
+        }
+    }
+
+    /// An evaluation-mode network (as `deepcnn eval` loads one) gets the same statistics as the
+    /// training-mode one it came from.
+    #[test]
+    fn an_evaluation_mode_network_gets_the_same_statistics() {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let inner = device.clone().without_autodiff();
+        let batches: Vec<Tensor<4>> =
+            (0..2).map(|_| Tensor::random([8, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &inner)).collect();
+        let statistics = |model: Network| {
+            let mut reader = StatisticsReader::default();
+            precise_batch_norm(model, batches.clone()).valid().visit(&mut reader);
+            let mut found: Vec<(String, Vec<f32>)> = reader.found.into_iter().map(|(p, t)| (p, values(t))).collect();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found
+        };
+        let model = seeded_network(ModelKind::LeNetBn, 2, &device);
+        let from_evaluation_mode = statistics(model.valid());
+        let from_training_mode = statistics(model);
+        assert_eq!(from_evaluation_mode.len(), 8);
+        for ((path, got), (_, want)) in from_evaluation_mode.iter().zip(&from_training_mode) {
+            assert!(got.iter().all(|v| v.is_finite()), "{path}: {got:?}");
+            assert_close(got, want, 1e-6, path);
         }
     }
 
