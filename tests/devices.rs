@@ -6,7 +6,8 @@
 //!   tested without a GPU. Without the feature these tests say so and pass.
 //! - Vulkan itself, where this build has the `vulkan` feature and Vulkan finds a device;
 //!   elsewhere the test says why it skipped and passes. (Mesa 22.3 and 25.0's lavapipe crash
-//!   compiling one of CubeCL's reduction kernels, so in practice this needs a GPU.)
+//!   compiling CubeCL's kernels, one of which `spirv-val` rejects; bench/RESULTS.md has the
+//!   details. So in practice this needs a GPU.)
 
 use std::io::Write;
 
