@@ -113,15 +113,19 @@ fn the_training_loop_gives_the_same_epochs_on_another_backend() {
     use deepcnn::train::{train, OnEpoch, TrainConfig, TrainState};
 
     let data = FashionMnist { train: two_class_dataset(96, 1), test: two_class_dataset(40, 2) };
-    // 96 images in batches of 32: 3 steps an epoch, then the test set in evaluation mode.
-    let config = TrainConfig { epochs: 2, batch_size: 32, ..TrainConfig::new(ModelKind::LeNetBnScratch) };
-    let run = |device: &Device| {
-        let state = TrainState::fresh(&config, device);
-        train(&config, &data, device, state, &mut OnEpoch(|_| {})).unwrap().history
-    };
-    let (on_cpu, on_other) = (run(&Device::flex()), run(&other));
-    for (c, o) in on_cpu.iter().zip(&on_other) {
-        assert!((c.loss - o.loss).abs() <= 1e-5, "epoch {}: loss {} on the CPU, {} on ndarray", c.epoch, c.loss, o.loss);
-        assert_eq!((c.train_accuracy, c.test_accuracy), (o.train_accuracy, o.test_accuracy), "epoch {}", c.epoch);
+    // 96 images in batches of 32: 3 steps an epoch, then the test set in evaluation mode, with
+    // the moving averages and with precise BN's statistics.
+    for precise_bn in [0, 2] {
+        let config = TrainConfig { epochs: 2, batch_size: 32, precise_bn, ..TrainConfig::new(ModelKind::LeNetBnScratch) };
+        let run = |device: &Device| {
+            let state = TrainState::fresh(&config, device);
+            train(&config, &data, device, state, &mut OnEpoch(|_| {})).unwrap().history
+        };
+        let (on_cpu, on_other) = (run(&Device::flex()), run(&other));
+        for (c, o) in on_cpu.iter().zip(&on_other) {
+            let epoch = format!("epoch {}, precise BN {precise_bn}", c.epoch);
+            assert!((c.loss - o.loss).abs() <= 1e-5, "{epoch}: loss {} on the CPU, {} on ndarray", c.loss, o.loss);
+            assert_eq!((c.train_accuracy, c.test_accuracy), (o.train_accuracy, o.test_accuracy), "{epoch}");
+        }
     }
 }
