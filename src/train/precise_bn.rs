@@ -27,7 +27,10 @@ const MOVING_STATISTICS: [&str; 4] = ["moving_mean", "moving_var", "running_mean
 /// its device's autodiff wrapper, whatever mode it came in (`valid()` it to evaluate).
 pub fn precise_batch_norm(model: Network, batches: impl IntoIterator<Item = Tensor<4>>) -> Network {
     // Batch normalization takes its training path only in training mode on an autodiff device;
-    // in evaluation mode its statistics would not move, and nothing could be measured.
+    // in evaluation mode its statistics would not move, and nothing could be measured. `train()`
+    // also folds in any update still pending from an earlier forward pass (burn's `RunningState`
+    // applies them lazily), which would otherwise land over the values written below; after
+    // that, every pass here is read back through `valid()`, which folds its update in.
     let model = model.train();
     let mut batches = batches.into_iter().map(Tensor::autodiff);
     let Some(first) = batches.next() else {
@@ -73,11 +76,9 @@ fn statistics_after(model: Network, start: f32, images: Tensor<4>) -> (Network, 
     (model, reader.found)
 }
 
-/// `model` with each moving statistic replaced by `value(path, current)`.
+/// `model` (with no update pending) with each moving statistic replaced by
+/// `value(path, current)`.
 fn set_statistics(model: Network, value: impl FnMut(&str, Tensor<1>) -> Tensor<1>) -> Network {
-    // First fold in any update still pending from a forward pass (`valid()` does): otherwise the
-    // next forward pass would apply it over the values written here.
-    let _ = model.valid();
     model.map(&mut StatisticsWriter { path: Vec::new(), value })
 }
 
