@@ -8,8 +8,10 @@
 # how). So this builds the test against a patched copy of that one crate, in its own target
 # directory; Cargo.lock and deepcnn's own builds are left as they are.
 #
-# Takes long: a full `vulkan` build (about 20 minutes on 2 cores), then about 20 minutes of
-# CubeCL compiling and autotuning kernels on the CPU. Not part of .ci/run.
+# Takes long: a full `vulkan` build (about 20 minutes on 2 idle cores), then, the first time,
+# about 35 minutes of CubeCL compiling and autotuning kernels on the CPU (at its minimal
+# autotune level). Autotune results are kept in target/environment; with them the test takes
+# about 4 minutes. Not part of .ci/run.
 # Usage: tests/lavapipe/run.sh [extra arguments for the test binary]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
