@@ -11,12 +11,10 @@ use super::{positive, DataArgs, DeviceArgs};
 use crate::checkpoint::RunDir;
 use crate::data::idx::read_images;
 use crate::data::image_file::read_image;
-use crate::data::{Batcher, FashionMnist};
+use crate::data::{batcher::shuffled, Batcher, FashionMnist};
 use crate::predict::top_k;
 use crate::report::write_eval_report;
-use crate::data::batcher::shuffled;
-use crate::train::evaluate_report;
-use crate::train::precise_bn::precise_batch_norm;
+use crate::train::{evaluate_report, precise_bn::precise_batch_norm};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
