@@ -48,6 +48,7 @@ fn nonsense_flag_values_are_refused() {
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "-0.1"], "not a positive number");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "nan"], "not a positive number");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--precise-bn", "-1"], "--precise-bn");
+    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--precise-bn", "3"], "lenet has no batch normalization");
     assert_fails_with(&["train", "--model", "resnet50", "--data-dir", d], "unknown model 'resnet50'");
     assert_fails_with(&["train", "--data-dir", d], "--model");
     assert_fails_with(&["train", "--model", "densenet", "--resize", "28", "--data-dir", d], "densenet cannot take 28×28");
@@ -90,6 +91,7 @@ fn trains_and_prints_one_line_per_epoch() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("training lenet-bn-scratch on 96 images (28×28), testing on 40"), "{text}");
+    assert!(lines[0].ends_with("seed 0; precise BN from 10 batches"), "precise BN is the default: {text}");
     assert_eq!(lines.len(), 3, "{text}");
     for (i, line) in lines[1..].iter().enumerate() {
         let prefix = format!("epoch {}, loss ", i + 1);
@@ -101,6 +103,13 @@ fn trains_and_prints_one_line_per_epoch() {
         "64", "--precise-bn", "2",
     ]);
     assert!(precise.lines().next().unwrap().ends_with("seed 0; precise BN from 2 batches"), "{precise}");
+    let book = ok(&[
+        "train", "--model", "lenet-bn", "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit",
+        "64", "--precise-bn", "0",
+    ]);
+    assert!(book.lines().next().unwrap().ends_with("seed 0"), "{book}");
+    let plain = ok(&["train", "--model", "lenet", "--data-dir", path(dir.path()), "--epochs", "1", "--limit", "32"]);
+    assert!(plain.lines().next().unwrap().ends_with("seed 0"), "lenet has nothing for precise BN: {plain}");
 }
 
 #[test]
@@ -196,6 +205,10 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     assert_ne!(loss_line(&precise), loss_line(&text));
     assert_eq!(std::fs::read(&model_file).unwrap(), before);
     assert_fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "0"], "--precise-bn");
+    let plain = runs.path().join("plain");
+    ok(&["train", "--model", "lenet", "--data-dir", path(data.path()), "--epochs", "1", "--limit", "32", "--out", path(&plain)]);
+    let refused = ["eval", "--checkpoint", path(&plain), "--data-dir", path(data.path()), "--precise-bn", "2"];
+    assert_fails_with(&refused, "lenet has no batch normalization");
 
     // A reader that goes away (`deepcnn eval --json | head`) is not an error, in either format.
     for format in [&[][..], &["--json"][..]] {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, ensure};
 use burn::module::Module;
 use clap::Args;
 
@@ -26,8 +26,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: usize,
-    /// First recompute batch normalization's statistics from N training batches ("precise BN",
-    /// as `train --precise-bn`). The run directory is not changed.
+    /// First recompute batch normalization's statistics from N training batches of the run's
+    /// batch size ("precise BN", as `train --precise-bn`). The run directory is not changed.
     #[arg(long, value_name = "N", value_parser = positive, allow_negative_numbers = true)]
     pub precise_bn: Option<usize>,
     #[command(flatten)]
@@ -43,9 +43,12 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let test = FashionMnist::load_test(&args.data.data_dir)?;
     let batcher = Batcher::new(Some(record.config.image_size()), &device);
     if let Some(batches) = args.precise_bn {
+        let model_kind = record.config.model;
+        ensure!(model_kind.has_batch_norm(), "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute");
         let train = FashionMnist::load_train(&args.data.data_dir)?;
         let order = shuffled(train.len(), record.config.seed);
-        let images = batcher.batches(&train, &order, args.batch_size).take(batches).map(|batch| batch.images);
+        // The run's batch size, as in training: batch statistics depend on it.
+        let images = batcher.batches(&train, &order, record.config.batch_size).take(batches).map(|batch| batch.images);
         model = precise_batch_norm(model, images).valid();
     }
     let report = evaluate_report(&model, &test, &batcher, args.batch_size);

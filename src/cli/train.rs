@@ -50,8 +50,8 @@ pub struct TrainArgs {
     #[arg(long, value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub weight_decay: Option<f64>,
     /// Before each evaluation, replace batch normalization's moving averages with the average
-    /// statistics of N training batches, taken with the epoch's final weights ("precise BN";
-    /// e.g. 10). Default: off, the book's moving averages.
+    /// statistics of N training batches, taken with the epoch's final weights ("precise BN").
+    /// 0 evaluates with the book's moving averages. [default: 10; 0 for lenet]
     #[arg(long, value_name = "N", allow_negative_numbers = true, conflicts_with = "resume")]
     pub precise_bn: Option<usize>,
     /// Save the run here after every epoch: checkpoint, run.json, metrics.csv, training chart.

@@ -66,6 +66,11 @@ impl ModelKind {
         }
     }
 
+    /// Whether the network has batch normalization (all but plain LeNet).
+    pub fn has_batch_norm(self) -> bool {
+        self != ModelKind::LeNet
+    }
+
     /// Checks that the network can take `size`×`size` images.
     pub fn check_input(self, size: usize) -> Result<(), InputSizeError> {
         let ok = match self {

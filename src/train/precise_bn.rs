@@ -5,8 +5,8 @@
 //! batches, taken while the weights were still moving, and evaluation mode inherits that noise.
 //! On the book's LeNet-BN recipe, 8 seeds ended between 0.791 and 0.873 test accuracy in
 //! deepcnn, and PyTorch swings alike; with precise statistics from 10 batches all 8 ended between
-//! 0.875 and 0.884 (bench/RESULTS.md). Off by default, since the book evaluates with the moving
-//! averages.
+//! 0.875 and 0.884 (bench/RESULTS.md). On by default (10 batches, `TrainConfig::new`);
+//! `--precise-bn 0` gives the book's evaluation with the moving averages.
 //! (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021; PyTorch's `swa_utils.update_bn` and
 //! detectron2's `PreciseBN` do the same.)
 
