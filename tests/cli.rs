@@ -98,18 +98,17 @@ fn trains_and_prints_one_line_per_epoch() {
         assert!(line.starts_with(&prefix) && line.contains(", train acc ") && line.contains(", test acc "), "{line}");
         assert!(line.ends_with(" examples/sec"), "{line}");
     }
-    let precise = ok(&[
-        "train", "--model", "lenet-bn", "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit",
-        "64", "--precise-bn", "2",
-    ]);
-    assert!(precise.lines().next().unwrap().ends_with("seed 0; precise BN from 2 batches"), "{precise}");
-    let book = ok(&[
-        "train", "--model", "lenet-bn", "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit",
-        "64", "--precise-bn", "0",
-    ]);
-    assert!(book.lines().next().unwrap().ends_with("seed 0"), "{book}");
-    let plain = ok(&["train", "--model", "lenet", "--data-dir", path(dir.path()), "--epochs", "1", "--limit", "32"]);
-    assert!(plain.lines().next().unwrap().ends_with("seed 0"), "lenet has nothing for precise BN: {plain}");
+    // The header names precise BN when it is on, and only then.
+    let header = |model: &str, precise_bn: &[&str]| {
+        let train = ["train", "--model", model, "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit", "64"];
+        ok(&[&train[..], precise_bn].concat()).lines().next().unwrap().to_string()
+    };
+    let precise = header("lenet-bn", &["--precise-bn", "2"]);
+    assert!(precise.ends_with("seed 0; precise BN from 2 batches"), "{precise}");
+    let book = header("lenet-bn", &["--precise-bn", "0"]);
+    assert!(book.ends_with("seed 0"), "{book}");
+    let plain = header("lenet", &[]);
+    assert!(plain.ends_with("seed 0"), "lenet has nothing for precise BN: {plain}");
 }
 
 #[test]

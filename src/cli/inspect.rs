@@ -39,12 +39,16 @@ pub struct EvalArgs {
 pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
+    let model_kind = record.config.model;
+    // Refused before any loading, as train refuses it before reading data.
+    ensure!(
+        args.precise_bn.is_none() || model_kind.has_batch_norm(),
+        "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute"
+    );
     let mut model = run.load_network(&record, &device)?;
     let test = FashionMnist::load_test(&args.data.data_dir)?;
     let batcher = Batcher::new(Some(record.config.image_size()), &device);
     if let Some(batches) = args.precise_bn {
-        let model_kind = record.config.model;
-        ensure!(model_kind.has_batch_norm(), "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute");
         let train = FashionMnist::load_train(&args.data.data_dir)?;
         let order = shuffled(train.len(), record.config.seed);
         // The run's batch size, as in training: batch statistics depend on it.

@@ -93,10 +93,8 @@ pub enum ConfigError {
 
 impl TrainConfig {
     /// The book's recipe: Adam with lr 0.001, batch 256, 5 epochs. One departure: networks with
-    /// batch normalization are evaluated with precise statistics from 10 training batches.
-    /// With the book's moving averages (momentum 0.9) LeNet-BN's test accuracy after 5 epochs
-    /// is a lottery, 0.791–0.873 over 8 seeds (PyTorch's alike); with precise statistics it is
-    /// 0.875–0.884 on every seed, for 10 forward passes an epoch (bench/RESULTS.md).
+    /// batch normalization are evaluated with precise statistics from 10 training batches
+    /// (why: `precise_bn.rs`).
     pub fn new(model: ModelKind) -> Self {
         Self {
             model,
