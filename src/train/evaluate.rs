@@ -6,6 +6,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::metrics::Tally;
+use super::READ_BACK_EVERY;
 use crate::data::{Batcher, Dataset, CLASS_NAMES, NUM_CLASSES};
 use crate::models::Network;
 
@@ -59,19 +60,51 @@ impl EvalReport {
 pub fn evaluate_report(model: &Network, data: &Dataset, batcher: &Batcher, batch_size: usize) -> EvalReport {
     let loss_fn = CrossEntropyLossConfig::new().init(&batcher.device);
     let order: Vec<usize> = (0..data.len()).collect();
-    let mut confusion = vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES];
-    let mut loss_sum = 0.0;
+    let mut counts = Counts { confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES], loss_sum: 0.0, next_example: 0 };
+    let mut unread = Vec::new();
     for batch in batcher.batches(data, &order, batch_size) {
         let logits = model.forward(batch.images);
-        let n = batch.labels.dims()[0];
-        let loss = loss_fn.forward(logits.clone(), batch.labels.clone());
-        loss_sum += loss.into_scalar::<f64>() * n as f64;
-        let predicted = int_values(logits.argmax(1).flatten(0, 1));
-        for (truth, guess) in int_values(batch.labels).into_iter().zip(predicted) {
-            confusion[truth as usize][guess as usize] += 1;
+        let loss = loss_fn.forward(logits.clone(), batch.labels);
+        unread.push(UnreadBatch { loss: loss.reshape([1]), predicted: logits.argmax(1).flatten(0, 1) });
+        if unread.len() == READ_BACK_EVERY {
+            counts.read_back(&mut unread, data);
         }
     }
-    EvalReport::from_confusion(confusion, loss_sum)
+    counts.read_back(&mut unread, data);
+    EvalReport::from_confusion(counts.confusion, counts.loss_sum)
+}
+
+/// A batch's mean loss and predicted classes, still on the device.
+struct UnreadBatch {
+    loss: Tensor<1>,
+    predicted: Tensor<1, Int>,
+}
+
+/// What evaluation has read back so far; examples come in the data set's order.
+struct Counts {
+    confusion: Vec<Vec<usize>>,
+    loss_sum: f64,
+    next_example: usize,
+}
+
+impl Counts {
+    /// Reads the unread batches back with one wait for the device, as the training loop does
+    /// (a read per batch would stall a GPU after every batch).
+    fn read_back(&mut self, unread: &mut Vec<UnreadBatch>, data: &Dataset) {
+        if unread.is_empty() {
+            return;
+        }
+        let sizes: Vec<usize> = unread.iter().map(|b| b.predicted.dims()[0]).collect();
+        let (losses, predicted): (Vec<_>, Vec<_>) = std::mem::take(unread).into_iter().map(|b| (b.loss, b.predicted)).unzip();
+        let losses = Tensor::cat(losses, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
+        for (loss, n) in losses.into_iter().zip(sizes) {
+            self.loss_sum += loss * n as f64;
+        }
+        for guess in int_values(Tensor::cat(predicted, 0)) {
+            self.confusion[data.label(self.next_example) as usize][guess as usize] += 1;
+            self.next_example += 1;
+        }
+    }
 }
 
 fn int_values(t: Tensor<1, Int>) -> Vec<i64> {
@@ -88,6 +121,25 @@ pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1, Int
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_read_back_in_groups_give_the_report_of_one_pass() {
+        use crate::data::synthetic::two_class_dataset;
+        use crate::models::ModelKind;
+        // 37 examples in batches of 2: a full group of READ_BACK_EVERY batches, then 3 more,
+        // the last with one example.
+        let data = two_class_dataset(37, 3);
+        let device = Device::flex();
+        let model = Network::new(ModelKind::LeNetBn, &device);
+        let batcher = Batcher::new(None, &device);
+        let batched = evaluate_report(&model, &data, &batcher, 2);
+        let whole = evaluate_report(&model, &data, &batcher, 37);
+        assert_eq!(batched.examples, 37);
+        let per_label: Vec<usize> = batched.confusion.iter().map(|row| row.iter().sum()).collect();
+        assert_eq!(&per_label[..2], &[19, 18], "labels alternate 0, 1, 0, …");
+        assert_eq!(batched.confusion, whole.confusion);
+        assert!((batched.loss - whole.loss).abs() < 1e-5, "{} against {}", batched.loss, whole.loss);
+    }
 
     #[test]
     fn report_adds_up_from_the_confusion_matrix() {

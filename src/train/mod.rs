@@ -214,7 +214,7 @@ pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
 /// The training loop reads the steps' losses and accuracies back from the device this many
 /// steps at a time: each read makes the host wait for the device, and on a GPU that wait would
 /// otherwise stall every step (the host could not queue the next step while the GPU works).
-const READ_BACK_EVERY: usize = 16;
+pub(crate) const READ_BACK_EVERY: usize = 16;
 
 /// What one training step reports, still on the device (see [`StepOutput::read`]).
 pub struct StepOutput {
