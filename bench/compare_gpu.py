@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The GPU side-by-side of `bench/gpu.sh`: `deepcnn bench --device vulkan --json` against
-bench/torch_step.py on CUDA, eager fp32 and bf16 autocast (channels-last), for each
+bench/torch_step.py on CUDA, eager fp32 (PyTorch's default: TF32 convolutions), fp32 without
+TF32, and bf16 autocast (channels-last), for each
 configuration, and a Markdown table of images/s and ratios. Each process's wall time is printed
 too: deepcnn's first one includes compiling and autotuning its kernels (CubeCL keeps the
 autotune results on disk, in target/environment, for the processes after it)."""
@@ -18,7 +19,7 @@ CONFIGS = [
     ("resnet18", 256, 96),
     ("densenet", 256, 96),
 ]
-SIDES = ["deepcnn", "torch-fp32", "torch-bf16"]
+SIDES = ["deepcnn", "torch-fp32", "torch-fp32-strict", "torch-bf16"]
 
 
 def main():
@@ -47,7 +48,7 @@ def main():
                     cmd = [a.deepcnn, "bench", "--json", "--device", "vulkan"] + common
                 else:
                     cmd = [sys.executable, os.path.join(HERE, "torch_step.py"), "--device", "cuda",
-                           "--precision", side.split("-")[1]] + common
+                           "--precision", side.removeprefix("torch-")] + common
                 start = time.perf_counter()
                 try:
                     r = run_json(cmd)
@@ -66,13 +67,17 @@ def main():
 
     print(f"{date.today()}; " + "; ".join(f"{s}: {d}" for s, d in devices.items())
           + f"; {a.steps} timed steps after {a.warmup} warm-up, {a.reps} repetition(s), median\n")
-    print("| model | batch | input | deepcnn (Vulkan) | PyTorch fp32 | PyTorch bf16 | vs fp32 | vs bf16 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    torch_sides = [s for s in SIDES if s != "deepcnn"]
+    names = {"torch-fp32": "fp32 (TF32 convs)", "torch-fp32-strict": "fp32, no TF32", "torch-bf16": "bf16"}
+    print("| model | batch | input | deepcnn (Vulkan) | " + " | ".join(f"PyTorch {names[s]}" for s in torch_sides)
+          + " | " + " | ".join(f"vs {names[s]}" for s in torch_sides) + " |")
+    print("|---|---:|---:|" + "---:|" * (1 + 2 * len(torch_sides)))
     for (model, batch, size), r in results.items():
         med = {s: statistics.median(v) if v else float("nan") for s, v in r.items()}
         ours = med["deepcnn"]
-        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | {med['torch-fp32']:.0f} | "
-              f"{med['torch-bf16']:.0f} | {ours / med['torch-fp32']:.2f}× | {ours / med['torch-bf16']:.2f}× |")
+        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | "
+              + " | ".join(f"{med[s]:.0f}" for s in torch_sides) + " | "
+              + " | ".join(f"{ours / med[s]:.2f}×" for s in torch_sides) + " |")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU, Vulkan and PyTorch: times deepcnn's training step on the GPU
-# (burn's Vulkan backend) and PyTorch's (CUDA; eager fp32, and bf16 autocast with channels-last)
-# side by side, and prints a table of images/s with ratios.
+# (burn's Vulkan backend) and PyTorch's (CUDA; eager fp32 with and without TF32 convolutions, and
+# bf16 autocast with channels-last) side by side, and prints a table of images/s with ratios.
 #
 #   bench/gpu.sh [--reps 1] [--steps 20] [--warmup 5] [--only lenet-bn,resnet18@96] [--raw FILE]
 #

@@ -4,8 +4,13 @@ cross-entropy, backward, Adam) on random data, exactly as `deepcnn bench --json`
 prints one JSON object. The networks are the book's code, from book_pytorch.py: eager mode,
 PyTorch's default thread count; fp32, or on CUDA bf16 autocast with channels-last tensors.
 
+On CUDA, `fp32` is PyTorch's default, under which cuDNN convolutions run in TF32 on the tensor
+cores (`torch.backends.cudnn.allow_tf32` is True; matmuls stay fp32). `fp32-strict` turns TF32
+off for both, so every multiply is fp32 as in deepcnn's Vulkan kernels (Vulkan's cooperative
+matrices offer no TF32).
+
     python3 bench/torch_step.py --model resnet18 --batch-size 64 [--input 28] [--steps 20]
-        [--device cuda] [--precision bf16]
+        [--device cuda] [--precision fp32|fp32-strict|bf16]
 """
 import argparse, json, os, statistics, sys, time
 
@@ -24,8 +29,9 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: autocast to bfloat16 and channels-last tensors (CUDA only)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp32-strict", "bf16"],
+                   help="fp32-strict: no TF32 in convolutions or matmuls; bf16: autocast to "
+                        "bfloat16 and channels-last tensors (CUDA only)")
     a = p.parse_args()
     size = a.input or (96 if a.model == "densenet" else 28)
     device = torch.device(a.device)
@@ -33,6 +39,9 @@ def main():
     if bf16 and a.device != "cuda":
         p.error("--precision bf16 is for --device cuda")
     memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    if a.precision == "fp32-strict":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
     torch.manual_seed(0)
     net = MODELS[a.model]().to(device, memory_format=memory_format)
@@ -66,6 +75,7 @@ def main():
         "median_seconds": median, "images_per_sec": a.batch_size / median,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "precision": a.precision,
+        "tf32": {"conv": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32},
     }))
 
 
