@@ -57,7 +57,7 @@ def main():
                     continue
                 wall = time.perf_counter() - start
                 r["side"], r["wall_seconds"] = side, wall
-                devices.setdefault(side, r.get("device", "?") + (f", torch {r['torch']}" if "torch" in r else ""))
+                devices.setdefault(side, r.get("gpu", r.get("device", "?")) + (f", torch {r['torch']}" if "torch" in r else ""))
                 results[(model, batch, size)][side].append(r["images_per_sec"])
                 if a.raw:
                     with open(a.raw, "a") as f:

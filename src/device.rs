@@ -84,6 +84,42 @@ fn open_vulkan() -> Result<Device, DeviceError> {
     }
 }
 
+/// What a GPU device is, for benchmark reports: its name, the float types burn can compute in
+/// on it, and the tensor-core (cooperative matrix) shapes CubeCL found, as
+/// `a·b→accumulator m×n×k`. Why it matters: PyTorch's fp32 convolutions run in TF32 on the
+/// tensor cores, while on Vulkan only the types listed here reach them. `None` for the CPU.
+#[cfg(feature = "vulkan")]
+pub fn describe_gpu(device: &Device) -> Option<String> {
+    use burn::backend::DispatchDevice;
+    use burn::tensor::FloatDType;
+
+    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return None;
+    };
+    let properties = cube.client().properties().clone();
+    let name = properties.identity.name;
+    let floats: Vec<&str> = [(FloatDType::F16, "f16"), (FloatDType::BF16, "bf16"), (FloatDType::F32, "f32")]
+        .into_iter()
+        .filter(|(dtype, _)| device.supports_dtype(*dtype))
+        .map(|(_, name)| name)
+        .collect();
+    let cmma: Vec<String> = properties
+        .features
+        .matmul
+        .cmma
+        .iter()
+        .map(|c| format!("{}·{}→{} {}×{}×{}", c.a_type, c.b_type, c.cd_type, c.m, c.n, c.k))
+        .collect();
+    let cmma = if cmma.is_empty() { "none".to_string() } else { cmma.join(", ") };
+    Some(format!("{name}; float types {}; cooperative matrices {cmma}", floats.join(", ")))
+}
+
+/// What a GPU device is (see the Vulkan build's version); this build has no GPU.
+#[cfg(not(feature = "vulkan"))]
+pub fn describe_gpu(_device: &Device) -> Option<String> {
+    None
+}
+
 #[cfg(not(feature = "vulkan"))]
 fn open_vulkan() -> Result<Device, DeviceError> {
     Err(DeviceError::NotBuilt)
@@ -97,6 +133,11 @@ mod tests {
     fn the_cpu_is_always_there() {
         let device = ComputeDevice::Cpu.open().unwrap();
         assert_eq!(Tensor::<1>::from_floats([1.0, 2.0], &device).sum().into_scalar::<f32>(), 3.0);
+    }
+
+    #[test]
+    fn the_cpu_is_not_described_as_a_gpu() {
+        assert_eq!(describe_gpu(&Device::flex()), None);
     }
 
     #[cfg(not(feature = "vulkan"))]

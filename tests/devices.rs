@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::optim::SgdConfig;
 use burn::prelude::*;
 use deepcnn::bench::RandomBatch;
-use deepcnn::device::ComputeDevice;
+use deepcnn::device::{describe_gpu, ComputeDevice};
 use deepcnn::models::ModelKind;
 use deepcnn::train::{optimizer, seeded_network, train_step};
 
@@ -102,6 +102,9 @@ fn a_seeded_lenet_bn_trains_the_same_on_cpu_and_vulkan() {
             return;
         }
     };
+    let gpu = describe_gpu(&vulkan).expect("a Vulkan device describes itself");
+    assert!(gpu.contains("f32") && gpu.contains("cooperative matrices"), "{gpu}");
+    println!("vulkan: {gpu}");
     assert_same_training(ModelKind::LeNetBn, Optim::Adam, 3, &vulkan, 32, 28);
     assert_same_training(ModelKind::ResNet18, Optim::Sgd, 2, &vulkan, 8, 16);
 }

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{positive, DeviceArgs};
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
+use crate::device::describe_gpu;
 use crate::kernels::{set_kernel_enabled, Kernel};
 use crate::models::ModelKind;
 
@@ -55,6 +56,10 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         set_kernel_enabled(kernel, false);
     }
     let device = args.device.open()?;
+    let gpu = describe_gpu(&device);
+    if let Some(gpu) = &gpu {
+        eprintln!("GPU: {gpu}");
+    }
     // Warm-up steps on stderr as they end: on a GPU the first ones compile and autotune
     // kernels for a minute or more, and this shows that the run is alive.
     let warmup = config.warmup;
@@ -69,6 +74,9 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         value["images_per_sec"] = report.images_per_sec().into();
         value["burn_ops"] = format!("{:?}", args.burn_ops).into();
         value["device"] = args.device.device.to_string().into();
+        if let Some(gpu) = gpu {
+            value["gpu"] = gpu.into();
+        }
         value["threads"] = std::thread::available_parallelism().map_or(1, |n| n.get()).into();
         writeln!(out, "{value}")?;
         return Ok(());
