@@ -11,7 +11,8 @@
 # Takes long: a full `vulkan` build (about 20 minutes on 2 idle cores), then, the first time,
 # about 35 minutes of CubeCL compiling and autotuning kernels on the CPU (at its minimal
 # autotune level). Autotune results are kept in target/environment; with them the test takes
-# about 4 minutes. Not part of .ci/run.
+# about 4 minutes. A rerun that changes only deepcnn rebuilds only deepcnn (with nothing changed,
+# 25 s in all). Not part of .ci/run.
 # Usage: tests/lavapipe/run.sh [extra arguments for the test binary]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,8 +24,14 @@ cargo fetch --locked
 crate=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/src" -maxdepth 2 -type d -name cubecl-spirv-0.11.3 | head -n 1)
 [ -n "$crate" ] || { echo "error: cubecl-spirv 0.11.3 is not in cargo's registry; has Cargo.lock moved to another version?" >&2; exit 1; }
 patched=$PWD/target/lavapipe/cubecl-spirv
-rm -rf "$patched" && mkdir -p "$(dirname "$patched")" && cp -r "$crate" "$patched"
-patch --quiet -p1 -d "$patched" < tests/lavapipe/cubecl-spirv-shared-memory.patch
+fix=tests/lavapipe/cubecl-spirv-shared-memory.patch
+# The copy is made afresh only when the fix or the crate has changed: a new copy has new file
+# times, which makes Cargo rebuild CubeCL and burn on top of it (about 20 minutes).
+if [ ! -d "$patched" ] || ! cmp -s "$fix" "$patched.fix" || [ "$(cat "$patched.from" 2>/dev/null)" != "$crate" ]; then
+  rm -rf "$patched" && mkdir -p "$(dirname "$patched")" && cp -r "$crate" "$patched"
+  patch --quiet -p1 -d "$patched" < "$fix"
+  cp "$fix" "$patched.fix" && echo "$crate" > "$patched.from"
+fi
 
 # A [patch] given on the command line rewrites Cargo.lock's entry for the crate; put it back.
 cp Cargo.lock target/lavapipe/Cargo.lock.orig
