@@ -137,6 +137,17 @@ fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
     }
 }
 
+/// `t` as a contiguous f32 tensor that spans its whole buffer, so that its storage is exactly
+/// its elements (a copy only where `t` is a strided or offset view).
+fn whole_buffer(t: FlexTensor) -> FlexTensor {
+    let spans_buffer = t.as_slice::<f32>().is_some_and(|s| s.len() == t.storage::<f32>().len());
+    if spans_buffer {
+        t
+    } else {
+        flex(f32s(&t).into_owned(), &dims(&t))
+    }
+}
+
 fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
 }
@@ -228,10 +239,14 @@ impl FastOps for Flex {
         moment_2: FlexTensor,
         scalars: adam::AdamScalars,
     ) -> AdamUpdate<Self> {
-        let shape = dims(&param);
-        let (mut p, mut m1, mut m2) = (f32s(&param).into_owned(), f32s(&moment_1).into_owned(), f32s(&moment_2).into_owned());
-        profile::timed(ADAM, || adam::step(&mut p, &f32s(&grad), &mut m1, &mut m2, scalars));
-        AdamUpdate { param: flex(p, &shape), moment_1: flex(m1, &shape), moment_2: flex(m2, &shape) }
+        // In place where nothing else holds a tensor's buffer (the optimizer hands parameter and
+        // moments over), else on a copy: ResNet-18's 11 M parameters would cost three 45 MB copies.
+        let (mut param, mut moment_1, mut moment_2) = (whole_buffer(param), whole_buffer(moment_1), whole_buffer(moment_2));
+        let grad = f32s(&grad);
+        profile::timed(ADAM, || {
+            adam::step(param.storage_mut(), &grad, moment_1.storage_mut(), moment_2.storage_mut(), scalars)
+        });
+        AdamUpdate { param, moment_1, moment_2 }
     }
 
     fn max_pool_2x2(x: FlexTensor) -> FlexTensor {
@@ -545,18 +560,22 @@ pub fn batch_norm<const D: usize>(
     ))
 }
 
-/// One Adam update: `param`, `moment_1` and `moment_2` after step `scalars`, or `None` where
-/// the kernel does not apply (the caller then takes burn's Adam).
+/// Whether [`adam_step`] applies to `param` (where not, take burn's Adam).
+pub fn adam_applies<const D: usize>(param: &Tensor<D>) -> bool {
+    fast_path(Kernel::Adam, param)
+}
+
+/// One Adam update: `param`, `moment_1` and `moment_2` after step `scalars`. Only where
+/// [`adam_applies`]. Parameter and moments are updated in place when the caller held the only
+/// references to them.
 pub fn adam_step<const D: usize>(
     param: Tensor<D>,
     grad: Tensor<D>,
     moment_1: Tensor<D>,
     moment_2: Tensor<D>,
     scalars: adam::AdamScalars,
-) -> Option<(Tensor<D>, Tensor<D>, Tensor<D>)> {
-    if !fast_path(Kernel::Adam, &param) {
-        return None;
-    }
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    assert!(adam_applies(&param), "adam_step called where the kernel does not apply");
     let u = <Dispatch as FastOps>::fused_adam_step(
         param.into_dispatch(),
         grad.into_dispatch(),
@@ -564,7 +583,7 @@ pub fn adam_step<const D: usize>(
         moment_2.into_dispatch(),
         scalars,
     );
-    Some((Tensor::from_dispatch(u.param), Tensor::from_dispatch(u.moment_1), Tensor::from_dispatch(u.moment_2)))
+    (Tensor::from_dispatch(u.param), Tensor::from_dispatch(u.moment_1), Tensor::from_dispatch(u.moment_2))
 }
 
 /// 2-D max pooling. The kernel takes LeNet's case (2×2 window, stride 2, no padding or
