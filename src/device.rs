@@ -96,8 +96,9 @@ pub fn describe_gpu(device: &Device) -> Option<String> {
     let DispatchDevice::Cube(cube) = device.as_dispatch() else {
         return None;
     };
-    let properties = cube.client().properties().clone();
-    let name = properties.identity.name;
+    let client = cube.client();
+    let properties = client.properties();
+    let name = &properties.identity.name;
     let floats: Vec<&str> = [(FloatDType::F16, "f16"), (FloatDType::BF16, "bf16"), (FloatDType::F32, "f32")]
         .into_iter()
         .filter(|(dtype, _)| device.supports_dtype(*dtype))

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::metrics::Tally;
-use super::READ_BACK_EVERY;
+use super::{float_values, int_values, READ_BACK_EVERY};
 use crate::data::{Batcher, Dataset, CLASS_NAMES, NUM_CLASSES};
 use crate::models::Network;
 
@@ -96,8 +96,7 @@ impl Counts {
         }
         let sizes: Vec<usize> = unread.iter().map(|b| b.predicted.dims()[0]).collect();
         let (losses, predicted): (Vec<_>, Vec<_>) = std::mem::take(unread).into_iter().map(|b| (b.loss, b.predicted)).unzip();
-        let losses = Tensor::cat(losses, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
-        for (loss, n) in losses.into_iter().zip(sizes) {
+        for (loss, n) in float_values(Tensor::cat(losses, 0)).into_iter().zip(sizes) {
             self.loss_sum += loss * n as f64;
         }
         for guess in int_values(Tensor::cat(predicted, 0)) {
@@ -105,10 +104,6 @@ impl Counts {
             self.next_example += 1;
         }
     }
-}
-
-fn int_values(t: Tensor<1, Int>) -> Vec<i64> {
-    t.into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor converted to i64")
 }
 
 /// How many rows of `logits` have their largest value at the label, as a one-element tensor

@@ -216,6 +216,16 @@ pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
 /// otherwise stall every step (the host could not queue the next step while the GPU works).
 pub(crate) const READ_BACK_EVERY: usize = 16;
 
+/// A float tensor's values on the host, as f64 (one read from the device).
+pub(crate) fn float_values(t: Tensor<1>) -> Vec<f64> {
+    t.into_data().convert::<f64>().try_to_vec::<f64>().expect("float tensor converted to f64")
+}
+
+/// An int tensor's values on the host, as i64 (one read from the device).
+pub(crate) fn int_values(t: Tensor<1, Int>) -> Vec<i64> {
+    t.into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor converted to i64")
+}
+
 /// What one training step reports, still on the device (see [`StepOutput::read`]).
 pub struct StepOutput {
     /// Examples in the batch.
@@ -240,8 +250,8 @@ impl StepOutput {
         }
         let examples: Vec<usize> = steps.iter().map(|s| s.examples).collect();
         let (losses, correct): (Vec<_>, Vec<_>) = steps.into_iter().map(|s| (s.loss, s.correct)).unzip();
-        let losses = Tensor::cat(losses, 0).into_data().convert::<f64>().try_to_vec::<f64>().expect("f64 losses");
-        let correct = Tensor::cat(correct, 0).into_data().convert::<i64>().try_to_vec::<i64>().expect("i64 counts");
+        let losses = float_values(Tensor::cat(losses, 0));
+        let correct = int_values(Tensor::cat(correct, 0));
         examples.into_iter().zip(losses).zip(correct).map(|((n, l), c)| (n, l, c as usize)).collect()
     }
 }
