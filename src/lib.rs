@@ -13,6 +13,7 @@
 //! - [`train`]: the training loop, metrics and evaluation.
 //! - [`bench`]: timing the training step.
 //! - [`checkpoint`]: run directories: checkpoints, resume.
+//! - [`memory`]: memory estimates checked before allocating, and a clean out-of-memory error.
 //! - [`cli`]: the `deepcnn` command line.
 
 pub mod bench;
@@ -22,6 +23,7 @@ pub mod data;
 pub mod device;
 pub mod interop;
 pub mod kernels;
+pub mod memory;
 pub mod models;
 pub mod nn;
 pub mod predict;

@@ -1,22 +1,60 @@
-//! The `deepcnn` binary: parse flags, run, report errors as one line and a non-zero exit.
+//! The `deepcnn` binary: parse flags, run, report errors as one line and a non-zero exit
+//! (2 for flags that do not parse, 1 for everything else).
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use deepcnn::cli::{run, Cli};
+use deepcnn::memory::ExitOnAllocationFailure;
+
+/// An allocation that fails ends the process with a one-line error instead of an abort.
+#[global_allocator]
+static ALLOCATOR: ExitOnAllocationFailure = ExitOnAllocationFailure;
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {}", flag_error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli, &mut std::io::stdout().lock()) {
         Ok(()) => ExitCode::SUCCESS,
         // The reader went away (`deepcnn eval --json | head`): not an error of ours.
         Err(e) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's error as one line: its first paragraph (the message and, for missing arguments, their
+/// names), without the usage block, and where to read more.
+fn flag_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let first: Vec<&str> = text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+    let message = first.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see --help)")
+}
+
+/// The error and each of its causes, once: a cause whose text the message already holds is
+/// not repeated. One line, whatever the causes' own line breaks.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {

@@ -15,15 +15,23 @@ pub struct Guess {
     pub probability: f64,
 }
 
-/// The `k` most likely classes of each 28×28 image (`images`, row-major u8 pixels), most
-/// likely first. `model` is in evaluation mode; `size` is the input size it was trained at.
-pub fn top_k(model: &Network, images: &[Vec<u8>], size: usize, k: usize, device: &Device) -> Vec<Vec<Guess>> {
+/// The `k` most likely classes of each image (`images`, row-major u8 pixels, all `rows`×`cols`),
+/// most likely first. `model` is in evaluation mode; `size` is the input size it was trained
+/// at, which the images are resized to.
+pub fn top_k(
+    model: &Network,
+    images: &[Vec<u8>],
+    [rows, cols]: [usize; 2],
+    size: usize,
+    k: usize,
+    device: &Device,
+) -> Vec<Vec<Guess>> {
     if images.is_empty() {
         return Vec::new();
     }
     let pixels: Vec<f32> = images.iter().flatten().map(|&p| p as f32 / 255.0).collect();
-    let x = Tensor::<4>::from_data(TensorData::new(pixels, [images.len(), 1, 28, 28]), device);
-    let x = if size == 28 { x } else { resize(x, size) };
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [images.len(), 1, rows, cols]), device);
+    let x = if [rows, cols] == [size, size] { x } else { resize(x, size) };
     let probs = softmax(model.forward(x), 1).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 probabilities");
     probs
         .chunks_exact(NUM_CLASSES)
@@ -48,7 +56,7 @@ mod tests {
     fn probabilities_are_sorted_and_sum_to_at_most_one() {
         let d = Device::flex();
         let model = Network::new(ModelKind::LeNetBn, &d);
-        let guesses = top_k(&model, &[vec![0; 784], vec![200; 784]], 28, 10, &d);
+        let guesses = top_k(&model, &[vec![0; 784], vec![200; 784]], [28, 28], 28, 10, &d);
         assert_eq!(guesses.len(), 2);
         for g in &guesses {
             assert_eq!(g.len(), 10);
@@ -57,6 +65,6 @@ mod tests {
             assert!((total - 1.0).abs() < 1e-5, "{total}");
             assert_eq!(g[0].class, CLASS_NAMES[g[0].index]);
         }
-        assert_eq!(top_k(&model, &[vec![0; 784]], 28, 3, &d)[0].len(), 3);
+        assert_eq!(top_k(&model, &[vec![0; 784]], [28, 28], 28, 3, &d)[0].len(), 3);
     }
 }

@@ -25,7 +25,7 @@ struct Saver<'a>(&'a RunDir, &'a TrainConfig);
 
 impl Observer for Saver<'_> {
     fn epoch_done(&mut self, _: &EpochMetrics, state: &TrainState) -> anyhow::Result<()> {
-        self.0.save(self.1, state)?;
+        self.0.save(self.1, state, &[])?;
         Ok(())
     }
 }
@@ -55,11 +55,11 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     // With precise BN too: its statistics are then what the checkpoints hold.
     for (model, precise_bn) in [(ModelKind::LeNetBn, 0), (ModelKind::LeNetBnScratch, 0), (ModelKind::LeNetBn, 2)] {
         let full = TrainConfig { precise_bn, ..config(model, 4) };
-        let straight = train(&full, &data, &d, TrainState::fresh(&full, &d), &mut Saver(&RunDir::create(tempfile::tempdir().unwrap().path(), false).unwrap(), &full)).unwrap();
+        let straight = train(&full, &data, &d, TrainState::fresh(&full, &d), &mut Saver(&RunDir::create(tempfile::tempdir().unwrap().path(), false, true).unwrap(), &full)).unwrap();
 
         // The same run, stopped after epoch 2 (as if killed during epoch 3) ...
         let dir = tempfile::tempdir().unwrap();
-        let run = RunDir::create(dir.path(), false).unwrap();
+        let run = RunDir::create(dir.path(), false, true).unwrap();
         let first = train(&full, &data, &d, TrainState::fresh(&full, &d), &mut StopAfter(2, Saver(&run, &full)));
         assert!(first.is_err(), "the run was stopped");
         // ... and resumed from its directory.
@@ -125,14 +125,14 @@ fn a_run_is_never_silently_replaced() {
     let (d, data) = (Device::flex(), data());
     let dir = tempfile::tempdir().unwrap();
     let c = TrainConfig { epochs: 1, batch_size: 64, ..TrainConfig::new(ModelKind::LeNet) };
-    let run = RunDir::create(dir.path(), false).unwrap();
+    let run = RunDir::create(dir.path(), false, true).unwrap();
     train(&c, &data, &d, TrainState::fresh(&c, &d), &mut Saver(&run, &c)).unwrap();
     let before = std::fs::read(dir.path().join(RUN_FILE)).unwrap();
-    let err = RunDir::create(dir.path(), false).unwrap_err();
+    let err = RunDir::create(dir.path(), false, true).unwrap_err();
     assert!(matches!(err, CheckpointError::RunExists { epochs: 1, .. }), "{err}");
     assert!(err.to_string().contains("--resume") && err.to_string().contains("--force"), "{err}");
     assert_eq!(std::fs::read(dir.path().join(RUN_FILE)).unwrap(), before, "nothing was touched");
-    assert!(RunDir::create(dir.path(), true).is_ok());
+    assert!(RunDir::create(dir.path(), true, true).is_ok());
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn broken_and_foreign_checkpoints_are_refused() {
     let (d, data) = (Device::flex(), data());
     let dir = tempfile::tempdir().unwrap();
     let c = TrainConfig { epochs: 1, batch_size: 64, ..TrainConfig::new(ModelKind::LeNetBn) };
-    let run = RunDir::create(dir.path(), false).unwrap();
+    let run = RunDir::create(dir.path(), false, true).unwrap();
     train(&c, &data, &d, TrainState::fresh(&c, &d), &mut Saver(&run, &c)).unwrap();
 
     // No run at all.

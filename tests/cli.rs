@@ -91,7 +91,8 @@ fn trains_and_prints_one_line_per_epoch() {
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[0].starts_with("training lenet-bn-scratch on 96 images (28×28), testing on 40"), "{text}");
-    assert!(lines[0].ends_with("seed 0; precise BN from 10 batches"), "precise BN is the default: {text}");
+    // The default asks for 10 batches; an epoch of 96 images in batches of 32 has 3.
+    assert!(lines[0].ends_with("seed 0; precise BN from 3 batches"), "precise BN is the default: {text}");
     assert_eq!(lines.len(), 3, "{text}");
     for (i, line) in lines[1..].iter().enumerate() {
         let prefix = format!("epoch {}, loss ", i + 1);
@@ -161,7 +162,7 @@ fn runs_are_never_overwritten_by_accident() {
     let run = runs.path().join("run");
     let before = std::fs::read(run.join("run.json")).unwrap();
     let d = path(data.path());
-    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)], "already holds a run (lenet-bn, 1 epochs done)");
+    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)], "already holds a run (lenet-bn, 1 epoch done)");
     // A replacement that fails (its loss overflows in epoch 1) leaves the old run as it was.
     assert_fails_with(
         &["train", "--model", "lenet-bn", "--data-dir", d, "--out", path(&run), "--force", "--lr", "1e38", "--batch-size", "16"],
@@ -264,7 +265,7 @@ fn plot_overlays_runs_and_import_export_round_trip() {
     assert_eq!(a["confusion"], b["confusion"]);
     assert_fails_with(
         &["import", "--model", "lenet-bn-scratch", path(&weights), "--out", path(&runs.path().join("x"))],
-        "not a lenet-bn-scratch state_dict",
+        "holds a lenet-bn network (its metadata says so), not a lenet-bn-scratch",
     );
     assert!(!runs.path().join("x").exists(), "a failed import creates nothing");
     assert_fails_with(&["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)], "already holds a run");

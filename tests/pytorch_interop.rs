@@ -66,7 +66,7 @@ fn the_wrong_model_or_a_broken_file_is_a_clear_error() {
 fn export_writes_pytorchs_keys_shapes_and_values() {
     let d = Device::flex();
     let net = import_state_dict(ModelKind::LeNetBnScratch, &fixture("lenet-bn-scratch.pt"), &d).unwrap();
-    let bytes = export_safetensors(ModelKind::LeNetBnScratch, &net);
+    let bytes = export_safetensors(ModelKind::LeNetBnScratch, &net, 28);
     let st = SafeTensors::deserialize(&bytes).unwrap();
     // The book's from-scratch BN after a conv keeps 1×C×1×1 tensors; Linear keeps out×in.
     assert_eq!(st.tensor("1.moving_var").unwrap().shape(), [1, 6, 1, 1]);
@@ -81,7 +81,7 @@ fn export_writes_pytorchs_keys_shapes_and_values() {
     net.forward(x.clone()).into_data().assert_eq(&again.forward(x).into_data(), true);
 
     let builtin = import_state_dict(ModelKind::LeNetBn, &fixture("lenet-bn.pt"), &d).unwrap();
-    let st_bytes = export_safetensors(ModelKind::LeNetBn, &builtin);
+    let st_bytes = export_safetensors(ModelKind::LeNetBn, &builtin, 28);
     let st = SafeTensors::deserialize(&st_bytes).unwrap();
     assert_eq!(st.tensor("1.num_batches_tracked").unwrap().shape(), [] as [usize; 0]);
     assert_eq!(st.tensor("13.running_mean").unwrap().shape(), [84]);

@@ -6,11 +6,13 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::Path;
 
+const TEMPORARY: &str = ".tmp-";
+
 /// Replaces `path` with `bytes` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| io::Error::other("not a file path"))?.to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{TEMPORARY}{}", std::process::id()));
     let result = (|| {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -23,6 +25,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The process id of the writer whose temporary file is named `name` (`.NAME.tmp-PID`), or
+/// `None` for any other file.
+pub fn temporary_owner(name: &str) -> Option<u32> {
+    let (stem, pid) = name.strip_prefix('.')?.rsplit_once(TEMPORARY)?;
+    if stem.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 #[cfg(test)]
@@ -38,6 +50,15 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"new");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["run.json"]);
+    }
+
+    #[test]
+    fn temporaries_name_their_writer() {
+        assert_eq!(temporary_owner(".training.png.tmp-4242"), Some(4242));
+        assert_eq!(temporary_owner(&format!(".run.json{TEMPORARY}{}", std::process::id())), Some(std::process::id()));
+        for other in ["training.png", ".training.png.tmp-", ".tmp-12", ".x.tmp-12a", "x.tmp-12"] {
+            assert_eq!(temporary_owner(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use atomic::write_atomic;
 
 use crate::models::{ModelKind, Network};
+use crate::report::plural;
 use crate::train::{optimizer_for, EpochMetrics, TrainConfig, TrainState};
 
 pub const RUN_FILE: &str = "run.json";
@@ -61,24 +62,47 @@ impl RunRecord {
     }
 }
 
+impl RunRecord {
+    /// Reads the text of a `run.json`, checked to describe a run this deepcnn can load: its
+    /// layout version, its epoch count, settings its network can use, and checkpoint files
+    /// inside the run directory. The error says what is wrong.
+    pub fn parse(json: &[u8]) -> Result<Self, String> {
+        let record: RunRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if record.format != FORMAT {
+            return Err(format!("format {} (this deepcnn reads {FORMAT})", record.format));
+        }
+        if record.history.len() != record.epochs_done || record.next_epoch != record.epochs_done + 1 {
+            return Err("epoch count and history disagree".into());
+        }
+        record.config.validate().map_err(|e| format!("settings that cannot be used: {e}"))?;
+        for name in [Some(&record.model_file), record.optimizer_file.as_ref()].into_iter().flatten() {
+            if !is_plain_file_name(name) {
+                return Err(format!("names {name:?}, which is not a file in the run directory"));
+            }
+        }
+        Ok(record)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("{} holds no deepcnn run (no {RUN_FILE})", .dir.display())]
     NoRun { dir: PathBuf },
     #[error(
-        "{} already holds a run ({model}, {epochs} epochs done); pass --resume to continue it or --force to replace it",
-        .dir.display()
+        "{} already holds a run ({model}, {} done); pass {}--force to replace it",
+        .dir.display(), plural(*.epochs, "epoch", "epochs"), if *.resumable { "--resume to continue it or " } else { "" }
     )]
-    RunExists { dir: PathBuf, model: ModelKind, epochs: usize },
+    RunExists { dir: PathBuf, model: ModelKind, epochs: usize, resumable: bool },
     #[error("{}: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
-    #[error("{}: {source}", .path.display())]
-    Io { path: PathBuf, source: io::Error },
+    // The cause is part of the message, not a `source()`: printed once.
+    #[error("{}: {cause}", .path.display())]
+    Io { path: PathBuf, cause: io::Error },
 }
 
 impl CheckpointError {
     fn io(path: &Path) -> impl FnOnce(io::Error) -> Self + '_ {
-        move |source| CheckpointError::Io { path: path.to_path_buf(), source }
+        move |cause| CheckpointError::Io { path: path.to_path_buf(), cause }
     }
 
     fn corrupt(path: &Path, reason: impl ToString) -> Self {
@@ -94,43 +118,73 @@ pub struct RunDir {
 
 impl RunDir {
     /// Prepares `path` for a new run. Refuses a directory that already holds a run unless
-    /// `force` (its files are then replaced when the new run's first epoch is saved).
-    pub fn create(path: &Path, force: bool) -> Result<Self, CheckpointError> {
+    /// `force` (its files are then replaced when the new run's first epoch is saved); the
+    /// refusal suggests `--resume` where the command has it (`resumable`).
+    pub fn create(path: &Path, force: bool, resumable: bool) -> Result<Self, CheckpointError> {
+        if path.exists() && !path.is_dir() {
+            return Err(CheckpointError::corrupt(path, "is a file, not a run directory"));
+        }
         if !force && path.join(RUN_FILE).exists() {
             let (_, record) = RunDir::open(path)?;
             return Err(CheckpointError::RunExists {
                 dir: path.to_path_buf(),
                 model: record.config.model,
                 epochs: record.epochs_done,
+                resumable,
             });
         }
         fs::create_dir_all(path).map_err(CheckpointError::io(path))?;
-        Ok(RunDir { path: path.to_path_buf() })
+        let run = RunDir { path: path.to_path_buf() };
+        run.remove_stale_temporaries();
+        Ok(run)
     }
 
-    /// Opens an existing run and reads its `run.json`.
+    /// Opens an existing run and reads its `run.json`, checked to describe a run this deepcnn
+    /// can load: every command that uses a saved run comes through here.
     pub fn open(path: &Path) -> Result<(Self, RunRecord), CheckpointError> {
         let file = path.join(RUN_FILE);
         if !file.is_file() {
             return Err(CheckpointError::NoRun { dir: path.to_path_buf() });
         }
         let text = fs::read(&file).map_err(CheckpointError::io(&file))?;
-        let record: RunRecord = serde_json::from_slice(&text).map_err(|e| CheckpointError::corrupt(&file, e))?;
-        if record.format != FORMAT {
-            return Err(CheckpointError::corrupt(&file, format!("format {} (this deepcnn reads {FORMAT})", record.format)));
-        }
-        if record.history.len() != record.epochs_done || record.next_epoch != record.epochs_done + 1 {
-            return Err(CheckpointError::corrupt(&file, "epoch count and history disagree"));
-        }
+        let record = RunRecord::parse(&text).map_err(|reason| CheckpointError::corrupt(&file, reason))?;
         Ok((RunDir { path: path.to_path_buf() }, record))
+    }
+
+    /// Opens an existing run to train it further: as [`open`](Self::open), and removes what an
+    /// interrupted save left behind (temporary files of processes that no longer run).
+    pub fn open_to_continue(path: &Path) -> Result<(Self, RunRecord), CheckpointError> {
+        let (run, record) = RunDir::open(path)?;
+        run.remove_stale_temporaries();
+        Ok((run, record))
+    }
+
+    /// Removes the temporary files of interrupted writes ([`write_atomic`]'s `.NAME.tmp-PID`),
+    /// except those of a process still running (it may be writing this run right now).
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = atomic::temporary_owner(&name.to_string_lossy()) else { continue };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Saves `state` (trained with `config`) as this run's latest checkpoint.
-    pub fn save(&self, config: &TrainConfig, state: &TrainState) -> Result<RunRecord, CheckpointError> {
+    /// Saves `state` (trained with `config`) as this run's latest checkpoint, with `derived`
+    /// files (name, bytes: the metrics table, the charts) written before `run.json`, so that
+    /// nothing `run.json` describes can be missing or behind it after a kill.
+    pub fn save(
+        &self,
+        config: &TrainConfig,
+        state: &TrainState,
+        derived: &[(&str, Vec<u8>)],
+    ) -> Result<RunRecord, CheckpointError> {
         let epoch = state.epochs_done();
         let model_file = format!("model-epoch{epoch}.bpk");
         let optimizer_file = format!("optimizer-epoch{epoch}.bpk");
@@ -138,6 +192,9 @@ impl RunDir {
         let optim_bytes =
             state.optim.into_bytes().map_err(|e| CheckpointError::corrupt(&self.path.join(&optimizer_file), e))?;
         self.write(&optimizer_file, &optim_bytes)?;
+        for (name, bytes) in derived {
+            self.write(name, bytes)?;
+        }
         self.commit(RunRecord::new(config, model_file, Some(optimizer_file), state.history.clone()))
     }
 
@@ -188,6 +245,12 @@ impl RunDir {
         }
         Ok(TrainState { model, optim, history: record.history.clone() })
     }
+}
+
+/// Whether `name` is a file name alone (no directory, no `..`): what `run.json` may name.
+fn is_plain_file_name(name: &str) -> bool {
+    let path = Path::new(name);
+    !name.is_empty() && path.file_name().is_some_and(|n| n == path.as_os_str()) && name != ".."
 }
 
 /// A network as burnpack bytes. Saved through `valid()`, which folds in the BN moving

@@ -9,6 +9,7 @@ use super::{positive, DeviceArgs};
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
 use crate::device::describe_gpu;
 use crate::kernels::{set_kernel_enabled, Kernel};
+use crate::memory;
 use crate::models::ModelKind;
 
 #[derive(Debug, Args)]
@@ -44,7 +45,12 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_train_size());
-    args.model.check_input(size)?;
+    args.model.check_input(size).map_err(|e| e.for_flag("--input"))?;
+    memory::check(
+        || format!("training {} with batch {} at {size}×{size}", args.model, args.batch_size),
+        args.model.training_memory(args.batch_size, size),
+        "use a smaller --batch-size or --input",
+    )?;
     let config = BenchConfig {
         model: args.model,
         batch_size: args.batch_size,

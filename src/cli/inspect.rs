@@ -1,7 +1,7 @@
 //! `deepcnn eval` and `deepcnn predict`: using a saved run.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure};
 use burn::module::Module;
@@ -12,8 +12,10 @@ use crate::checkpoint::RunDir;
 use crate::data::idx::read_images;
 use crate::data::image_file::read_image;
 use crate::data::{batcher::shuffled, Batcher, FashionMnist};
+use crate::memory::{self, MemoryError};
+use crate::models::ModelKind;
 use crate::predict::top_k;
-use crate::report::write_eval_report;
+use crate::report::{plural, write_eval_report};
 use crate::train::{evaluate_report, precise_bn::precise_batch_norm};
 
 #[derive(Debug, Args)]
@@ -45,29 +47,57 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         args.precise_bn.is_none() || model_kind.has_batch_norm(),
         "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute"
     );
+    let size = record.config.image_size();
+    check_inference_memory(model_kind, args.batch_size, size)?;
+    if args.precise_bn.is_some() {
+        check_inference_memory(model_kind, record.config.batch_size, size)?;
+    }
     let mut model = run.load_network(&record, &device)?;
     let test = FashionMnist::load_test(&args.data.data_dir)?;
-    let batcher = Batcher::new(Some(record.config.image_size()), &device);
-    if let Some(batches) = args.precise_bn {
+    let batcher = Batcher::new(Some(size), &device);
+    let mut statistics = String::new();
+    if let Some(asked) = args.precise_bn {
         let train = FashionMnist::load_train(&args.data.data_dir)?;
         let order = shuffled(train.len(), record.config.seed);
         // The run's batch size, as in training: batch statistics depend on it.
+        let batches = asked.min(train.len().div_ceil(record.config.batch_size));
         let images = batcher.batches(&train, &order, record.config.batch_size).take(batches).map(|batch| batch.images);
         model = precise_batch_norm(model, images).valid();
+        statistics = format!("; batch normalization statistics from {}", plural(batches, "training batch", "training batches"));
+        if batches < asked {
+            statistics += &format!(" (all there are; {asked} asked)");
+        }
     }
     let report = evaluate_report(&model, &test, &batcher, args.batch_size);
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
     } else {
-        let statistics = match args.precise_bn {
-            Some(n) => format!("; batch normalization statistics from {n} training batches"),
-            None => String::new(),
+        let [rows, cols] = test.image_size();
+        let resized = if [rows, cols] != [size, size] {
+            format!("; test images {rows}×{cols}, resized to {size}×{size}")
+        } else {
+            String::new()
         };
-        writeln!(out, "{} after {} epochs ({}){statistics}", record.config.model, record.epochs_done, args.checkpoint.display())?;
+        writeln!(
+            out,
+            "{} after {} ({}){statistics}{resized}",
+            record.config.model,
+            plural(record.epochs_done, "epoch", "epochs"),
+            args.checkpoint.display()
+        )?;
         write_eval_report(&report, out)?;
     }
     Ok(())
+}
+
+/// Refuses an evaluation whose forward pass would need more memory than the machine has.
+fn check_inference_memory(model: ModelKind, batch: usize, size: usize) -> Result<(), MemoryError> {
+    memory::check(
+        || format!("evaluating {model} with batch {batch} at {size}×{size}"),
+        model.inference_memory(batch, size),
+        "use a smaller --batch-size",
+    )
 }
 
 #[derive(Debug, Args)]
@@ -99,30 +129,57 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
     if args.images.is_empty() && args.idx.is_none() {
         bail!("give image files, or --idx FILE --index I");
     }
-    let mut names = Vec::new();
-    let mut pixels = Vec::new();
-    for path in &args.images {
-        pixels.push(read_image(path, 28, args.invert)?);
-        names.push(path.display().to_string());
-    }
-    if let (Some(file), Some(i)) = (&args.idx, args.index) {
-        let images = read_images(file)?;
-        if i >= images.count {
-            bail!("{}: --index {i} is out of range (the file has {} images)", file.display(), images.count);
-        }
-        if [images.rows, images.cols] != [28, 28] {
-            bail!("{}: images are {}×{}, not Fashion-MNIST's 28×28", file.display(), images.rows, images.cols);
-        }
-        pixels.push(images.pixels[i * 784..(i + 1) * 784].to_vec());
-        names.push(format!("{}[{i}]", file.display()));
-    }
+    // The run first: without it nothing can be predicted, and its errors concern every image.
     let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
+    let size = record.config.image_size();
+    check_inference_memory(record.config.model, args.images.len().max(1), size)?;
     let model = run.load_network(&record, &device)?;
-    let guesses = top_k(&model, &pixels, record.config.image_size(), args.top_k, &device);
-    for (name, guesses) in names.iter().zip(guesses) {
+    // Each image on its own: a file that cannot be read is reported, and the others still are.
+    let mut failed = 0;
+    let predict_one = |name: String, pixels: Vec<u8>, [rows, cols]: [usize; 2], out: &mut dyn Write| {
+        let guesses = top_k(&model, &[pixels], [rows, cols], size, args.top_k, &device).remove(0);
         let list: Vec<String> = guesses.iter().map(|g| format!("{} {:.3}", g.class, g.probability)).collect();
-        writeln!(out, "{name}: {}", list.join(", "))?;
+        writeln!(out, "{name}: {}", list.join(", "))
+    };
+    for path in &args.images {
+        match read_image(path, 28, args.invert) {
+            Ok(pixels) => predict_one(path.display().to_string(), pixels, [28, 28], out)?,
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if let (Some(file), Some(i)) = (&args.idx, args.index) {
+        match idx_image(file, i) {
+            Ok((pixels, [rows, cols])) => {
+                // Any size, resized to the network's input, as training resizes its data.
+                let name = match [rows, cols] == [size, size] {
+                    true => format!("{}[{i}]", file.display()),
+                    false => format!("{}[{i}] ({rows}×{cols}, resized to {size}×{size})", file.display()),
+                };
+                predict_one(name, pixels, [rows, cols], out)?
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    let asked = args.images.len() + usize::from(args.idx.is_some());
+    if failed > 0 {
+        bail!("{} of {} could not be read", plural(failed, "image", "images"), asked);
     }
     Ok(())
+}
+
+/// Image `i` of an IDX file, with its height and width.
+fn idx_image(file: &Path, i: usize) -> anyhow::Result<(Vec<u8>, [usize; 2])> {
+    let images = read_images(file)?;
+    if i >= images.count {
+        bail!("{}: --index {i} is out of range (the file has {})", file.display(), plural(images.count, "image", "images"));
+    }
+    let n = images.rows * images.cols;
+    Ok((images.pixels[i * n..(i + 1) * n].to_vec(), [images.rows, images.cols]))
 }

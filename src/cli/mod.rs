@@ -118,7 +118,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
 
 fn summary(args: SummaryArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_summary_size());
-    args.model.check_input(size)?;
+    args.model.check_input(size).map_err(|e| e.for_flag("--input"))?;
     let rows = Network::new(args.model, &Device::flex().autodiff()).summary(size);
     write_summary(&rows, out)?;
     Ok(())

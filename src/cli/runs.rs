@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use burn::prelude::*;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::positive;
 use crate::checkpoint::{write_atomic, RunDir};
-use crate::interop::{export_safetensors, import_state_dict};
+use crate::interop::pytorch::{import_tensors, TorchFile};
+use crate::interop::export_safetensors;
 use crate::models::ModelKind;
-use crate::report::{draw_png, draw_svg, Curves};
+use crate::report::{draw_png, draw_svg, plural, Curves};
 use crate::train::TrainConfig;
 
 #[derive(Debug, Args)]
@@ -52,16 +53,18 @@ pub fn plot(args: PlotArgs, out: &mut impl Write) -> anyhow::Result<()> {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Which of the book's networks the state_dict belongs to.
+    /// Which of the book's networks the state_dict belongs to [default: the one a deepcnn
+    /// export records].
     #[arg(long)]
-    pub model: ModelKind,
+    pub model: Option<ModelKind>,
     /// A state_dict saved by PyTorch: `torch.save(net.state_dict(), FILE.pt)` or a .safetensors file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// The run directory to create.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// The image size the network was trained at [default: the model's].
+    /// The image size the network was trained at [default: the one a deepcnn export records,
+    /// else the model's].
     #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub resize: Option<usize>,
     /// Replace a run already in --out.
@@ -70,19 +73,37 @@ pub struct ImportArgs {
 }
 
 pub fn import(args: ImportArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let config = TrainConfig { resize: args.resize, ..TrainConfig::new(args.model) };
+    let file = TorchFile::read(&args.file)?;
+    let recorded_model = file.model.as_deref().map(str::parse::<ModelKind>).transpose();
+    let recorded_model = recorded_model.map_err(|e| anyhow::anyhow!("{}: its metadata names {e}", args.file.display()))?;
+    let model = match (args.model, recorded_model) {
+        (Some(asked), Some(recorded)) if asked != recorded => {
+            bail!("{} holds a {recorded} network (its metadata says so), not a {asked}", args.file.display())
+        }
+        (Some(kind), _) | (None, Some(kind)) => kind,
+        (None, None) => bail!("{} does not record which network it holds; pass --model NAME", args.file.display()),
+    };
+    let recorded_size = match &file.image_size {
+        Some(text) => Some(text.parse::<usize>().ok().filter(|&s| s > 0).ok_or_else(|| {
+            anyhow::anyhow!("{}: its metadata gives the image size as {text:?}, not a positive number", args.file.display())
+        })?),
+        None => None,
+    };
+    let resize = match (args.resize, recorded_size) {
+        (Some(asked), Some(recorded)) if asked != recorded => bail!(
+            "{} was trained at {recorded}×{recorded} (its metadata says so); --resize {asked} would evaluate it at another size",
+            args.file.display()
+        ),
+        (asked, recorded) => asked.or(recorded),
+    };
+    let config = TrainConfig { resize, ..TrainConfig::new(model) };
     config.validate()?;
-    let model = import_state_dict(args.model, &args.file, &Device::flex())?;
-    let run = RunDir::create(&args.out, args.force)?;
-    run.save_imported(&config, &model)?;
-    writeln!(out, "imported {} weights from {} into {}", args.model, args.file.display(), args.out.display())?;
+    let network = import_tensors(model, file, &args.file, &Device::flex())?;
+    let run = RunDir::create(&args.out, args.force, false)?;
+    run.save_imported(&config, &network)?;
+    let size = config.image_size();
+    writeln!(out, "imported {model} weights ({size}×{size} images) from {} into {}", args.file.display(), args.out.display())?;
     Ok(())
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ExportFormat {
-    /// The book's PyTorch state_dict keys; load with `safetensors.torch.load_file`.
-    Safetensors,
 }
 
 #[derive(Debug, Args)]
@@ -90,9 +111,8 @@ pub struct ExportArgs {
     /// A run directory.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    #[arg(long, value_enum, default_value = "safetensors")]
-    pub format: ExportFormat,
-    /// The file to write.
+    /// The file to write; its extension says the format (.safetensors: the book's PyTorch
+    /// state_dict keys, for `safetensors.torch.load_file`).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Replace FILE if it exists.
@@ -101,13 +121,22 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
+    if args.out.extension().is_none_or(|e| e != "safetensors") {
+        bail!("{}: export writes .safetensors files; give --out a name ending in .safetensors", args.out.display());
+    }
     let (run, record) = RunDir::open(&args.checkpoint)?;
     let model = run.load_network(&record, &Device::flex())?;
     refuse_to_overwrite(&args.out, args.force)?;
-    let ExportFormat::Safetensors = args.format;
-    let bytes = export_safetensors(record.config.model, &model);
+    let bytes = export_safetensors(record.config.model, &model, record.config.image_size());
     write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
-    writeln!(out, "wrote {} ({} after {} epochs)", args.out.display(), record.config.model, record.epochs_done)?;
+    writeln!(
+        out,
+        "wrote {} ({} after {}, {s}×{s} images)",
+        args.out.display(),
+        record.config.model,
+        plural(record.epochs_done, "epoch", "epochs"),
+        s = record.config.image_size()
+    )?;
     Ok(())
 }
 

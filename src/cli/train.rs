@@ -10,8 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::RunDir;
 use crate::data::{Augment, FashionMnist};
+use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
-use crate::report::{draw_png, draw_svg, metrics_csv, Curves};
+use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
 use crate::train::{self, EpochMetrics, Observer, Schedule, TrainConfig, TrainError, TrainState};
 
 #[derive(Debug, Args)]
@@ -93,47 +94,44 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let (run_dir, config, state) = match &args.resume {
+    let (run_dir, config, state, scheduled_total) = match &args.resume {
         Some(dir) => {
-            let (run_dir, record) = RunDir::open(dir)?;
+            let (run_dir, record) = RunDir::open_to_continue(dir)?;
+            // What a kill between two writes may have left out of step with run.json is
+            // rewritten from it.
+            if !record.history.is_empty() {
+                for (name, bytes) in derived_files(&record.history) {
+                    run_dir.write(name, &bytes)?;
+                }
+            }
             let mut config = record.config.clone();
             config.epochs = args.epochs.unwrap_or(config.epochs);
             if config.epochs <= record.epochs_done {
                 bail!(
-                    "{} has already trained {} of {} epochs; pass --epochs with a larger total to train more",
+                    "{} has already trained {} of {}; pass --epochs with a larger total to train more",
                     dir.display(),
                     record.epochs_done,
-                    config.epochs
+                    plural(config.epochs, "epoch", "epochs")
                 );
             }
             let state = run_dir.load_state(&record, &device)?;
-            (Some(run_dir), config, Some(state))
+            (Some(run_dir), config, Some(state), record.config.epochs)
         }
         None => {
             let config = args.config(args.model.expect("clap requires --model without --resume"));
             // Check the flags before touching files or spending time on loading data.
             config.validate()?;
-            let run_dir = args.out.as_deref().map(|dir| RunDir::create(dir, args.force)).transpose()?;
-            (run_dir, config, None)
+            let run_dir = args.out.as_deref().map(|dir| RunDir::create(dir, args.force, true)).transpose()?;
+            let total = config.epochs;
+            (run_dir, config, None, total)
         }
     };
+    check_training_memory(&config)?;
     let data = FashionMnist::load(&args.data.data_dir)?;
     let state = state.unwrap_or_else(|| TrainState::fresh(&config, &device));
     let done = state.epochs_done();
     let n_train = config.train_len(data.train.len());
-    let size = config.image_size();
-    writeln!(
-        out,
-        "training {} on {n_train} images ({size}×{size}), testing on {}; batch {}, lr {}, {} epochs, seed {}{}{}",
-        config.model,
-        data.test.len(),
-        config.batch_size,
-        config.lr,
-        config.epochs,
-        config.seed,
-        if config.precise_bn > 0 { format!("; precise BN from {} batches", config.precise_bn) } else { String::new() },
-        if done > 0 { format!("; resuming after epoch {done}") } else { String::new() }
-    )?;
+    writeln!(out, "{}", header(&config, &data, n_train, done, scheduled_total))?;
     let show_progress = !args.quiet && std::io::stdout().is_terminal();
     let mut observer = CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress };
     match train::train(&config, &data, &device, state, &mut observer) {
@@ -150,6 +148,70 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         },
         Err(e) => Err(e.into()),
     }
+}
+
+/// The line that opens a run: what is trained on what, with which settings; where the data's
+/// images are resized, from what to what; and what extending a scheduled run means.
+fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize, scheduled_total: usize) -> String {
+    let size = config.image_size();
+    let [rows, cols] = data.train.image_size();
+    let images = if [rows, cols] == [size, size] {
+        format!("{size}×{size}")
+    } else {
+        format!("{rows}×{cols}, resized to {size}×{size}")
+    };
+    let mut line = format!(
+        "training {} on {n_train} images ({images}), testing on {}; batch {}, lr {}, {}, seed {}",
+        config.model,
+        data.test.len(),
+        config.batch_size,
+        config.lr,
+        plural(config.epochs, "epoch", "epochs"),
+        config.seed,
+    );
+    if config.schedule != Schedule::Constant {
+        line += &format!("; {} schedule over {}", config.schedule.name(), plural(config.epochs, "epoch", "epochs"));
+        if done > 0 && scheduled_total != config.epochs {
+            line += &format!(
+                " (epochs 1–{done} followed it over {scheduled_total}: the rest follows it over {}, so this run does \
+                 not end where an uninterrupted {}-epoch run would)",
+                config.epochs, config.epochs
+            );
+        }
+    }
+    if config.precise_bn > 0 {
+        // A batch is drawn at most once: an epoch shorter than the request gives what it has.
+        let batches = config.precise_bn.min(n_train.div_ceil(config.batch_size));
+        line += &format!("; precise BN from {}", plural(batches, "batch", "batches"));
+    }
+    if done > 0 {
+        line += &format!("; resuming after epoch {done}");
+    }
+    line
+}
+
+/// Refuses a run whose training step would need more memory than the machine has.
+fn check_training_memory(config: &TrainConfig) -> Result<(), MemoryError> {
+    let size = config.image_size();
+    memory::check(
+        || format!("training {} with batch {} at {size}×{size}", config.model, config.batch_size),
+        config.model.training_memory(config.batch_size, size),
+        "use a smaller --batch-size or --resize",
+    )
+}
+
+/// The files derived from a run's history: the metrics table and, where it can be drawn, the
+/// chart (a failure to draw it, fonts say, is reported but does not stop training).
+fn derived_files(history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
+    let mut files = vec![("metrics.csv", metrics_csv(history).into_bytes())];
+    let curves = Curves { runs: vec![(String::new(), history)] };
+    for (file, bytes) in [("training.svg", draw_svg(&curves).map(String::into_bytes)), ("training.png", draw_png(&curves))] {
+        match bytes {
+            Ok(bytes) => files.push((file, bytes)),
+            Err(e) => eprintln!("warning: could not draw {file}: {e}"),
+        }
+    }
+    files
 }
 
 /// Prints progress and epoch lines, and saves the run after every epoch.
@@ -191,30 +253,12 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        // Saved first: a printed epoch line means the epoch is on disk.
         if let Some(run) = self.run_dir {
-            run.save(self.config, state)?;
-            run.write("metrics.csv", metrics_csv(&state.history).as_bytes())?;
-            write_charts(run, &state.history);
+            run.save(self.config, state, &derived_files(&state.history))?;
         }
         writeln!(self.out, "{metrics}")?;
         self.out.flush()?;
         Ok(())
-    }
-}
-
-/// The run's chart; a failure to draw it (fonts, say) is reported but does not stop training.
-fn write_charts(run: &RunDir, history: &[EpochMetrics]) {
-    let curves = Curves { runs: vec![(String::new(), history)] };
-    let svg = draw_svg(&curves).map(String::into_bytes);
-    let png = draw_png(&curves);
-    for (file, bytes) in [("training.svg", svg), ("training.png", png)] {
-        match bytes {
-            Ok(bytes) => {
-                if let Err(e) = run.write(file, &bytes) {
-                    eprintln!("warning: {e}");
-                }
-            }
-            Err(e) => eprintln!("warning: could not draw {file}: {e}"),
-        }
     }
 }

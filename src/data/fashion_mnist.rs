@@ -34,6 +34,8 @@ pub enum DataError {
     MissingDefaultDir { dir: PathBuf },
     #[error("data directory {dir} does not exist (from --data-dir)")]
     MissingDir { dir: PathBuf },
+    #[error("{dir} is a file, not a directory (--data-dir names the directory that holds the IDX files)")]
+    NotADirectory { dir: PathBuf },
     #[error("{dir}: no {name} or {name}.gz in this directory")]
     MissingFile { dir: PathBuf, name: String },
     #[error(transparent)]
@@ -139,6 +141,9 @@ impl FashionMnist {
 }
 
 fn load_split(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(DataError::NotADirectory { dir: dir.into() });
+    }
     if !dir.is_dir() {
         return Err(if dir == Path::new(DEFAULT_DATA_DIR) {
             DataError::MissingDefaultDir { dir: dir.into() }

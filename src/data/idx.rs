@@ -17,10 +17,13 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Why an IDX file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IdxError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: corrupt gzip data: {source}")]
-    Gzip { path: PathBuf, source: std::io::Error },
+    // The causes are part of the message, not `source()`s: printed once either way.
+    #[error("{path}: cannot read: {cause}")]
+    Io { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: corrupt gzip data: {cause}")]
+    Gzip { path: PathBuf, cause: std::io::Error },
+    #[error("{path}: not a gzip file (the name ends in .gz, but the data has no gzip header)")]
+    NotGzip { path: PathBuf },
     #[error("{path}: file is empty")]
     Empty { path: PathBuf },
     #[error("{path}: header is {found} bytes long, an IDX header here needs {needed}")]
@@ -52,7 +55,7 @@ pub struct IdxImages {
 
 /// Reads a whole file, transparently gunzipping it when it starts with the gzip magic bytes.
 pub fn read_bytes(path: &Path) -> Result<Vec<u8>, IdxError> {
-    let raw = std::fs::read(path).map_err(|source| IdxError::Io { path: path.into(), source })?;
+    let raw = std::fs::read(path).map_err(|cause| IdxError::Io { path: path.into(), cause })?;
     decode_bytes(raw, path)
 }
 
@@ -64,16 +67,19 @@ pub const MAX_DECOMPRESSED: u64 = 1 << 30;
 /// only names the file in errors.
 pub fn decode_bytes(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>, IdxError> {
     if !raw.starts_with(&GZIP_MAGIC) {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
+            return Err(IdxError::NotGzip { path: path.into() });
+        }
         return Ok(raw);
     }
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(raw.as_slice())
         .take(MAX_DECOMPRESSED + 1)
         .read_to_end(&mut out)
-        .map_err(|source| IdxError::Gzip { path: path.into(), source })?;
+        .map_err(|cause| IdxError::Gzip { path: path.into(), cause })?;
     if out.len() as u64 > MAX_DECOMPRESSED {
-        let source = std::io::Error::other(format!("decompresses to more than {MAX_DECOMPRESSED} bytes"));
-        return Err(IdxError::Gzip { path: path.into(), source });
+        let cause = std::io::Error::other(format!("decompresses to more than {MAX_DECOMPRESSED} bytes"));
+        return Err(IdxError::Gzip { path: path.into(), cause });
     }
     Ok(out)
 }

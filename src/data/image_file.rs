@@ -18,7 +18,14 @@ pub struct ImageFileError {
 pub fn read_image(path: &Path, size: u32, invert: bool) -> Result<Vec<u8>, ImageFileError> {
     let error = |reason: String| ImageFileError { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(path).map_err(|e| error(e.to_string()))?;
-    let img = image::load_from_memory(&bytes).map_err(|e| error(format!("not a readable PNG or JPEG image: {e}")))?;
+    decode_image(&bytes, size, invert).map_err(error)
+}
+
+/// [`read_image`] of a file's bytes; the error says what is wrong with them. (`image` caps
+/// what a decoder may allocate, 512 MB by default: a header that claims an enormous image is
+/// an error, not an allocation.)
+pub fn decode_image(bytes: &[u8], size: u32, invert: bool) -> Result<Vec<u8>, String> {
+    let img = image::load_from_memory(bytes).map_err(|e| format!("not a readable PNG or JPEG image: {e}"))?;
     // Triangle (bilinear) averaging, like a typical `Resize` before feeding such a network.
     let grey = image::imageops::resize(&img.to_luma8(), size, size, FilterType::Triangle);
     let mut pixels = grey.into_raw();

@@ -144,48 +144,85 @@ fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)>
     Some((key, Layout::Same))
 }
 
-/// A float tensor as read from a PyTorch file.
+/// A tensor as read from a PyTorch file: its shape, and its values as f32 where it holds
+/// floating-point numbers (f64, f32, f16 and bf16 are converted), or the name of its type.
 struct TorchTensor {
     shape: Vec<usize>,
-    values: Vec<f32>,
+    values: Result<Vec<f32>, String>,
 }
 
-/// Reads the float tensors of a `.safetensors` file or a PyTorch `.pt`/`.pth` state_dict.
-/// Integer entries (BN's `num_batches_tracked`) are left out.
-fn read_torch_file(path: &Path) -> Result<BTreeMap<String, TorchTensor>, String> {
-    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
-    let mut out = BTreeMap::new();
-    if is_safetensors {
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
+/// What deepcnn writes into the metadata of a `.safetensors` export, and reads back on import.
+pub const METADATA_MODEL: &str = "deepcnn.model";
+pub const METADATA_IMAGE_SIZE: &str = "deepcnn.image_size";
+
+/// A PyTorch file's tensors and, for a deepcnn export, the network and image size it records.
+pub struct TorchFile {
+    tensors: BTreeMap<String, TorchTensor>,
+    /// `deepcnn.model` from the metadata, if present.
+    pub model: Option<String>,
+    /// `deepcnn.image_size` from the metadata, if present.
+    pub image_size: Option<String>,
+}
+
+impl TorchFile {
+    /// Reads a `.safetensors` file or a PyTorch `.pt`/`.pth` state_dict.
+    pub fn read(path: &Path) -> Result<Self, InteropError> {
+        let error = |reason: String| InteropError { path: path.to_path_buf(), reason };
+        let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+        let mut tensors = BTreeMap::new();
+        if is_safetensors {
+            let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
+            return Self::from_safetensors(&bytes).map_err(error);
+        } else {
+            let reader = PytorchReader::new(path).map_err(|e| error(format!("not a readable PyTorch state_dict: {e}")))?;
+            for (name, t) in reader.tensors() {
+                use burn::store::pytorch_reader::DType as T;
+                let bytes = t.read().map_err(|e| error(format!("`{name}`: {e}")))?;
+                let values = match t.dtype() {
+                    T::F64 => Ok(f64s(&bytes)),
+                    T::F32 => Ok(f32s(&bytes)),
+                    T::F16 => Ok(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                    T::BF16 => Ok(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                    other => Err(format!("{other:?}").to_lowercase()),
+                };
+                tensors.insert(name.clone(), TorchTensor { shape: t.shape().to_vec(), values });
+            }
+        }
+        Ok(TorchFile { tensors, model: None, image_size: None })
+    }
+
+    /// Reads the bytes of a `.safetensors` file; the error says what is wrong with them.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, String> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
+        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
+        let info = metadata.metadata().as_ref();
+        let recorded = |key: &str| info.and_then(|info| info.get(key).cloned());
+        let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let values = match view.dtype() {
-                Dtype::F32 => f32s(view.data()),
-                Dtype::F64 => f64s(view.data()),
-                _ => continue,
+                Dtype::F64 => Ok(f64s(view.data())),
+                Dtype::F32 => Ok(f32s(view.data())),
+                Dtype::F16 => Ok(view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                Dtype::BF16 => Ok(view.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                other => Err(format!("{other:?}").to_lowercase()),
             };
-            out.insert(name, TorchTensor { shape: view.shape().to_vec(), values });
+            tensors.insert(name, TorchTensor { shape: view.shape().to_vec(), values });
         }
-    } else {
-        let reader = PytorchReader::new(path).map_err(|e| format!("not a readable PyTorch state_dict: {e}"))?;
-        for (name, t) in reader.tensors() {
-            let bytes = t.read().map_err(|e| format!("{name}: {e}"))?;
-            let values = match t.dtype() {
-                burn::store::pytorch_reader::DType::F32 => f32s(&bytes),
-                burn::store::pytorch_reader::DType::F64 => f64s(&bytes),
-                _ => continue,
-            };
-            out.insert(name.clone(), TorchTensor { shape: t.shape().to_vec(), values });
-        }
+        Ok(TorchFile { tensors, model: recorded(METADATA_MODEL), image_size: recorded(METADATA_IMAGE_SIZE) })
     }
-    Ok(out)
 }
 
 /// Loads a PyTorch `state_dict` of the book's `kind` network into a deepcnn network on
-/// `device`. Every key must be there with the right shape, and no float key may be left over.
+/// `device`. Every key must be there with the right shape and finite values, and no float key
+/// may be left over.
 pub fn import_state_dict(kind: ModelKind, path: &Path, device: &Device) -> Result<Network, InteropError> {
+    import_tensors(kind, TorchFile::read(path)?, path, device)
+}
+
+/// [`import_state_dict`] of a file already read.
+pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &Device) -> Result<Network, InteropError> {
     let error = |reason: String| InteropError { path: path.to_path_buf(), reason };
-    let mut torch = read_torch_file(path).map_err(error)?;
+    let mut torch = file.tensors;
     let mut model = Network::new(kind, device);
     let mut tensors = Vec::new();
     for target in model.collect(None, None, false) {
@@ -200,14 +237,22 @@ pub fn import_state_dict(kind: ModelKind, path: &Path, device: &Device) -> Resul
                 source.shape
             )));
         }
+        let values = source.values.map_err(|dtype| error(format!("`{key}` holds {dtype} values; a weight must be floating-point")))?;
+        if values.len() != want.iter().product::<usize>() {
+            return Err(error(format!("`{key}` has {} values for its shape {:?}", values.len(), source.shape)));
+        }
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(error(format!("`{key}` holds {bad}: a network's weights must be finite numbers")));
+        }
         let values = match layout {
-            Layout::Transposed => transpose(&source.values, want[1], want[0]),
-            _ => source.values,
+            Layout::Transposed => transpose(&values, want[1], want[0]),
+            _ => values,
         };
         let bytes = Bytes::from_elems(values);
         tensors.push(PackTensor::new(target.name.clone(), DType::F32, want, None, bytes));
     }
-    if let Some(extra) = torch.keys().next() {
+    // Only floating-point entries are weights; integer ones (BN's `num_batches_tracked`) are not.
+    if let Some(extra) = torch.iter().find(|(_, t)| t.values.is_ok()).map(|(k, _)| k) {
         return Err(error(format!("unexpected `{extra}`: not a {kind} state_dict")));
     }
     let result = model.apply(tensors, None, None, false);
@@ -241,8 +286,9 @@ fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// The network's weights as a safetensors file with the book's PyTorch keys and layouts, which
 /// `model.load_state_dict(safetensors.torch.load_file(path))` accepts. PyTorch's built-in BN
 /// also has a `num_batches_tracked` counter, which only matters with `momentum=None`; it is
-/// written as 0.
-pub fn export_safetensors(kind: ModelKind, model: &Network) -> Vec<u8> {
+/// written as 0. The metadata records the network and the image size it was trained at, which
+/// `import` reads back.
+pub fn export_safetensors(kind: ModelKind, model: &Network, image_size: usize) -> Vec<u8> {
     let mut entries: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
     let mut builtin_bns = BTreeSet::new();
     for t in model.valid().collect(None, None, false) {
@@ -268,7 +314,11 @@ pub fn export_safetensors(kind: ModelKind, model: &Network) -> Vec<u8> {
             (k.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("consistent tensor view"))
         })
         .collect();
-    safetensors::serialize(views, None).expect("serializing to memory")
+    let metadata = HashMap::from([
+        (METADATA_MODEL.to_string(), kind.name().to_string()),
+        (METADATA_IMAGE_SIZE.to_string(), image_size.to_string()),
+    ]);
+    safetensors::serialize(views, Some(metadata)).expect("serializing to memory")
 }
 
 #[cfg(test)]
@@ -316,7 +366,7 @@ mod tests {
         for kind in [ModelKind::LeNetBnScratch, ModelKind::LeNetBn] {
             let net = Network::new(kind, &d);
             let path = dir.path().join(format!("{kind}.safetensors"));
-            std::fs::write(&path, export_safetensors(kind, &net)).unwrap();
+            std::fs::write(&path, export_safetensors(kind, &net, 28)).unwrap();
             let back = import_state_dict(kind, &path, &d).unwrap();
             let x = Tensor::<4>::random([2, 1, 28, 28], burn::tensor::Distribution::Default, &d);
             let (a, b) = (net.forward(x.clone()).into_data(), back.forward(x).into_data());

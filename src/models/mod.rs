@@ -87,17 +87,61 @@ impl ModelKind {
             _ => ("exactly", lenet::LENET_INPUT),
         };
         let needs = format!("{bound} {min}×{min}");
-        Err(InputSizeError { model: self, size, needs })
+        Err(InputSizeError { model: self, size, needs, flag: "--resize" })
+    }
+
+    /// About how many bytes a training step of `batch` images of `size`×`size` needs: the
+    /// layer outputs kept for the backward pass, their gradients and the convolutions'
+    /// buffers, plus weights, gradients and Adam's two moments. `size` must be one the network
+    /// takes ([`check_input`](Self::check_input)).
+    pub fn training_memory(self, batch: usize, size: usize) -> u64 {
+        let (rows, params) = self.shapes(size);
+        let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
+        (batch as u64).saturating_mul(floats).saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT) + params * 4 * 4
+    }
+
+    /// About how many bytes an evaluation-mode forward pass of `batch` images needs: a few
+    /// layer outputs at a time, the largest one deciding, plus the weights.
+    pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
+        let (rows, params) = self.shapes(size);
+        let largest = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).max().unwrap_or(0);
+        (batch as u64).saturating_mul(largest).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT) + params * 4
+    }
+
+    /// The summary rows at `size` and the number of trainable parameters.
+    fn shapes(self, size: usize) -> (Vec<LayerRow>, u64) {
+        let rows = Network::new(self, &Device::flex().autodiff()).summary(size);
+        let params = rows.iter().map(|r| r.params as u64).sum();
+        (rows, params)
     }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("{model} cannot take {size}×{size} images: it needs {needs} (see --resize)")]
+#[error("{model} cannot take {size}×{size} images: it needs {needs} (see {flag})")]
 pub struct InputSizeError {
     pub model: ModelKind,
     pub size: usize,
     pub needs: String,
+    /// The flag that sets the size: `--resize` for training, `--input` for summary and bench.
+    pub flag: &'static str,
 }
+
+impl InputSizeError {
+    /// The same error, pointing to `flag`.
+    pub fn for_flag(self, flag: &'static str) -> Self {
+        Self { flag, ..self }
+    }
+}
+
+/// How many bytes a training step needs per float of one image's layer outputs (as `summary`
+/// lists them), and an evaluation pass per float of its largest output. Measured: the peak
+/// memory of `deepcnn bench` less weights and Adam's state came to 10–13 bytes per float
+/// (resnet18 b256 at 64×64, densenet b64 at 96×96; lenet-bn needs about 5). The constants are
+/// rounded down, so that the estimate errs on the side of running.
+const TRAINING_BYTES_PER_OUTPUT_FLOAT: u64 = 10;
+/// An evaluation pass frees each output once the next layer has read it: input, output and
+/// the convolution's bounded column buffer are alive at once.
+const INFERENCE_BYTES_PER_OUTPUT_FLOAT: u64 = 8;
 
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -158,11 +202,18 @@ impl Network {
     /// Each top-level layer's output shape and trainable parameter count for one
     /// 1×1×`size`×`size` input, as the book prints them. The network should live on an
     /// autodiff device, where trainable parameters can be told from BN's moving statistics.
+    ///
+    /// The shapes come from a forward pass of an empty batch (0×1×S×S), which computes and
+    /// allocates nothing, so any size the network can take is summarised at no cost.
     pub fn summary(&self, size: usize) -> Vec<LayerRow> {
         let device = self.devices().into_iter().next().unwrap_or_default();
         let mut trace = Trace::on();
-        self.forward_traced(Tensor::zeros([1, 1, size, size], &device), &mut trace);
-        trace.rows()
+        self.forward_traced(Tensor::zeros([0, 1, size, size], &device), &mut trace);
+        let mut rows = trace.rows();
+        for row in &mut rows {
+            row.shape[0] = 1;
+        }
+        rows
     }
 
     fn forward_traced(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {

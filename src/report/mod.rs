@@ -8,3 +8,19 @@ pub mod plot;
 pub use csv::metrics_csv;
 pub use eval_text::write_eval_report;
 pub use plot::{draw_png, draw_svg, Curves};
+
+/// `n` and the noun, singular for one: "1 epoch", "3 epochs" (`noun` and `nouns`: English
+/// plurals are not all regular).
+pub fn plural(n: usize, noun: &str, nouns: &str) -> String {
+    format!("{n} {}", if n == 1 { noun } else { nouns })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_is_singular() {
+        assert_eq!(super::plural(1, "epoch", "epochs"), "1 epoch");
+        assert_eq!(super::plural(0, "epoch", "epochs"), "0 epochs");
+        assert_eq!(super::plural(5, "batch", "batches"), "5 batches");
+    }
+}

@@ -54,6 +54,15 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Its name on the command line and in `run.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Constant => "constant",
+            Schedule::Cosine => "cosine",
+            Schedule::OneCycle => "one-cycle",
+        }
+    }
+
     /// The learning rate for step `step` (0-based) of `total` steps.
     pub fn lr(self, base: f64, step: usize, total: usize) -> f64 {
         let cos = |from: f64, to: f64, t: f64| to + (from - to) * (1.0 + (std::f64::consts::PI * t).cos()) / 2.0;

@@ -33,8 +33,9 @@ pub enum TrainError {
     NoData,
     #[error("loss became {loss} at epoch {epoch}, step {step}; stopping")]
     NonFiniteLoss { epoch: usize, step: usize, loss: f64 },
-    #[error("{0}")]
-    Observer(#[source] anyhow::Error),
+    /// The observer's own error (saving a checkpoint, say), shown as it is.
+    #[error(transparent)]
+    Observer(anyhow::Error),
 }
 
 /// Everything a run needs to continue: the network (on an autodiff device), the optimizer's

@@ -206,6 +206,10 @@ fn col2im_chunk(dcols: &[f32], g: &ConvGeometry, m: usize, dx: &mut [f32]) {
 
 /// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    // An empty batch (how `summary` finds shapes) has no columns to allocate.
+    if g.batch == 0 {
+        return Vec::new();
+    }
     if direct::fits(g) {
         return direct::forward(x, weight, bias, g);
     }
@@ -313,6 +317,9 @@ pub fn backward(
     g: &ConvGeometry,
     input_grad: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    if g.batch == 0 {
+        return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
+    }
     let dx = input_grad.then(|| {
         if input_grad_is_a_convolution(g) {
             input_grad_by_convolution(weight, dy, g)
