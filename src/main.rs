@@ -17,6 +17,10 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("error: a command is required: train, eval, predict, plot, import, export, summary or bench (see --help)");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("error: {}", flag_error_line(&e));
             return ExitCode::from(2);

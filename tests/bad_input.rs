@@ -91,8 +91,27 @@ fn a_run_json_that_does_not_fit_its_network_is_refused_by_every_command() {
     ];
     edit_run_json(&run, |j| j["config"]["resize"] = 32.into());
     for args in commands {
-        fails_with(args, "run.json: settings that cannot be used: lenet-bn cannot take 32×32 images");
+        let line = fails_with(args, "run.json: settings that cannot be used: lenet-bn cannot take 32×32 images");
+        // The fix is in run.json: no flag to point to (eval and predict have no --resize).
+        assert!(!line.contains("--resize"), "{line}");
     }
+    edit_run_json(&run, |j| {
+        j["config"]["resize"] = serde_json::Value::Null;
+        j["config"]["model"] = "lenet".into();
+    });
+    let line = fails_with(commands[0], "lenet has no batch normalization, so precise BN has nothing to recompute");
+    assert!(!line.contains("--precise-bn"), "{line}");
+    edit_run_json(&run, |j| j["config"]["model"] = "lenet-bn".into());
+    // Metrics and counts no run writes.
+    for (field, value) in [("epoch", serde_json::json!(7)), ("test_accuracy", 5.0.into()), ("seconds", (-4.0).into())] {
+        let before = std::fs::read(run.join("run.json")).unwrap();
+        edit_run_json(&run, |j| j["history"][0][field] = value);
+        fails_with(commands[0], "the metrics of epoch 1 are not a run's");
+        std::fs::write(run.join("run.json"), before).unwrap();
+    }
+    edit_run_json(&run, |j| j["config"]["epochs"] = 0.into());
+    fails_with(commands[0], "epochs must be at least 1");
+    edit_run_json(&run, |j| j["config"]["epochs"] = 1.into());
     edit_run_json(&run, |j| {
         j["config"]["resize"] = serde_json::Value::Null;
         j["config"]["batch_size"] = 0.into();
@@ -111,10 +130,18 @@ fn a_run_json_that_does_not_fit_its_network_is_refused_by_every_command() {
 fn what_would_not_fit_in_memory_is_refused_before_it_is_allocated() {
     let data = synthetic_dir(8, 8);
     let d = path(data.path());
-    let line = fails_with(&["train", "--model", "resnet18", "--resize", "10000", "--data-dir", d], "training resnet18 with batch 256 at 10000×10000 would need about");
-    assert!(line.contains("TB of memory, and this machine has ") && line.contains("--batch-size or --resize"), "{line}");
+    // (A batch is never larger than the data: 8 images here.)
+    let line = fails_with(&["train", "--model", "resnet18", "--resize", "10000", "--data-dir", d], "training resnet18 with batch 8 at 10000×10000 would need about");
+    assert!(line.contains(" of memory, and this machine has ") && line.contains("--batch-size or --resize"), "{line}");
     fails_with(&["bench", "--model", "resnet18", "--batch-size", "100000000"], "smaller --batch-size or --input");
     fails_with(&["bench", "--model", "densenet", "--input", "20000", "--batch-size", "1"], "would need about");
+    // Sizes whose products would overflow are refused, not computed.
+    fails_with(&["bench", "--model", "lenet", "--batch-size", "1152921504606846976", "--steps", "1"], "would need about");
+    fails_with(&["summary", "--model", "resnet18", "--input", "4294967296"], "needs at most 1048576×1048576 (see --input)");
+    fails_with_code(&["summary", "--model", "resnet18", "--input", "18446744073709551616"], 2, "is too large");
+    // A batch is never larger than the data: this trains in one batch of 8.
+    let text = ok(&["train", "--model", "lenet-bn", "--data-dir", d, "--epochs", "1", "--batch-size", "1000000000000000"]);
+    assert!(text.contains("epoch 1, loss "), "{text}");
     // summary only prints shapes: any size the network takes costs nothing.
     let text = ok(&["summary", "--model", "densenet", "--input", "100000"]);
     assert!(text.lines().nth(1).unwrap().contains("[1, 64, 50000, 50000]"), "{text}");
@@ -132,6 +159,26 @@ fn an_allocation_that_fails_anyway_is_a_one_line_error() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.starts_with("error: out of memory: an allocation of ") && err.lines().count() == 1, "{err}");
+}
+
+#[test]
+fn checkpoint_files_that_are_no_files_or_far_too_large_are_not_read() {
+    let (data, _runs, run) = lenet_run();
+    let d = path(data.path());
+    let model = run.join("model-epoch1.bpk");
+    std::fs::remove_file(&model).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &model).unwrap();
+    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", d], "model-epoch1.bpk: is not a regular file");
+    std::fs::remove_file(&model).unwrap();
+    std::fs::File::create(&model).unwrap().set_len(10 << 30).unwrap(); // sparse: no disk used
+    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", d], "far more than any lenet-bn checkpoint");
+    std::fs::remove_file(&model).unwrap();
+    std::fs::create_dir(run.join("run.json.d")).unwrap();
+    std::fs::rename(run.join("run.json"), run.join("saved.json")).unwrap();
+    std::fs::rename(run.join("run.json.d"), run.join("run.json")).unwrap();
+    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", d], "run.json: is not a regular file");
+    fails_with(&["eval", "--checkpoint", path(&run.join("nowhere")), "--data-dir", d], "nowhere does not exist");
+    fails_with(&["eval", "--checkpoint", path(&run.join("saved.json")), "--data-dir", d], "saved.json: is a file, not a run directory");
 }
 
 #[test]
@@ -156,6 +203,14 @@ fn export_records_the_network_and_its_image_size_and_import_uses_them() {
     let x = path(&x);
     fails_with(&["import", "--model", "densenet", path(&weights), "--out", x], "holds a resnet18 network (its metadata says so), not a densenet");
     fails_with(&["import", path(&weights), "--out", x, "--resize", "96"], "was trained at 32×32 (its metadata says so)");
+    // Metadata that contradicts itself is the file's fault, said as such.
+    let odd = runs.path().join("odd.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+    let mut info = metadata.metadata().clone().unwrap();
+    info.insert("deepcnn.image_size".into(), "2000000".into());
+    rewrite_safetensors_with(&weights, &odd, |_| {}, Some(info));
+    fails_with(&["import", path(&odd), "--out", x], "odd.safetensors: its metadata gives the image size as 2000000, which a resnet18 cannot take");
     // A plain PyTorch file says nothing: --model is needed.
     let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/interop/lenet-bn.pt");
     fails_with(&["import", path(&torch), "--out", x], "does not record which network it holds; pass --model");
@@ -167,6 +222,17 @@ fn export_records_the_network_and_its_image_size_and_import_uses_them() {
 
 /// A copy of the safetensors file at `from`, with `change` applied to its tensors.
 fn rewrite_safetensors(from: &Path, to: &Path, change: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
+    let (_, metadata) = SafeTensors::read_metadata(&std::fs::read(from).unwrap()).unwrap();
+    rewrite_safetensors_with(from, to, change, metadata.metadata().clone())
+}
+
+/// [`rewrite_safetensors`] with other metadata.
+fn rewrite_safetensors_with(
+    from: &Path,
+    to: &Path,
+    change: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
+    metadata: Option<HashMap<String, String>>,
+) {
     let bytes = std::fs::read(from).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
@@ -174,8 +240,7 @@ fn rewrite_safetensors(from: &Path, to: &Path, change: impl FnOnce(&mut HashMap<
     change(&mut tensors);
     let views: HashMap<String, TensorView> =
         tensors.iter().map(|(k, (dtype, shape, data))| (k.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap())).collect();
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
-    std::fs::write(to, safetensors::serialize(views, metadata.metadata().clone()).unwrap()).unwrap();
+    std::fs::write(to, safetensors::serialize(views, metadata).unwrap()).unwrap();
 }
 
 #[test]
@@ -353,6 +418,98 @@ fn flag_errors_are_one_line_with_exit_code_2() {
 }
 
 #[test]
+fn checks_that_need_the_data_come_before_the_first_line() {
+    let tiny = idx_dir_of_size(3, 8, 4);
+    let d = path(tiny.path());
+    // Augmentation works on the images as stored: 3×3 here, whatever --resize says.
+    let out = deepcnn(&["train", "--model", "resnet18", "--data-dir", d, "--resize", "64", "--crop-padding", "2", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("crop padding 2 is too large for 3×3 images"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "a run was announced: {}", stdout(&out));
+    let empty = idx_dir_of_size(28, 0, 4);
+    let out = deepcnn(&["train", "--model", "lenet", "--data-dir", path(empty.path())]);
+    assert!(stderr(&out).starts_with("error: the training set is empty") && stdout(&out).is_empty(), "{}", stderr(&out));
+    let no_test = idx_dir_of_size(28, 8, 0);
+    fails_with(&["train", "--model", "lenet", "--data-dir", path(no_test.path())], "the test set is empty");
+}
+
+#[test]
+fn empty_or_partial_data_are_never_scored_as_zero() {
+    let (data, _runs, run) = lenet_run();
+    let d = path(data.path());
+    // Synthetic data has two classes: the other eight have no accuracy, rather than 0.
+    let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d]);
+    assert!(text.lines().any(|l| l.trim() == "Ankle boot     n/a  (0 images)"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--json"])).unwrap();
+    assert!(json["per_class"][9]["accuracy"].is_null() && json["per_class"][0]["accuracy"].is_number(), "{json}");
+    let no_test = idx_dir_of_size(28, 8, 0);
+    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(no_test.path())], "the test set is empty");
+    let no_train = idx_dir_of_size(28, 0, 8);
+    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(no_train.path()), "--precise-bn", "3"], "precise BN needs training batches");
+    // Precise BN at evaluation draws from the images the run trained on (its --limit).
+    edit_run_json(&run, |j| j["config"]["limit"] = 20.into());
+    let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--precise-bn", "5"]);
+    assert!(text.lines().next().unwrap().ends_with("from 1 training batch (all there are; 5 asked)"), "{text}");
+}
+
+#[test]
+fn a_run_that_diverges_in_its_last_step_is_not_saved_as_trained() {
+    let data = synthetic_dir(16, 8);
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("run");
+    // One step: the loss before it is finite, the weights after it are not usable.
+    let args = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "1", "--batch-size", "16", "--lr", "3e38", "--out", path(&run)];
+    let line = fails_with(&args, "stopping");
+    assert!(line.contains("not finite") || line.contains("weights became"), "{line}");
+    assert!(line.contains("no checkpoint was written to"), "{line}");
+    assert!(!run.join("run.json").exists());
+    fails_with(&["train", "--model", "lenet-bn", "--lr", "1e308"], "the learning rate 1e308 is not a number f32 can hold");
+}
+
+#[test]
+fn no_files_but_a_runs_own_are_replaced_without_force() {
+    let (data, runs, run) = lenet_run();
+    let d = path(data.path());
+    let mine = runs.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("metrics.csv"), "MY DATA").unwrap();
+    fails_with(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&mine)], "holds files but no deepcnn run");
+    let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/interop/lenet-bn.pt");
+    fails_with(&["import", "--model", "lenet-bn", path(&torch), "--out", path(&mine)], "holds files but no deepcnn run");
+    assert_eq!(std::fs::read_to_string(mine.join("metrics.csv")).unwrap(), "MY DATA");
+    // A chart of one's own naming is not replaced without --force either.
+    let chart = runs.path().join("chart");
+    std::fs::write(chart.with_extension("png"), "MY PICTURE").unwrap();
+    fails_with(&["plot", path(&run), "--out", path(&chart)], "chart.png exists; pass --force");
+    assert_eq!(std::fs::read_to_string(chart.with_extension("png")).unwrap(), "MY PICTURE");
+    ok(&["plot", path(&run), "--out", path(&chart), "--force"]);
+    // An import that replaces a trained run takes its metrics and chart with it.
+    ok(&["import", "--model", "lenet-bn", path(&torch), "--out", path(&run), "--force"]);
+    assert!(!run.join("metrics.csv").exists() && !run.join("training.png").exists());
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_training_quietly() {
+    let data = synthetic_dir(64, 8);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
+        .args(["train", "--model", "lenet", "--data-dir", path(data.path()), "--epochs", "50", "--batch-size", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap();
+    drop(lines); // `deepcnn train | head -1`
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{:?}: {}", out.status, stderr(&out));
+}
+
+#[test]
+fn no_command_says_a_command_is_needed() {
+    fails_with_code(&[], 2, "a command is required: train, eval, predict");
+}
+
+#[test]
 fn predict_reports_every_image_it_can_and_fails_for_the_rest() {
     let (_data, runs, run) = lenet_run();
     let good = runs.path().join("good.png");
@@ -365,7 +522,13 @@ fn predict_reports_every_image_it_can_and_fails_for_the_rest() {
     assert_eq!(text.lines().filter(|l| l.starts_with(&format!("{}: ", good.display()))).count(), 2, "{text}");
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(lines.len(), 1, "one line for the one bad file: {err}");
     assert!(lines[0].starts_with("error: ") && lines[0].contains("bad.png: not a readable PNG or JPEG"), "{err}");
-    assert_eq!(lines[1], "error: 1 image of 3 could not be read", "{err}");
+    // Two bad files, two lines, each naming its file; a single bad file, one line.
+    let missing = runs.path().join("missing.png");
+    let out = deepcnn(&["predict", "--checkpoint", path(&run), path(&bad), path(&good), path(&missing)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.lines().count() == 2 && err.contains("bad.png") && err.contains("missing.png"), "{err}");
+    fails_with(&["predict", "--checkpoint", path(&run), path(&missing)], "missing.png");
 }

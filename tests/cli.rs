@@ -163,10 +163,11 @@ fn runs_are_never_overwritten_by_accident() {
     let before = std::fs::read(run.join("run.json")).unwrap();
     let d = path(data.path());
     assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)], "already holds a run (lenet-bn, 1 epoch done)");
-    // A replacement that fails (its loss overflows in epoch 1) leaves the old run as it was.
+    // A replacement that fails (its loss overflows in epoch 1) leaves the old run as it was,
+    // and says so (the epoch it keeps is the old run's, not one of the failed run).
     assert_fails_with(
         &["train", "--model", "lenet-bn", "--data-dir", d, "--out", path(&run), "--force", "--lr", "1e38", "--batch-size", "16"],
-        "keeps the checkpoint of epoch 1",
+        "still holds the run that was there before, unchanged",
     );
     assert_eq!(std::fs::read(run.join("run.json")).unwrap(), before);
     assert!(run.join("model-epoch1.bpk").is_file());

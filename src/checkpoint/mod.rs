@@ -20,11 +20,17 @@ use serde::{Deserialize, Serialize};
 
 pub use atomic::write_atomic;
 
+use crate::memory::Bytes as ByteCount;
 use crate::models::{ModelKind, Network};
 use crate::report::plural;
-use crate::train::{optimizer_for, EpochMetrics, TrainConfig, TrainState};
+use crate::train::{optimizer_for, ConfigError, EpochMetrics, TrainConfig, TrainState};
 
 pub const RUN_FILE: &str = "run.json";
+/// A run.json holds one line of metrics per epoch: 64 MB is hundreds of thousands of epochs.
+const MAX_RUN_FILE: u64 = 64 << 20;
+/// Files a run directory holds besides run.json and the checkpoints: derived from the run's
+/// history by the command line (the metrics table, the chart).
+pub const DERIVED_FILES: [&str; 3] = ["metrics.csv", "training.svg", "training.png"];
 const FORMAT: u32 = 1;
 
 /// What `run.json` holds.
@@ -74,7 +80,24 @@ impl RunRecord {
         if record.history.len() != record.epochs_done || record.next_epoch != record.epochs_done + 1 {
             return Err("epoch count and history disagree".into());
         }
-        record.config.validate().map_err(|e| format!("settings that cannot be used: {e}"))?;
+        for (i, m) in record.history.iter().enumerate() {
+            let accuracies = [m.train_accuracy, m.test_accuracy].iter().all(|a| (0.0..=1.0).contains(a));
+            let finite = [m.loss, m.seconds, m.examples_per_sec].iter().all(|v| v.is_finite() && *v >= 0.0);
+            if m.epoch != i + 1 || !accuracies || !finite {
+                return Err(format!("the metrics of epoch {} are not a run's (epoch {}, accuracies outside 0–1, or negative or non-finite numbers)", i + 1, m.epoch));
+            }
+        }
+        record.config.validate().map_err(|e| {
+            // The fix is in this file, not in a flag.
+            let e = match e {
+                ConfigError::InputSize(e) => ConfigError::InputSize(e.for_flag(None)),
+                e => e,
+            };
+            format!("settings that cannot be used: {e}")
+        })?;
+        if record.epochs_done > record.config.epochs {
+            return Err(format!("{} done of a run of {}", record.epochs_done, plural(record.config.epochs, "epoch", "epochs")));
+        }
         for name in [Some(&record.model_file), record.optimizer_file.as_ref()].into_iter().flatten() {
             if !is_plain_file_name(name) {
                 return Err(format!("names {name:?}, which is not a file in the run directory"));
@@ -93,6 +116,14 @@ pub enum CheckpointError {
         .dir.display(), plural(*.epochs, "epoch", "epochs"), if *.resumable { "--resume to continue it or " } else { "" }
     )]
     RunExists { dir: PathBuf, model: ModelKind, epochs: usize, resumable: bool },
+    #[error(
+        "{} holds files but no deepcnn run (no {RUN_FILE}); give another directory, or pass --force to write the run \
+         there (files of the run's names are replaced)",
+        .dir.display()
+    )]
+    NotARunDir { dir: PathBuf },
+    #[error("{} does not exist", .dir.display())]
+    NoDir { dir: PathBuf },
     #[error("{}: {reason}", .path.display())]
     Corrupt { path: PathBuf, reason: String },
     // The cause is part of the message, not a `source()`: printed once.
@@ -133,6 +164,10 @@ impl RunDir {
                 resumable,
             });
         }
+        // Files of the run's names would be replaced: a directory of other things is not ours.
+        if !force && holds_other_files(path) {
+            return Err(CheckpointError::NotARunDir { dir: path.to_path_buf() });
+        }
         fs::create_dir_all(path).map_err(CheckpointError::io(path))?;
         let run = RunDir { path: path.to_path_buf() };
         run.remove_stale_temporaries();
@@ -142,9 +177,21 @@ impl RunDir {
     /// Opens an existing run and reads its `run.json`, checked to describe a run this deepcnn
     /// can load: every command that uses a saved run comes through here.
     pub fn open(path: &Path) -> Result<(Self, RunRecord), CheckpointError> {
+        if !path.exists() {
+            return Err(CheckpointError::NoDir { dir: path.to_path_buf() });
+        }
+        if !path.is_dir() {
+            return Err(CheckpointError::corrupt(path, "is a file, not a run directory"));
+        }
         let file = path.join(RUN_FILE);
-        if !file.is_file() {
+        if !file.exists() {
             return Err(CheckpointError::NoRun { dir: path.to_path_buf() });
+        }
+        if !file.is_file() {
+            return Err(CheckpointError::corrupt(&file, "is not a regular file"));
+        }
+        if fs::metadata(&file).map_err(CheckpointError::io(&file))?.len() > MAX_RUN_FILE {
+            return Err(CheckpointError::corrupt(&file, format!("is larger than any run.json ({})", ByteCount(MAX_RUN_FILE))));
         }
         let text = fs::read(&file).map_err(CheckpointError::io(&file))?;
         let record = RunRecord::parse(&text).map_err(|reason| CheckpointError::corrupt(&file, reason))?;
@@ -202,7 +249,12 @@ impl RunDir {
     pub fn save_imported(&self, config: &TrainConfig, model: &Network) -> Result<RunRecord, CheckpointError> {
         let model_file = "model-epoch0.bpk".to_string();
         self.write(&model_file, &network_bytes(model))?;
-        self.commit(RunRecord::new(config, model_file, None, Vec::new()))
+        let record = self.commit(RunRecord::new(config, model_file, None, Vec::new()))?;
+        // A replaced run's metrics and chart describe epochs this run does not have.
+        for file in DERIVED_FILES {
+            let _ = fs::remove_file(self.path.join(file));
+        }
+        Ok(record)
     }
 
     /// Writes `file` (a name inside the run directory) atomically.
@@ -229,8 +281,13 @@ impl RunDir {
     /// The run's network, in evaluation mode (on `device`).
     pub fn load_network(&self, record: &RunRecord, device: &Device) -> Result<Network, CheckpointError> {
         let path = self.path.join(&record.model_file);
-        let bytes = fs::read(&path).map_err(CheckpointError::io(&path))?;
-        load_network_bytes(record.config.model, bytes, device).map_err(|reason| CheckpointError::corrupt(&path, reason))
+        let kind = record.config.model;
+        let bytes = read_checkpoint_file(&path, kind)?;
+        let model = load_network_bytes(kind, bytes, device).map_err(|reason| CheckpointError::corrupt(&path, reason))?;
+        if let Some(value) = model.first_non_finite() {
+            return Err(CheckpointError::corrupt(&path, format!("holds a weight of {value}: the network diverged")));
+        }
+        Ok(model)
     }
 
     /// Everything needed to continue training: network (on `device`'s autodiff wrapper),
@@ -240,11 +297,35 @@ impl RunDir {
         let mut optim = optimizer_for(&record.config);
         if let Some(file) = &record.optimizer_file {
             let path = self.path.join(file);
-            let bytes = fs::read(&path).map_err(CheckpointError::io(&path))?;
+            let bytes = read_checkpoint_file(&path, record.config.model)?;
             optim = optim.from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| CheckpointError::corrupt(&path, e))?;
         }
         Ok(TrainState { model, optim, history: record.history.clone() })
     }
+}
+
+/// Whether `dir` holds anything but the temporaries of interrupted writes.
+fn holds_other_files(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| atomic::temporary_owner(&e.file_name().to_string_lossy()).is_none())
+}
+
+/// The bytes of a checkpoint file of a `kind` network, refused unread where it is not a
+/// regular file (a device or a pipe would be read without end) or is far larger than any
+/// checkpoint of that network (Adam's state, the larger file, holds three values a weight).
+fn read_checkpoint_file(path: &Path, kind: ModelKind) -> Result<Vec<u8>, CheckpointError> {
+    let meta = fs::metadata(path).map_err(CheckpointError::io(path))?;
+    if !meta.is_file() {
+        return Err(CheckpointError::corrupt(path, "is not a regular file"));
+    }
+    let limit = kind.parameter_bytes() * 4 + (16 << 20);
+    if meta.len() > limit {
+        return Err(CheckpointError::corrupt(
+            path,
+            format!("is {}, far more than any {kind} checkpoint (at most {})", ByteCount(meta.len()), ByteCount(limit)),
+        ));
+    }
+    fs::read(path).map_err(CheckpointError::io(path))
 }
 
 /// Whether `name` is a file name alone (no directory, no `..`): what `run.json` may name.

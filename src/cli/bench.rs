@@ -45,7 +45,7 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_train_size());
-    args.model.check_input(size).map_err(|e| e.for_flag("--input"))?;
+    args.model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
     memory::check(
         || format!("training {} with batch {} at {size}×{size}", args.model, args.batch_size),
         args.model.training_memory(args.batch_size, size),

@@ -48,20 +48,33 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute"
     );
     let size = record.config.image_size();
-    check_inference_memory(model_kind, args.batch_size, size)?;
-    if args.precise_bn.is_some() {
-        check_inference_memory(model_kind, record.config.batch_size, size)?;
-    }
-    let mut model = run.load_network(&record, &device)?;
     let test = FashionMnist::load_test(&args.data.data_dir)?;
+    if test.is_empty() {
+        bail!("the test set is empty: there is nothing to evaluate on");
+    }
+    check_inference_memory(model_kind, args.batch_size.min(test.len()), size, "use a smaller --batch-size")?;
+    let train = match args.precise_bn {
+        Some(_) => {
+            // The training images the run trained on (its --limit), in batches of its size.
+            let train = FashionMnist::load_train(&args.data.data_dir)?;
+            let n_train = record.config.train_len(train.len());
+            if n_train == 0 {
+                bail!("the training set is empty: precise BN needs training batches");
+            }
+            let batch = record.config.batch_size.min(n_train);
+            check_inference_memory(model_kind, batch, size, "precise BN takes the run's batch size, from its run.json")?;
+            Some((train, n_train))
+        }
+        None => None,
+    };
+    let mut model = run.load_network(&record, &device)?;
     let batcher = Batcher::new(Some(size), &device);
     let mut statistics = String::new();
-    if let Some(asked) = args.precise_bn {
-        let train = FashionMnist::load_train(&args.data.data_dir)?;
-        let order = shuffled(train.len(), record.config.seed);
+    if let (Some(asked), Some((train, n_train))) = (args.precise_bn, &train) {
+        let order = shuffled(*n_train, record.config.seed);
         // The run's batch size, as in training: batch statistics depend on it.
-        let batches = asked.min(train.len().div_ceil(record.config.batch_size));
-        let images = batcher.batches(&train, &order, record.config.batch_size).take(batches).map(|batch| batch.images);
+        let batches = asked.min(n_train.div_ceil(record.config.batch_size));
+        let images = batcher.batches(train, &order, record.config.batch_size).take(batches).map(|batch| batch.images);
         model = precise_batch_norm(model, images).valid();
         statistics = format!("; batch normalization statistics from {}", plural(batches, "training batch", "training batches"));
         if batches < asked {
@@ -69,6 +82,9 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
     }
     let report = evaluate_report(&model, &test, &batcher, args.batch_size);
+    if !report.loss.is_finite() {
+        bail!("the test loss is {}: the network's outputs are not finite numbers (the run diverged?)", report.loss);
+    }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, &report)?;
         writeln!(out)?;
@@ -92,11 +108,11 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
 }
 
 /// Refuses an evaluation whose forward pass would need more memory than the machine has.
-fn check_inference_memory(model: ModelKind, batch: usize, size: usize) -> Result<(), MemoryError> {
+fn check_inference_memory(model: ModelKind, batch: usize, size: usize, hint: &'static str) -> Result<(), MemoryError> {
     memory::check(
         || format!("evaluating {model} with batch {batch} at {size}×{size}"),
         model.inference_memory(batch, size),
-        "use a smaller --batch-size",
+        hint,
     )
 }
 
@@ -133,10 +149,17 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let (run, record) = RunDir::open(&args.checkpoint)?;
     let size = record.config.image_size();
-    check_inference_memory(record.config.model, args.images.len().max(1), size)?;
+    // Images are predicted one at a time.
+    check_inference_memory(record.config.model, 1, size, "the run's image size is in its run.json")?;
     let model = run.load_network(&record, &device)?;
     // Each image on its own: a file that cannot be read is reported, and the others still are.
-    let mut failed = 0;
+    // The last failure is the command's error; those before it are printed as they happen.
+    let mut failed: Option<anyhow::Error> = None;
+    let mut fail = |e: anyhow::Error| {
+        if let Some(earlier) = failed.replace(e) {
+            eprintln!("error: {earlier}");
+        }
+    };
     let predict_one = |name: String, pixels: Vec<u8>, [rows, cols]: [usize; 2], out: &mut dyn Write| {
         let guesses = top_k(&model, &[pixels], [rows, cols], size, args.top_k, &device).remove(0);
         let list: Vec<String> = guesses.iter().map(|g| format!("{} {:.3}", g.class, g.probability)).collect();
@@ -145,10 +168,7 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
     for path in &args.images {
         match read_image(path, 28, args.invert) {
             Ok(pixels) => predict_one(path.display().to_string(), pixels, [28, 28], out)?,
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
-            }
+            Err(e) => fail(e.into()),
         }
     }
     if let (Some(file), Some(i)) = (&args.idx, args.index) {
@@ -161,17 +181,10 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 };
                 predict_one(name, pixels, [rows, cols], out)?
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                failed += 1;
-            }
+            Err(e) => fail(e),
         }
     }
-    let asked = args.images.len() + usize::from(args.idx.is_some());
-    if failed > 0 {
-        bail!("{} of {} could not be read", plural(failed, "image", "images"), asked);
-    }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// Image `i` of an IDX file, with its height and width.

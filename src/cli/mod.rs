@@ -84,6 +84,7 @@ fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(format!("{s} is too large (at most {})", usize::MAX)),
         Err(_) => Err(format!("'{s}' is not a positive whole number")),
     }
 }
@@ -118,7 +119,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
 
 fn summary(args: SummaryArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_summary_size());
-    args.model.check_input(size).map_err(|e| e.for_flag("--input"))?;
+    args.model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
     let rows = Network::new(args.model, &Device::flex().autodiff()).summary(size);
     write_summary(&rows, out)?;
     Ok(())

@@ -13,7 +13,7 @@ use crate::interop::pytorch::{import_tensors, TorchFile};
 use crate::interop::export_safetensors;
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, plural, Curves};
-use crate::train::TrainConfig;
+use crate::train::{ConfigError, TrainConfig};
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
@@ -23,6 +23,9 @@ pub struct PlotArgs {
     /// Write OUT.svg and OUT.png. Default with one run: its own training.svg/.png.
     #[arg(long, value_name = "OUT")]
     pub out: Option<PathBuf>,
+    /// Replace OUT.svg and OUT.png if they exist.
+    #[arg(long, requires = "out")]
+    pub force: bool,
 }
 
 pub fn plot(args: PlotArgs, out: &mut impl Write) -> anyhow::Result<()> {
@@ -41,6 +44,12 @@ pub fn plot(args: PlotArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (None, _) => bail!("several runs are overlaid into one chart: say where with --out OUT"),
     };
     let curves = Curves { runs: records.iter().map(|(label, r)| (label.clone(), r.history.as_slice())).collect() };
+    // A chart of one's own choosing is not replaced without --force (a run's own is derived).
+    if args.out.is_some() {
+        for ext in ["svg", "png"] {
+            refuse_to_overwrite(&base.with_extension(ext), args.force)?;
+        }
+    }
     let svg = draw_svg(&curves).map_err(anyhow::Error::msg).context("drawing the chart")?;
     let png = draw_png(&curves).map_err(anyhow::Error::msg).context("drawing the chart")?;
     for (ext, bytes) in [("svg", svg.into_bytes()), ("png", png)] {
@@ -97,7 +106,13 @@ pub fn import(args: ImportArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (asked, recorded) => asked.or(recorded),
     };
     let config = TrainConfig { resize, ..TrainConfig::new(model) };
-    config.validate()?;
+    config.validate().map_err(|e| match (&e, args.resize, recorded_size) {
+        (ConfigError::InputSize(_), None, Some(size)) => anyhow::anyhow!(
+            "{}: its metadata gives the image size as {size}, which a {model} cannot take",
+            args.file.display()
+        ),
+        _ => e.into(),
+    })?;
     let network = import_tensors(model, file, &args.file, &Device::flex())?;
     let run = RunDir::create(&args.out, args.force, false)?;
     run.save_imported(&config, &network)?;

@@ -8,12 +8,12 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
-use crate::checkpoint::RunDir;
+use crate::checkpoint::{RunDir, RUN_FILE};
 use crate::data::{Augment, FashionMnist};
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
-use crate::train::{self, EpochMetrics, Observer, Schedule, TrainConfig, TrainError, TrainState};
+use crate::train::{self, ConfigError, EpochMetrics, Observer, Schedule, TrainConfig, TrainError, TrainState};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -94,7 +94,7 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
-    let (run_dir, config, state, scheduled_total) = match &args.resume {
+    let (run_dir, config, saved, scheduled_total) = match &args.resume {
         Some(dir) => {
             let (run_dir, record) = RunDir::open_to_continue(dir)?;
             // What a kill between two writes may have left out of step with run.json is
@@ -114,33 +114,63 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
                     plural(config.epochs, "epoch", "epochs")
                 );
             }
-            let state = run_dir.load_state(&record, &device)?;
-            (Some(run_dir), config, Some(state), record.config.epochs)
+            let scheduled_total = record.config.epochs;
+            (Some(run_dir), config, Some(record), scheduled_total)
         }
         None => {
             let config = args.config(args.model.expect("clap requires --model without --resume"));
             // Check the flags before touching files or spending time on loading data.
-            config.validate()?;
+            config.validate().map_err(|e| match e {
+                ConfigError::NoBatchNorm(_) => anyhow::anyhow!("{e} (pass --precise-bn 0)"),
+                e => e.into(),
+            })?;
             let run_dir = args.out.as_deref().map(|dir| RunDir::create(dir, args.force, true)).transpose()?;
             let total = config.epochs;
             (run_dir, config, None, total)
         }
     };
-    check_training_memory(&config)?;
+    let resumed = args.resume.is_some();
+    // What was in the run directory before: what a failure leaves there is said against it.
+    let had_run = run_dir.as_ref().is_some_and(|run| run.path().join(RUN_FILE).exists());
     let data = FashionMnist::load(&args.data.data_dir)?;
-    let state = state.unwrap_or_else(|| TrainState::fresh(&config, &device));
-    let done = state.epochs_done();
     let n_train = config.train_len(data.train.len());
+    // The checks that need the data, before the first line promises a run.
+    config.check_data(data.train.image_size())?;
+    if n_train == 0 {
+        bail!(TrainError::NoData);
+    }
+    if data.test.is_empty() {
+        bail!(TrainError::NoTestData);
+    }
+    check_training_memory(&config, n_train, resumed)?;
+    let state = match (&run_dir, saved) {
+        (Some(run), Some(record)) => run.load_state(&record, &device)?,
+        _ => TrainState::fresh(&config, &device),
+    };
+    let done = state.epochs_done();
     writeln!(out, "{}", header(&config, &data, n_train, done, scheduled_total))?;
     let show_progress = !args.quiet && std::io::stdout().is_terminal();
-    let mut observer = CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress };
-    match train::train(&config, &data, &device, state, &mut observer) {
+    let mut observer =
+        CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress, last_saved: None };
+    let result = train::train(&config, &data, &device, state, &mut observer);
+    let last_saved = observer.last_saved;
+    match result {
         Ok(_) => Ok(()),
-        Err(e @ TrainError::NonFiniteLoss { .. }) => match &run_dir {
+        // The observer's own error (a closed stdout, a full disk) as it is, so that a reader who
+        // went away (`deepcnn train | head`) is recognised as such.
+        Err(TrainError::Observer(e)) => Err(e),
+        Err(
+            e @ (TrainError::NonFiniteLoss { .. }
+            | TrainError::NonFiniteWeights { .. }
+            | TrainError::NonFiniteTestLoss { .. }),
+        ) => match &run_dir {
             Some(run) => {
-                let kept = match RunDir::open(run.path()) {
-                    Ok((_, record)) => format!("{} keeps the checkpoint of epoch {}", run.path().display(), record.epochs_done),
-                    Err(_) => format!("no checkpoint was written to {}", run.path().display()),
+                let dir = run.path().display();
+                let kept = match (last_saved, resumed, had_run) {
+                    (Some(epoch), _, _) => format!("{dir} keeps the checkpoint of epoch {epoch}"),
+                    (None, true, _) => format!("{dir} keeps the checkpoint of epoch {done}, where this resume started"),
+                    (None, false, true) => format!("{dir} still holds the run that was there before, unchanged"),
+                    (None, false, false) => format!("no checkpoint was written to {dir}"),
                 };
                 Err(anyhow::Error::new(e).context(kept))
             }
@@ -165,7 +195,7 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
         config.model,
         data.test.len(),
         config.batch_size,
-        config.lr,
+        compact(config.lr),
         plural(config.epochs, "epoch", "epochs"),
         config.seed,
     );
@@ -190,13 +220,28 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
     line
 }
 
-/// Refuses a run whose training step would need more memory than the machine has.
-fn check_training_memory(config: &TrainConfig) -> Result<(), MemoryError> {
+/// A number as people write it: 0.001 as `0.001`, 3e38 as `3e38` (not 39 digits).
+fn compact(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        x.to_string()
+    }
+}
+
+/// Refuses a run whose training step would need more memory than the machine has. A batch
+/// is never larger than the `n_train` images trained on.
+fn check_training_memory(config: &TrainConfig, n_train: usize, resumed: bool) -> Result<(), MemoryError> {
     let size = config.image_size();
+    let batch = config.batch_size.min(n_train);
     memory::check(
-        || format!("training {} with batch {} at {size}×{size}", config.model, config.batch_size),
-        config.model.training_memory(config.batch_size, size),
-        "use a smaller --batch-size or --resize",
+        || format!("training {} with batch {batch} at {size}×{size}", config.model),
+        config.model.training_memory(batch, size),
+        if resumed {
+            "the run's batch size and image size are in its run.json"
+        } else {
+            "use a smaller --batch-size or --resize"
+        },
     )
 }
 
@@ -221,6 +266,8 @@ struct CliObserver<'a, W: Write> {
     config: &'a TrainConfig,
     bar: Option<ProgressBar>,
     show_progress: bool,
+    /// The last epoch this run saved.
+    last_saved: Option<usize>,
 }
 
 impl<W: Write> Observer for CliObserver<'_, W> {
@@ -256,6 +303,7 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         // Saved first: a printed epoch line means the epoch is on disk.
         if let Some(run) = self.run_dir {
             run.save(self.config, state, &derived_files(&state.history))?;
+            self.last_saved = Some(metrics.epoch);
         }
         writeln!(self.out, "{metrics}")?;
         self.out.flush()?;

@@ -71,23 +71,24 @@ impl ModelKind {
         self != ModelKind::LeNet
     }
 
-    /// Checks that the network can take `size`×`size` images.
+    /// Checks that the network can take `size`×`size` images (at most [`MAX_IMAGE_SIZE`]).
     pub fn check_input(self, size: usize) -> Result<(), InputSizeError> {
         let ok = match self {
             ModelKind::LeNet | ModelKind::LeNetBnScratch | ModelKind::LeNetBn => size == lenet::LENET_INPUT,
-            ModelKind::ResNet18 => size >= ResNet18::min_input(),
-            ModelKind::DenseNet => size >= DenseNet::min_input(),
+            ModelKind::ResNet18 => (ResNet18::min_input()..=MAX_IMAGE_SIZE).contains(&size),
+            ModelKind::DenseNet => (DenseNet::min_input()..=MAX_IMAGE_SIZE).contains(&size),
         };
         if ok {
             return Ok(());
         }
-        let (bound, min) = match self {
-            ModelKind::ResNet18 => ("at least", ResNet18::min_input()),
-            ModelKind::DenseNet => ("at least", DenseNet::min_input()),
-            _ => ("exactly", lenet::LENET_INPUT),
+        let needs = match self {
+            ModelKind::ResNet18 if size > MAX_IMAGE_SIZE => format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}"),
+            ModelKind::DenseNet if size > MAX_IMAGE_SIZE => format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}"),
+            ModelKind::ResNet18 => format!("at least {0}×{0}", ResNet18::min_input()),
+            ModelKind::DenseNet => format!("at least {0}×{0}", DenseNet::min_input()),
+            _ => format!("exactly {0}×{0}", lenet::LENET_INPUT),
         };
-        let needs = format!("{bound} {min}×{min}");
-        Err(InputSizeError { model: self, size, needs, flag: "--resize" })
+        Err(InputSizeError { model: self, size, needs, flag: Some("--resize") })
     }
 
     /// About how many bytes a training step of `batch` images of `size`×`size` needs: the
@@ -97,7 +98,7 @@ impl ModelKind {
     pub fn training_memory(self, batch: usize, size: usize) -> u64 {
         let (rows, params) = self.shapes(size);
         let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
-        (batch as u64).saturating_mul(floats).saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT) + params * 4 * 4
+        (batch as u64).saturating_mul(floats).saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4 * 4)
     }
 
     /// About how many bytes an evaluation-mode forward pass of `batch` images needs: a few
@@ -105,7 +106,12 @@ impl ModelKind {
     pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
         let (rows, params) = self.shapes(size);
         let largest = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).max().unwrap_or(0);
-        (batch as u64).saturating_mul(largest).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT) + params * 4
+        (batch as u64).saturating_mul(largest).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4)
+    }
+
+    /// Bytes of all the network's values as f32: weights and batch-normalization statistics.
+    pub fn parameter_bytes(self) -> u64 {
+        Network::new(self, &Device::flex()).num_params() as u64 * 4
     }
 
     /// The summary rows at `size` and the number of trainable parameters.
@@ -116,19 +122,24 @@ impl ModelKind {
     }
 }
 
+/// The largest image side any network takes: far beyond real images, and small enough that
+/// no tensor size computed from it can overflow.
+pub const MAX_IMAGE_SIZE: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
-#[error("{model} cannot take {size}×{size} images: it needs {needs} (see {flag})")]
+#[error("{model} cannot take {size}×{size} images: it needs {needs}{}", .flag.map(|f| format!(" (see {f})")).unwrap_or_default())]
 pub struct InputSizeError {
     pub model: ModelKind,
     pub size: usize,
     pub needs: String,
-    /// The flag that sets the size: `--resize` for training, `--input` for summary and bench.
-    pub flag: &'static str,
+    /// The flag that sets the size (`--resize` for training, `--input` for summary and bench),
+    /// or `None` where the size does not come from a flag (a saved run's `run.json`).
+    pub flag: Option<&'static str>,
 }
 
 impl InputSizeError {
-    /// The same error, pointing to `flag`.
-    pub fn for_flag(self, flag: &'static str) -> Self {
+    /// The same error, pointing to `flag`, or to no flag.
+    pub fn for_flag(self, flag: Option<&'static str>) -> Self {
         Self { flag, ..self }
     }
 }
@@ -197,6 +208,23 @@ impl Network {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_traced(x, &mut Trace::off())
+    }
+
+    /// The first weight (or batch-normalization statistic) that is NaN or ±∞, if any: a
+    /// network that diverged, which must neither be saved as trained nor evaluated.
+    pub fn first_non_finite(&self) -> Option<f32> {
+        struct Find(Option<f32>);
+        impl burn::module::ModuleVisitor for Find {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                if self.0.is_none() {
+                    let data = param.val().into_data().convert::<f32>();
+                    self.0 = data.iter::<f32>().find(|v| !v.is_finite());
+                }
+            }
+        }
+        let mut find = Find(None);
+        self.visit(&mut find);
+        find.0
     }
 
     /// Each top-level layer's output shape and trainable parameter count for one
@@ -327,6 +355,8 @@ mod tests {
         assert_eq!(err, "densenet cannot take 28×28 images: it needs at least 29×29 (see --resize)");
         let err = ModelKind::LeNet.check_input(96).unwrap_err().to_string();
         assert!(err.contains("exactly 28×28"), "{err}");
+        let err = ModelKind::ResNet18.check_input(MAX_IMAGE_SIZE + 1).unwrap_err().for_flag(None).to_string();
+        assert_eq!(err, "resnet18 cannot take 1048577×1048577 images: it needs at most 1048576×1048576");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub fn write_eval_report(r: &EvalReport, out: &mut impl Write) -> io::Result<()>
     writeln!(out, "test loss {:.4}, test acc {:.4} ({} of {} images)", r.loss, r.accuracy, r.correct(), r.examples)?;
     writeln!(out, "\nper-class accuracy:")?;
     for c in &r.per_class {
-        writeln!(out, "  {:<12} {:.3}  ({} images)", c.class, c.accuracy, c.examples)?;
+        let accuracy = c.accuracy.map_or("  n/a".to_string(), |a| format!("{a:.3}"));
+        writeln!(out, "  {:<12} {accuracy}  ({} images)", c.class, c.examples)?;
     }
     writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted):")?;
     let short: Vec<String> = CLASS_NAMES.iter().map(|n| n.chars().take(7).collect()).collect();

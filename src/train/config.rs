@@ -92,10 +92,12 @@ pub enum ConfigError {
     BadLearningRate(f64),
     #[error("weight decay must be a finite number ≥ 0, got {0}")]
     BadWeightDecay(f64),
-    #[error("{0} has no batch normalization, so precise BN has nothing to recompute (pass --precise-bn 0)")]
+    #[error("{0} has no batch normalization, so precise BN has nothing to recompute")]
     NoBatchNorm(ModelKind),
-    #[error("crop padding {padding} is too large for {size}×{size} images")]
-    BadCropPadding { padding: usize, size: usize },
+    #[error("crop padding {padding} is too large for {rows}×{cols} images (it must be less than half the smaller side)")]
+    BadCropPadding { padding: usize, rows: usize, cols: usize },
+    #[error("the learning rate {0:e} is not a number f32 can hold (it must be at least 1.2e-38 and at most 3.4e38)")]
+    LearningRateOutOfRange(f64),
     #[error(transparent)]
     InputSize(#[from] InputSizeError),
 }
@@ -120,6 +122,17 @@ impl TrainConfig {
         }
     }
 
+    /// Checks the settings that depend on the data: the crop padding against the size of its
+    /// images (augmentation works on the images as stored, before any resize).
+    pub fn check_data(&self, [rows, cols]: [usize; 2]) -> Result<(), ConfigError> {
+        // A padding of half the side or more can crop out nothing but padding.
+        let padding = self.augment.crop_padding;
+        if padding > 0 && 2 * padding >= rows.min(cols) {
+            return Err(ConfigError::BadCropPadding { padding, rows, cols });
+        }
+        Ok(())
+    }
+
     /// Height and width of the images the network is trained on.
     pub fn image_size(&self) -> usize {
         self.resize.unwrap_or(self.model.default_train_size())
@@ -139,12 +152,12 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(ConfigError::BadLearningRate(self.lr));
         }
+        // The optimizer computes in f32: a rate that rounds to 0 or infinity there is no rate.
+        if !(self.lr as f32).is_normal() {
+            return Err(ConfigError::LearningRateOutOfRange(self.lr));
+        }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::BadWeightDecay(self.weight_decay));
-        }
-        // Fashion-MNIST's images are 28×28; a padding of half that leaves nothing of the image.
-        if self.augment.crop_padding >= 14 {
-            return Err(ConfigError::BadCropPadding { padding: self.augment.crop_padding, size: 28 });
         }
         if self.precise_bn > 0 && !self.model.has_batch_norm() {
             return Err(ConfigError::NoBatchNorm(self.model));
@@ -169,7 +182,8 @@ mod tests {
             TrainConfig { lr: -0.1, ..ok.clone() },
             TrainConfig { lr: f64::NAN, ..ok.clone() },
             TrainConfig { weight_decay: -1.0, ..ok.clone() },
-            TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..ok.clone() },
+            TrainConfig { lr: 1e-320, ..ok.clone() },
+            TrainConfig { lr: 1e308, ..ok.clone() },
             TrainConfig { resize: Some(32), ..ok.clone() },
             TrainConfig { model: ModelKind::DenseNet, resize: Some(28), ..ok.clone() },
             TrainConfig { model: ModelKind::LeNet, precise_bn: 10, ..ok.clone() },
@@ -177,6 +191,18 @@ mod tests {
         for config in bad {
             assert!(config.validate().is_err(), "{config:?} was accepted");
         }
+    }
+
+    #[test]
+    fn crop_padding_is_checked_against_the_datas_own_images() {
+        let c = TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..TrainConfig::new(ModelKind::ResNet18) };
+        assert!(c.validate().is_ok());
+        let e = c.check_data([28, 28]).unwrap_err().to_string();
+        assert!(e.starts_with("crop padding 14 is too large for 28×28 images"), "{e}");
+        assert!(c.check_data([64, 29]).is_ok());
+        assert!(c.check_data([29, 28]).is_err());
+        let small = TrainConfig { augment: Augment { crop_padding: 3, flip: false }, ..c };
+        assert!(small.check_data([1, 1]).is_err() && small.check_data([7, 7]).is_ok());
     }
 
     #[test]
@@ -208,6 +234,10 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"resnet18\"") && json.contains("\"one-cycle\""), "{json}");
         assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), c);
+        // The names the header prints are the ones run.json and the command line use.
+        for schedule in [Schedule::Constant, Schedule::Cosine, Schedule::OneCycle] {
+            assert_eq!(serde_json::to_value(schedule).unwrap(), schedule.name());
+        }
     }
 
     #[test]

@@ -33,7 +33,8 @@ pub struct EvalReport {
 pub struct ClassAccuracy {
     pub class: &'static str,
     pub examples: usize,
-    pub accuracy: f64,
+    /// `None` (JSON `null`) for a class with no examples: there is nothing to be right about.
+    pub accuracy: Option<f64>,
 }
 
 impl EvalReport {
@@ -43,7 +44,8 @@ impl EvalReport {
         let per_class = (0..NUM_CLASSES)
             .map(|c| {
                 let n: usize = confusion[c].iter().sum();
-                ClassAccuracy { class: CLASS_NAMES[c], examples: n, accuracy: confusion[c][c] as f64 / n.max(1) as f64 }
+                let accuracy = (n > 0).then(|| confusion[c][c] as f64 / n as f64);
+                ClassAccuracy { class: CLASS_NAMES[c], examples: n, accuracy }
             })
             .collect();
         let denominator = examples.max(1) as f64;
@@ -147,8 +149,9 @@ mod tests {
         assert_eq!(r.correct(), 7);
         assert_eq!(r.accuracy, 7.0 / 8.0);
         assert_eq!(r.loss, 0.25);
-        assert_eq!((r.per_class[0].class, r.per_class[0].examples, r.per_class[0].accuracy), ("T-shirt/top", 4, 0.75));
-        assert_eq!(r.per_class[9].accuracy, 1.0);
-        assert_eq!(r.per_class[1].examples, 0);
+        assert_eq!((r.per_class[0].class, r.per_class[0].examples, r.per_class[0].accuracy), ("T-shirt/top", 4, Some(0.75)));
+        assert_eq!(r.per_class[9].accuracy, Some(1.0));
+        // A class without examples has no accuracy, rather than a false 0.
+        assert_eq!((r.per_class[1].examples, r.per_class[1].accuracy), (0, None));
     }
 }

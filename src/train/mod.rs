@@ -31,6 +31,12 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     #[error("the training set is empty")]
     NoData,
+    #[error("the test set is empty: there is nothing to evaluate on")]
+    NoTestData,
+    #[error("the network's weights became {value} in epoch {epoch} (the learning rate is too high?); stopping")]
+    NonFiniteWeights { epoch: usize, value: f32 },
+    #[error("the test loss became {loss} after epoch {epoch}: the network's outputs are not finite numbers (the learning rate is too high?); stopping")]
+    NonFiniteTestLoss { epoch: usize, loss: f64 },
     #[error("loss became {loss} at epoch {epoch}, step {step}; stopping")]
     NonFiniteLoss { epoch: usize, step: usize, loss: f64 },
     /// The observer's own error (saving a checkpoint, say), shown as it is.
@@ -125,9 +131,13 @@ pub fn train(
     observer: &mut impl Observer,
 ) -> Result<TrainState, TrainError> {
     config.validate()?;
+    config.check_data(data.train.image_size())?;
     let n_train = config.train_len(data.train.len());
     if n_train == 0 {
         return Err(TrainError::NoData);
+    }
+    if data.test.is_empty() {
+        return Err(TrainError::NoTestData);
     }
     let size = Some(config.image_size());
     let train_batcher = Batcher::new(size, &device.clone().autodiff());
@@ -155,6 +165,10 @@ pub fn train(
             }
         }
         read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
+        // The loss is checked before each update; the epoch's last update is checked here.
+        if let Some(value) = state.model.first_non_finite() {
+            return Err(TrainError::NonFiniteWeights { epoch, value });
+        }
         if config.precise_bn > 0 {
             let batches = train_batcher.batches(&data.train, &order, config.batch_size).take(config.precise_bn);
             state.model = precise_bn::precise_batch_norm(state.model, batches.map(|batch| batch.images));
@@ -162,6 +176,9 @@ pub fn train(
         let train_seconds = start.elapsed().as_secs_f64();
         observer.evaluating();
         let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size);
+        if !test.mean_loss().is_finite() {
+            return Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() });
+        }
         let metrics = EpochMetrics {
             epoch,
             loss: tally.mean_loss(),
