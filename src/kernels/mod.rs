@@ -13,6 +13,7 @@ pub mod activation;
 pub mod adam;
 pub mod batch_norm;
 pub mod conv;
+pub mod onednn;
 pub mod pool;
 pub(crate) mod simd;
 pub mod profile;
@@ -504,6 +505,8 @@ pub enum Kernel {
     Sigmoid,
     Adam,
     MaxPool,
+    /// oneDNN's convolutions: off, deepcnn's own im2col + GEMM ones take their place.
+    Onednn,
 }
 
 static DISABLED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
@@ -511,7 +514,10 @@ static DISABLED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
 pub fn set_kernel_enabled(kernel: Kernel, enabled: bool) {
-    DISABLED[kernel as usize].store(!enabled, Ordering::Relaxed);
+    match kernel {
+        Kernel::Onednn => onednn::set_enabled(enabled),
+        _ => DISABLED[kernel as usize].store(!enabled, Ordering::Relaxed),
+    }
 }
 
 /// Whether `kernel` applies to `x`: it is switched on, and `x` is f32 on burn's Flex backend,

@@ -16,6 +16,8 @@ use rayon::prelude::*;
 
 mod direct;
 
+use super::onednn;
+
 /// Everything about a convolution's shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -204,15 +206,40 @@ fn col2im_chunk(dcols: &[f32], g: &ConvGeometry, m: usize, dx: &mut [f32]) {
     });
 }
 
-/// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout.
+/// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout: LeNet's few-channel layers
+/// by deepcnn's direct convolution, the others by oneDNN's.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
     // An empty batch (how `summary` finds shapes) has no columns to allocate.
     if g.batch == 0 {
         return Vec::new();
     }
-    if direct::fits(g) {
-        return direct::forward(x, weight, bias, g);
+    if !direct::fits(g) && onednn::is_enabled() {
+        match onednn::forward(x, weight, bias, g) {
+            Ok(y) => return y,
+            Err(e) => warn_fallback(&e),
+        }
     }
+    own_forward(x, weight, bias, g)
+}
+
+/// Where oneDNN fails (it should not: every geometry the networks use is tested), deepcnn's
+/// own kernels compute the same function; the first failure is reported.
+fn warn_fallback(e: &onednn::OneDnnError) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("warning: {e}; using deepcnn's own convolution instead"));
+}
+
+/// [`forward`] by deepcnn's own kernels: direct where it fits, else im2col + GEMM.
+fn own_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if direct::fits(g) {
+        direct::forward(x, weight, bias, g)
+    } else {
+        gemm_forward(x, weight, bias, g)
+    }
+}
+
+/// [`forward`] by im2col + GEMM.
+pub fn gemm_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let (k, p) = (g.k(), g.p());
     let mut y = vec![0.0f32; g.batch * g.out_len()];
     let chunk = chunk_len(g);
@@ -305,7 +332,7 @@ fn input_grad_by_convolution(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Ve
             dst.iter_mut().zip(src.iter().rev()).for_each(|(d, &s)| *d = s);
         }
     }
-    forward(dy, &flipped, &vec![0.0; g.c_in], &transposed(g))
+    own_forward(dy, &flipped, &vec![0.0; g.c_in], &transposed(g))
 }
 
 /// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
@@ -320,15 +347,46 @@ pub fn backward(
     if g.batch == 0 {
         return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
     }
+    if direct::fits(g) || !onednn::is_enabled() {
+        return own_backward(x, weight, dy, g, input_grad);
+    }
     let dx = input_grad.then(|| {
-        if input_grad_is_a_convolution(g) {
-            input_grad_by_convolution(weight, dy, g)
-        } else {
-            input_grad_by_col2im(weight, dy, g)
-        }
+        onednn::backward_data(weight, dy, g).unwrap_or_else(|e| {
+            warn_fallback(&e);
+            own_input_grad(weight, dy, g)
+        })
     });
+    let (dw, db) = onednn::backward_weights(x, dy, g).unwrap_or_else(|e| {
+        warn_fallback(&e);
+        (weight_grad_by_im2col(x, dy, g), bias_grad(dy, g))
+    });
+    (dx, dw, db)
+}
+
+/// [`backward`] by deepcnn's own kernels.
+fn own_backward(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    let dx = input_grad.then(|| own_input_grad(weight, dy, g));
     let dw = if direct::fits(g) { direct::weight_grad(x, dy, g) } else { weight_grad_by_im2col(x, dy, g) };
     (dx, dw, bias_grad(dy, g))
+}
+
+fn own_input_grad(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if input_grad_is_a_convolution(g) {
+        input_grad_by_convolution(weight, dy, g)
+    } else {
+        input_grad_by_col2im(weight, dy, g)
+    }
+}
+
+/// All three gradients by deepcnn's im2col + GEMM kernels (what oneDNN is tested against).
+pub fn gemm_backward(x: &[f32], weight: &[f32], dy: &[f32], g: &ConvGeometry) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (own_input_grad(weight, dy, g), weight_grad_by_im2col(x, dy, g), bias_grad(dy, g))
 }
 
 /// ∂Y of images `first..first + m` as one Cout×(m·P) matrix, the layout of the GEMMs.

@@ -1,0 +1,295 @@
+//! oneDNN's convolutions (Debian's `libdnnl-dev`, the library PyTorch's CPU convolutions use),
+//! behind a safe interface. `shim.cpp` holds the oneDNN calls: primitives cached per pass and
+//! geometry, oneDNN's own blocked layouts inside, plain NCHW/OIHW buffers at the boundary. This
+//! file checks every buffer's length against the geometry, which the C side cannot.
+
+use std::ffi::{c_char, c_int, CStr};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::conv::ConvGeometry;
+
+mod ffi {
+    use std::ffi::{c_char, c_int};
+
+    extern "C" {
+        pub fn dcnn_conv2d_forward(
+            x: *const f32,
+            w: *const f32,
+            b: *const f32,
+            y: *mut f32,
+            n: c_int,
+            c_in: c_int,
+            h: c_int,
+            w_: c_int,
+            c_out: c_int,
+            kh: c_int,
+            kw: c_int,
+            stride_h: c_int,
+            stride_w: c_int,
+            pad_h: c_int,
+            pad_w: c_int,
+        ) -> c_int;
+        pub fn dcnn_conv2d_backward_data(
+            w: *const f32,
+            dy: *const f32,
+            dx: *mut f32,
+            n: c_int,
+            c_in: c_int,
+            h: c_int,
+            w_: c_int,
+            c_out: c_int,
+            kh: c_int,
+            kw: c_int,
+            stride_h: c_int,
+            stride_w: c_int,
+            pad_h: c_int,
+            pad_w: c_int,
+        ) -> c_int;
+        pub fn dcnn_conv2d_backward_weights(
+            x: *const f32,
+            dy: *const f32,
+            dw: *mut f32,
+            db: *mut f32,
+            n: c_int,
+            c_in: c_int,
+            h: c_int,
+            w_: c_int,
+            c_out: c_int,
+            kh: c_int,
+            kw: c_int,
+            stride_h: c_int,
+            stride_w: c_int,
+            pad_h: c_int,
+            pad_w: c_int,
+        ) -> c_int;
+        pub fn dcnn_last_error() -> *const c_char;
+        pub fn dcnn_conv2d_impl(
+            pass: c_int,
+            n: c_int,
+            c_in: c_int,
+            h: c_int,
+            w_: c_int,
+            c_out: c_int,
+            kh: c_int,
+            kw: c_int,
+            stride_h: c_int,
+            stride_w: c_int,
+            pad_h: c_int,
+            pad_w: c_int,
+        ) -> *const c_char;
+    }
+}
+
+/// Why oneDNN did not compute a convolution (the caller then uses deepcnn's own).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("oneDNN: {0}")]
+pub struct OneDnnError(String);
+
+static DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Uses deepcnn's im2col + GEMM convolutions instead of oneDNN's from now on (or oneDNN's
+/// again), in the whole process: the A/B of `deepcnn bench --burn-ops onednn`.
+pub fn set_enabled(enabled: bool) {
+    DISABLED.store(!enabled, Ordering::Relaxed);
+}
+
+pub fn is_enabled() -> bool {
+    !DISABLED.load(Ordering::Relaxed)
+}
+
+/// The shim's geometry arguments, each checked to fit a C int.
+fn dims(g: &ConvGeometry) -> Result<[c_int; 11], OneDnnError> {
+    let all = [g.batch, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride[0], g.stride[1], g.padding[0], g.padding[1]];
+    let mut out = [0; 11];
+    for (o, v) in out.iter_mut().zip(all) {
+        *o = c_int::try_from(v).map_err(|_| OneDnnError(format!("a size of {v} is too large")))?;
+    }
+    Ok(out)
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<(), OneDnnError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(OneDnnError(format!("{what} has {got} values, the geometry needs {want}")))
+    }
+}
+
+fn status(code: c_int) -> Result<(), OneDnnError> {
+    if code == 0 {
+        return Ok(());
+    }
+    // SAFETY: the shim returns a NUL-terminated string that lives until this thread's next
+    // failing call; it is copied at once.
+    let message = unsafe { CStr::from_ptr(ffi::dcnn_last_error()) }.to_string_lossy().into_owned();
+    Err(OneDnnError(message))
+}
+
+fn weight_len(g: &ConvGeometry) -> usize {
+    g.c_out * g.c_in * g.kh * g.kw
+}
+
+/// Y = conv(X, W) + b: X N×Cin×H×W, W Cout×Cin×kh×kw, b Cout, Y N×Cout×H'×W'.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g)?;
+    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    check_len("the weight", weight.len(), weight_len(g))?;
+    check_len("the bias", bias.len(), g.c_out)?;
+    let mut y = vec![0.0f32; g.batch * g.c_out * g.out_h() * g.out_w()];
+    // SAFETY: every buffer has the length the geometry gives it (checked above), which is all
+    // the shim reads or writes.
+    let code = unsafe {
+        ffi::dcnn_conv2d_forward(
+            x.as_ptr(),
+            weight.as_ptr(),
+            bias.as_ptr(),
+            y.as_mut_ptr(),
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+            d[6],
+            d[7],
+            d[8],
+            d[9],
+            d[10],
+        )
+    };
+    status(code).map(|()| y)
+}
+
+/// ∂X of [`forward`], given W and ∂Y.
+pub fn backward_data(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g)?;
+    check_len("the weight", weight.len(), weight_len(g))?;
+    check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
+    let mut dx = vec![0.0f32; g.batch * g.c_in * g.h * g.w];
+    // SAFETY: as in `forward`.
+    let code = unsafe {
+        ffi::dcnn_conv2d_backward_data(
+            weight.as_ptr(),
+            dy.as_ptr(),
+            dx.as_mut_ptr(),
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+            d[6],
+            d[7],
+            d[8],
+            d[9],
+            d[10],
+        )
+    };
+    status(code).map(|()| dx)
+}
+
+/// ∂W and ∂b of [`forward`], given X and ∂Y.
+pub fn backward_weights(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
+    let d = dims(g)?;
+    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
+    let (mut dw, mut db) = (vec![0.0f32; weight_len(g)], vec![0.0f32; g.c_out]);
+    // SAFETY: as in `forward`.
+    let code = unsafe {
+        ffi::dcnn_conv2d_backward_weights(
+            x.as_ptr(),
+            dy.as_ptr(),
+            dw.as_mut_ptr(),
+            db.as_mut_ptr(),
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4],
+            d[5],
+            d[6],
+            d[7],
+            d[8],
+            d[9],
+            d[10],
+        )
+    };
+    status(code).map(|()| (dw, db))
+}
+
+/// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W), e.g.
+/// `jit:avx512_core`, for logs and the profile.
+pub fn implementations(g: &ConvGeometry) -> Result<[String; 3], OneDnnError> {
+    let d = dims(g)?;
+    let name = |pass: c_int| -> Result<String, OneDnnError> {
+        // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
+        // process.
+        let p: *const c_char =
+            unsafe { ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10]) };
+        if p.is_null() {
+            status(-1)?;
+        }
+        Ok(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    Ok([name(0)?, name(1)?, name(2)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::conv;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    }
+
+    fn geometry(batch: usize, c_in: usize, h: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> ConvGeometry {
+        ConvGeometry { batch, c_in, h, w: h + 1, c_out, kh: k, kw: k, stride: [stride; 2], padding: [pad; 2] }
+    }
+
+    /// Every pass agrees with deepcnn's own im2col + GEMM convolution (itself tested against
+    /// the definition) to float rounding, on the networks' kinds of layer.
+    #[test]
+    fn every_pass_matches_deepcnns_own_convolution() {
+        for g in [
+            geometry(2, 3, 7, 4, 3, 1, 1),
+            geometry(3, 5, 9, 6, 3, 2, 1),
+            geometry(2, 1, 28, 64, 7, 2, 3),
+            geometry(2, 64, 7, 128, 1, 2, 0),
+            geometry(2, 16, 5, 8, 5, 1, 2),
+        ] {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let w = values(weight_len(&g), 2);
+            let b = values(g.c_out, 3);
+            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
+            let want_y = conv::gemm_forward(&x, &w, &b, &g);
+            let (want_dx, want_dw, want_db) = conv::gemm_backward(&x, &w, &dy, &g);
+            assert!(max_diff(&forward(&x, &w, &b, &g).unwrap(), &want_y) < 1e-4, "{g:?}");
+            assert!(max_diff(&backward_data(&w, &dy, &g).unwrap(), &want_dx) < 1e-4, "{g:?}");
+            let (dw, db) = backward_weights(&x, &dy, &g).unwrap();
+            assert!(max_diff(&dw, &want_dw) < 1e-3 && max_diff(&db, &want_db) < 1e-3, "{g:?}");
+            // The same inputs give the same bits (at a fixed thread count).
+            assert_eq!(backward_weights(&x, &dy, &g).unwrap().0, dw);
+        }
+    }
+
+    #[test]
+    fn buffers_that_do_not_fit_the_geometry_are_refused() {
+        let g = geometry(1, 2, 4, 3, 3, 1, 1);
+        let e = forward(&[0.0; 5], &values(weight_len(&g), 0), &[0.0; 3], &g).unwrap_err().to_string();
+        assert!(e.contains("the input has 5 values, the geometry needs 40"), "{e}");
+        let huge = ConvGeometry { batch: 1 << 40, ..g };
+        assert!(forward(&[], &[], &[], &huge).unwrap_err().to_string().contains("too large"));
+    }
+
+    #[test]
+    fn names_its_implementations() {
+        let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1)).unwrap();
+        assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
+    }
+}

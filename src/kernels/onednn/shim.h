@@ -1,0 +1,62 @@
+/* Plain-C interface to oneDNN 2.6 fp32 2-D convolutions (training passes).
+ *
+ * All tensors are dense row-major float32:
+ *   x, dx : N x C_in  x H    x W      (NCHW)
+ *   w, dw : C_out x C_in x KH x KW    (OIHW)
+ *   b, db : C_out
+ *   y, dy : N x C_out x H_out x W_out (NCHW)
+ * with H_out = (H + 2*pad_h - KH) / stride_h + 1 (likewise W_out); padding is
+ * symmetric and there is no dilation or grouping.
+ *
+ * Every function returns 0 on success and one of the DCNN_E* codes otherwise;
+ * dcnn_last_error() then describes the failure. The functions may be called
+ * from several threads at once.
+ */
+#ifndef DCNN_ONEDNN_SHIM_H
+#define DCNN_ONEDNN_SHIM_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define DCNN_OK 0
+#define DCNN_EINVAL 1 /* bad geometry or a NULL pointer */
+#define DCNN_EDNNL 2  /* oneDNN refused or failed (e.g. unimplemented) */
+#define DCNN_EOTHER 3 /* anything else, e.g. out of memory */
+
+#define DCNN_PASS_FORWARD 0
+#define DCNN_PASS_BACKWARD_DATA 1
+#define DCNN_PASS_BACKWARD_WEIGHTS 2
+
+/* y = conv(x, w) + b   (prop_kind forward_training) */
+int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
+        float *y, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
+        int stride_h, int stride_w, int pad_h, int pad_w);
+
+/* dx = dL/dx given w and dy (dx is overwritten, not accumulated) */
+int dcnn_conv2d_backward_data(const float *w, const float *dy, float *dx,
+        int n, int c_in, int h, int w_, int c_out, int kh, int kw,
+        int stride_h, int stride_w, int pad_h, int pad_w);
+
+/* dw = dL/dw, db = dL/db given x and dy (both overwritten) */
+int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
+        float *db, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
+        int stride_h, int stride_w, int pad_h, int pad_w);
+
+/* Message for the last failure on the calling thread ("" if none yet). Not
+ * cleared by later successful calls; the pointer stays valid until the
+ * thread's next failing call. */
+const char *dcnn_last_error(void);
+
+/* oneDNN's implementation name for a pass (DCNN_PASS_*) and geometry, e.g.
+ * "jit:avx512_core"; creates and caches the primitive if needed. NULL on
+ * failure. The string lives as long as the process. */
+const char *dcnn_conv2d_impl(int pass, int n, int c_in, int h, int w_,
+        int c_out, int kh, int kw, int stride_h, int stride_w, int pad_h,
+        int pad_w);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
