@@ -26,8 +26,81 @@ impl fmt::Display for ComputeDevice {
     }
 }
 
+/// The `--precision` of the commands that compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    Fp32,
+    /// Convolutions read bf16 inputs and accumulate in f32 (mixed precision, as PyTorch's
+    /// autocast); weights, Adam's state, batch normalization and the loss stay f32, and so do
+    /// checkpoints. On the CPU, where it has bf16 instructions (AVX512_BF16 or AMX).
+    Bf16,
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl Precision {
+    /// Computes in this precision from now on, in the whole process; refuses bf16 where it
+    /// cannot run fast: on the GPU, or on a CPU (or a `DNNL_MAX_CPU_ISA`) for which oneDNN has
+    /// no bf16 convolution kernel (it would fall back to its slow reference code).
+    pub fn apply(self, device: ComputeDevice) -> Result<(), DeviceError> {
+        use crate::kernels::{conv::ConvGeometry, onednn};
+        onednn::set_bf16(self == Precision::Bf16);
+        if self == Precision::Fp32 {
+            return Ok(());
+        }
+        if device != ComputeDevice::Cpu {
+            onednn::set_bf16(false);
+            return Err(DeviceError::Bf16NotHere("--precision bf16 is for the CPU (oneDNN's bf16 convolutions)".into()));
+        }
+        let probe = ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
+        let kernels = onednn::implementations(&probe, true);
+        match kernels {
+            Ok(names) if names.iter().all(|n| !n.starts_with("ref")) => Ok(()),
+            result => {
+                onednn::set_bf16(false);
+                let found = match result {
+                    Ok(names) => format!("only its reference code ({})", names.join(", ")),
+                    Err(e) => e.to_string(),
+                };
+                Err(DeviceError::Bf16NotHere(format!(
+                    "this CPU has no bf16 convolution kernels in oneDNN ({found}); bf16 needs AVX512_BF16 or AMX \
+                     (this CPU's flags: {}{})",
+                    bf16_flags(),
+                    std::env::var("DNNL_MAX_CPU_ISA").map(|isa| format!("; DNNL_MAX_CPU_ISA={isa}")).unwrap_or_default()
+                )))
+            }
+        }
+    }
+}
+
+/// The CPU's bf16 flags from /proc/cpuinfo, or "none".
+fn bf16_flags() -> String {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let flags: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().filter(|f| matches!(*f, "avx512_bf16" | "amx_bf16")).collect())
+        .unwrap_or_default();
+    if flags.is_empty() {
+        "none".into()
+    } else {
+        flags.join(", ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    #[error("{0}")]
+    Bf16NotHere(String),
     #[error(
         "this deepcnn was built without Vulkan support; build it with `cargo build --release --features vulkan` \
          to use --device vulkan"

@@ -505,6 +505,30 @@ fn a_reader_that_goes_away_ends_training_quietly() {
 }
 
 #[test]
+fn bf16_is_refused_where_it_cannot_run_fast() {
+    fails_with(&["bench", "--model", "lenet-bn", "--precision", "bf16", "--device", "vulkan"], "--precision bf16 is for the CPU");
+    // oneDNN as on an AVX2-only CPU: no bf16 kernels, only its slow reference code or none.
+    let out = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
+        .args(["bench", "--model", "lenet-bn", "--precision", "bf16", "--steps", "1"])
+        .env("DNNL_MAX_CPU_ISA", "AVX2")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error: this CPU has no bf16 convolution kernels in oneDNN") && err.contains("DNNL_MAX_CPU_ISA=AVX2"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // Where the CPU has them, a bf16 run says so in its first line.
+    let data = synthetic_dir(32, 8);
+    let out = deepcnn(&["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "1", "--batch-size", "16", "--precision", "bf16"]);
+    if stderr(&out).contains("no bf16 convolution kernels") {
+        eprintln!("skipped: this CPU has no bf16 convolution kernels");
+        return;
+    }
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).lines().next().unwrap().ends_with("; convolutions in bf16"), "{}", stdout(&out));
+}
+
+#[test]
 fn no_command_says_a_command_is_needed() {
     fails_with_code(&[], 2, "a command is required: train, eval, predict");
 }

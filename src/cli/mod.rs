@@ -13,7 +13,7 @@ use burn::prelude::*;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::DEFAULT_DATA_DIR;
-use crate::device::ComputeDevice;
+use crate::device::{ComputeDevice, Precision};
 use crate::models::{ModelKind, Network};
 use crate::nn::LayerRow;
 
@@ -58,16 +58,21 @@ pub struct SummaryArgs {
     pub input: Option<usize>,
 }
 
-/// `--device`, shared by the commands that compute.
+/// `--device` and `--precision`, shared by the commands that compute.
 #[derive(Debug, Args)]
 pub struct DeviceArgs {
     /// Where to compute: the CPU, or a GPU through Vulkan (in a build with `--features vulkan`).
     #[arg(long, value_enum, default_value_t = ComputeDevice::Cpu)]
     pub device: ComputeDevice,
+    /// fp32, or bf16: convolutions in bf16 with f32 accumulation (weights, optimizer, batch
+    /// normalization and checkpoints stay f32), on a CPU with AVX512_BF16 or AMX.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
 }
 
 impl DeviceArgs {
     pub fn open(&self) -> anyhow::Result<Device> {
+        self.precision.apply(self.device)?;
         Ok(self.device.open()?)
     }
 }

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, RUN_FILE};
 use crate::data::{Augment, FashionMnist};
+use crate::device::Precision;
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
@@ -148,7 +149,11 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         _ => TrainState::fresh(&config, &device),
     };
     let done = state.epochs_done();
-    writeln!(out, "{}", header(&config, &data, n_train, done, scheduled_total))?;
+    let mut first_line = header(&config, &data, n_train, done, scheduled_total);
+    if args.device.precision == Precision::Bf16 {
+        first_line += "; convolutions in bf16";
+    }
+    writeln!(out, "{first_line}")?;
     let show_progress = !args.quiet && std::io::stdout().is_terminal();
     let mut observer =
         CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress, last_saved: None };

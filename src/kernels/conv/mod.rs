@@ -207,13 +207,14 @@ fn col2im_chunk(dcols: &[f32], g: &ConvGeometry, m: usize, dx: &mut [f32]) {
 }
 
 /// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout: LeNet's few-channel layers
-/// by deepcnn's direct convolution, the others by oneDNN's.
+/// by deepcnn's direct convolution, the others (and all of them in bf16) by oneDNN's.
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
     // An empty batch (how `summary` finds shapes) has no columns to allocate.
     if g.batch == 0 {
         return Vec::new();
     }
-    if !direct::fits(g) && onednn::is_enabled() {
+    // In bf16 every convolution is oneDNN's (the direct kernel computes in f32).
+    if (onednn::is_bf16() || !direct::fits(g)) && onednn::is_enabled() {
         match onednn::forward(x, weight, bias, g) {
             Ok(y) => return y,
             Err(e) => warn_fallback(&e),
@@ -347,7 +348,7 @@ pub fn backward(
     if g.batch == 0 {
         return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
     }
-    if direct::fits(g) || !onednn::is_enabled() {
+    if (direct::fits(g) && !onednn::is_bf16()) || !onednn::is_enabled() {
         return own_backward(x, weight, dy, g, input_grad);
     }
     let dx = input_grad.then(|| {

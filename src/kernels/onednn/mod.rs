@@ -28,6 +28,7 @@ mod ffi {
             stride_w: c_int,
             pad_h: c_int,
             pad_w: c_int,
+            bf16: c_int,
         ) -> c_int;
         pub fn dcnn_conv2d_backward_data(
             w: *const f32,
@@ -44,6 +45,7 @@ mod ffi {
             stride_w: c_int,
             pad_h: c_int,
             pad_w: c_int,
+            bf16: c_int,
         ) -> c_int;
         pub fn dcnn_conv2d_backward_weights(
             x: *const f32,
@@ -61,6 +63,7 @@ mod ffi {
             stride_w: c_int,
             pad_h: c_int,
             pad_w: c_int,
+            bf16: c_int,
         ) -> c_int;
         pub fn dcnn_last_error() -> *const c_char;
         pub fn dcnn_conv2d_impl(
@@ -76,6 +79,7 @@ mod ffi {
             stride_w: c_int,
             pad_h: c_int,
             pad_w: c_int,
+            bf16: c_int,
         ) -> *const c_char;
     }
 }
@@ -86,6 +90,18 @@ mod ffi {
 pub struct OneDnnError(String);
 
 static DISABLED: AtomicBool = AtomicBool::new(false);
+static BF16: AtomicBool = AtomicBool::new(false);
+
+/// Convolutions in bf16 with f32 accumulation (`--precision bf16`) from now on, in the whole
+/// process, or in f32 again. Everything else (weights, Adam, batch normalization, the loss)
+/// stays f32.
+pub fn set_bf16(on: bool) {
+    BF16.store(on, Ordering::Relaxed);
+}
+
+pub fn is_bf16() -> bool {
+    BF16.load(Ordering::Relaxed)
+}
 
 /// Uses deepcnn's im2col + GEMM convolutions instead of oneDNN's from now on (or oneDNN's
 /// again), in the whole process: the A/B of `deepcnn bench --burn-ops onednn`.
@@ -97,13 +113,14 @@ pub fn is_enabled() -> bool {
     !DISABLED.load(Ordering::Relaxed)
 }
 
-/// The shim's geometry arguments, each checked to fit a C int.
-fn dims(g: &ConvGeometry) -> Result<[c_int; 11], OneDnnError> {
+/// The shim's geometry arguments, each checked to fit a C int, and the precision.
+fn dims(g: &ConvGeometry, bf16: bool) -> Result<[c_int; 12], OneDnnError> {
     let all = [g.batch, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride[0], g.stride[1], g.padding[0], g.padding[1]];
-    let mut out = [0; 11];
+    let mut out = [0; 12];
     for (o, v) in out.iter_mut().zip(all) {
         *o = c_int::try_from(v).map_err(|_| OneDnnError(format!("a size of {v} is too large")))?;
     }
+    out[11] = c_int::from(bf16);
     Ok(out)
 }
 
@@ -129,9 +146,15 @@ fn weight_len(g: &ConvGeometry) -> usize {
     g.c_out * g.c_in * g.kh * g.kw
 }
 
-/// Y = conv(X, W) + b: X N×Cin×H×W, W Cout×Cin×kh×kw, b Cout, Y N×Cout×H'×W'.
+/// Y = conv(X, W) + b: X N×Cin×H×W, W Cout×Cin×kh×kw, b Cout, Y N×Cout×H'×W', in the
+/// process's precision ([`set_bf16`]).
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g)?;
+    forward_in(x, weight, bias, g, is_bf16())
+}
+
+/// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32.
+pub fn forward_in(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, bf16: bool) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g, bf16)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the bias", bias.len(), g.c_out)?;
@@ -155,6 +178,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Res
             d[8],
             d[9],
             d[10],
+            d[11],
         )
     };
     status(code).map(|()| y)
@@ -162,7 +186,12 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Res
 
 /// ∂X of [`forward`], given W and ∂Y.
 pub fn backward_data(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g)?;
+    backward_data_in(weight, dy, g, is_bf16())
+}
+
+/// [`backward_data`] in bf16 or f32.
+pub fn backward_data_in(weight: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g, bf16)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     let mut dx = vec![0.0f32; g.batch * g.c_in * g.h * g.w];
@@ -183,6 +212,7 @@ pub fn backward_data(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<Vec
             d[8],
             d[9],
             d[10],
+            d[11],
         )
     };
     status(code).map(|()| dx)
@@ -190,7 +220,17 @@ pub fn backward_data(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<Vec
 
 /// ∂W and ∂b of [`forward`], given X and ∂Y.
 pub fn backward_weights(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
-    let d = dims(g)?;
+    backward_weights_in(x, dy, g, is_bf16())
+}
+
+/// [`backward_weights`] in bf16 or f32.
+pub fn backward_weights_in(
+    x: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    bf16: bool,
+) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
+    let d = dims(g, bf16)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     let (mut dw, mut db) = (vec![0.0f32; weight_len(g)], vec![0.0f32; g.c_out]);
@@ -212,20 +252,21 @@ pub fn backward_weights(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<(Vec<
             d[8],
             d[9],
             d[10],
+            d[11],
         )
     };
     status(code).map(|()| (dw, db))
 }
 
-/// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W), e.g.
-/// `jit:avx512_core`, for logs and the profile.
-pub fn implementations(g: &ConvGeometry) -> Result<[String; 3], OneDnnError> {
-    let d = dims(g)?;
+/// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W) in bf16 or f32,
+/// e.g. `jit:avx512_core`, for logs and checks.
+pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneDnnError> {
+    let d = dims(g, bf16)?;
     let name = |pass: c_int| -> Result<String, OneDnnError> {
         // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
         // process.
         let p: *const c_char =
-            unsafe { ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10]) };
+            unsafe { ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]) };
         if p.is_null() {
             status(-1)?;
         }
@@ -269,12 +310,12 @@ mod tests {
             let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
             let want_y = conv::gemm_forward(&x, &w, &b, &g);
             let (want_dx, want_dw, want_db) = conv::gemm_backward(&x, &w, &dy, &g);
-            assert!(max_diff(&forward(&x, &w, &b, &g).unwrap(), &want_y) < 1e-4, "{g:?}");
-            assert!(max_diff(&backward_data(&w, &dy, &g).unwrap(), &want_dx) < 1e-4, "{g:?}");
-            let (dw, db) = backward_weights(&x, &dy, &g).unwrap();
+            assert!(max_diff(&forward_in(&x, &w, &b, &g, false).unwrap(), &want_y) < 1e-4, "{g:?}");
+            assert!(max_diff(&backward_data_in(&w, &dy, &g, false).unwrap(), &want_dx) < 1e-4, "{g:?}");
+            let (dw, db) = backward_weights_in(&x, &dy, &g, false).unwrap();
             assert!(max_diff(&dw, &want_dw) < 1e-3 && max_diff(&db, &want_db) < 1e-3, "{g:?}");
             // The same inputs give the same bits (at a fixed thread count).
-            assert_eq!(backward_weights(&x, &dy, &g).unwrap().0, dw);
+            assert_eq!(backward_weights_in(&x, &dy, &g, false).unwrap().0, dw);
         }
     }
 
@@ -289,7 +330,44 @@ mod tests {
 
     #[test]
     fn names_its_implementations() {
-        let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1)).unwrap();
+        let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1), false).unwrap();
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
+    }
+
+    /// Whether this CPU gives oneDNN bf16 convolution kernels (not its reference code).
+    fn has_bf16_kernels() -> bool {
+        implementations(&geometry(2, 16, 8, 16, 3, 1, 1), true).is_ok_and(|n| n.iter().all(|n| !n.starts_with("ref")))
+    }
+
+    /// In bf16 each pass is the f32 convolution of the inputs rounded to bf16 (8 significant
+    /// bits), accumulated in f32: within bf16's rounding of f32, and not equal to f32.
+    #[test]
+    fn bf16_passes_are_the_f32_passes_to_bf16_rounding() {
+        if !has_bf16_kernels() {
+            eprintln!("skipped: this CPU has no bf16 convolution kernels (AVX512_BF16 or AMX)");
+            return;
+        }
+        for g in [geometry(4, 16, 9, 32, 3, 1, 1), geometry(2, 1, 28, 64, 7, 2, 3), geometry(2, 64, 7, 128, 1, 2, 0)] {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let w = values(weight_len(&g), 2);
+            let b = values(g.c_out, 3);
+            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
+            // A sum of K products of values below 1, each rounded to 2^-8 relative: K·2^-7.
+            let k = (g.c_in * g.kh * g.kw) as f32;
+            let tolerance = k * 2f32.powi(-7);
+            let pairs = [
+                (forward_in(&x, &w, &b, &g, true).unwrap(), forward_in(&x, &w, &b, &g, false).unwrap()),
+                (backward_data_in(&w, &dy, &g, true).unwrap(), backward_data_in(&w, &dy, &g, false).unwrap()),
+            ];
+            for (bf16, f32) in &pairs {
+                let diff = max_diff(bf16, f32);
+                assert!(diff < tolerance && diff > 0.0, "{g:?}: {diff} (tolerance {tolerance})");
+            }
+            let (dw16, _) = backward_weights_in(&x, &dy, &g, true).unwrap();
+            let (dw32, _) = backward_weights_in(&x, &dy, &g, false).unwrap();
+            let l = (g.batch * g.out_h() * g.out_w()) as f32;
+            let diff = max_diff(&dw16, &dw32);
+            assert!(diff < l * 2f32.powi(-7) && diff > 0.0, "{g:?}: ∂W {diff}");
+        }
     }
 }

@@ -60,6 +60,8 @@ stream &strm() {
 
 struct Geom {
     int n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw;
+    // 1: inputs (x, w, dy) rounded to bf16 inside the call, outputs and accumulation f32.
+    int bf16;
     int ho() const { return (h + 2 * ph - kh) / sh + 1; }
     int wo() const { return (w + 2 * pw - kw) / sw + 1; }
     // 64-bit so that huge paddings cannot overflow ho()/wo() below. The size
@@ -68,6 +70,7 @@ struct Geom {
     bool valid() const {
         const long long hp = h + 2LL * ph, wp = w + 2LL * pw;
         if (!(n > 0 && c_in > 0 && h > 0 && w > 0 && c_out > 0 && kh > 0
+                    && (bf16 == 0 || bf16 == 1)
                     && kw > 0 && sh > 0 && sw > 0 && ph >= 0 && pw >= 0
                     && hp >= kh && wp >= kw && hp <= INT_MAX && wp <= INT_MAX))
             return false;
@@ -126,7 +129,12 @@ primitive_attr user_scratchpad() {
 memory::desc plain(const memory::dims &d, tag t) {
     return memory::desc(d, dt::f32, t);
 }
-memory::desc any(const memory::dims &d) { return plain(d, tag::any); }
+memory::desc any(const memory::dims &d, dt type = dt::f32) {
+    return memory::desc(d, type, tag::any);
+}
+// The type the convolution reads its inputs in: the caller's f32 buffers are converted by the
+// reorder that brings them into the primitive's layout anyway.
+dt input_type(const Geom &g) { return g.bf16 ? dt::bf16 : dt::f32; }
 
 void add_arg(Entry &e, int id, bool is_output, const memory::desc &user_md,
         const memory::desc &prim_md) {
@@ -151,8 +159,9 @@ void add_arg(Entry &e, int id, bool is_output, const memory::desc &user_md,
 convolution_forward::primitive_desc fwd_pd(
         const Geom &g, const primitive_attr &attr) {
     convolution_forward::desc d(prop_kind::forward_training,
-            algorithm::convolution_direct, any(g.src()), any(g.wei()),
-            plain(g.bia(), tag::x), any(g.dst()), {g.sh, g.sw}, {g.ph, g.pw},
+            algorithm::convolution_direct, any(g.src(), input_type(g)),
+            any(g.wei(), input_type(g)), plain(g.bia(), tag::x), any(g.dst()),
+            {g.sh, g.sw}, {g.ph, g.pw},
             {g.ph, g.pw});
     return convolution_forward::primitive_desc(d, attr, eng());
 }
@@ -177,7 +186,8 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
         }
         case DCNN_PASS_BACKWARD_DATA: {
             convolution_backward_data::desc d(algorithm::convolution_direct,
-                    any(g.src()), any(g.wei()), any(g.dst()), {g.sh, g.sw},
+                    any(g.src()), any(g.wei(), input_type(g)),
+                    any(g.dst(), input_type(g)), {g.sh, g.sw},
                     {g.ph, g.pw}, {g.ph, g.pw});
             convolution_backward_data::primitive_desc pd(d, attr, eng(), fpd);
             e->conv = Prim(pd);
@@ -189,8 +199,9 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
         }
         case DCNN_PASS_BACKWARD_WEIGHTS: {
             convolution_backward_weights::desc d(algorithm::convolution_direct,
-                    any(g.src()), any(g.wei()), plain(g.bia(), tag::x),
-                    any(g.dst()), {g.sh, g.sw}, {g.ph, g.pw}, {g.ph, g.pw});
+                    any(g.src(), input_type(g)), any(g.wei()),
+                    plain(g.bia(), tag::x), any(g.dst(), input_type(g)),
+                    {g.sh, g.sw}, {g.ph, g.pw}, {g.ph, g.pw});
             convolution_backward_weights::primitive_desc pd(
                     d, attr, eng(), fpd);
             e->conv = Prim(pd);
@@ -207,11 +218,11 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
 }
 
 std::mutex g_cache_mu;
-std::map<std::array<int, 12>, std::unique_ptr<Entry>> g_cache;
+std::map<std::array<int, 13>, std::unique_ptr<Entry>> g_cache;
 
 Entry &lookup(int pass, const Geom &g) {
-    const std::array<int, 12> key = {pass, g.n, g.c_in, g.h, g.w, g.c_out,
-            g.kh, g.kw, g.sh, g.sw, g.ph, g.pw};
+    const std::array<int, 13> key = {pass, g.n, g.c_in, g.h, g.w, g.c_out,
+            g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.bf16};
     if (pass < DCNN_PASS_FORWARD || pass > DCNN_PASS_BACKWARD_WEIGHTS)
         throw std::invalid_argument("unknown pass " + std::to_string(pass));
     std::lock_guard<std::mutex> lk(g_cache_mu);
@@ -279,9 +290,9 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
         char buf[200];
         snprintf(buf, sizeof buf,
                 "invalid geometry n=%d c_in=%d h=%d w=%d c_out=%d k=%dx%d "
-                "stride=%dx%d pad=%dx%d",
+                "stride=%dx%d pad=%dx%d bf16=%d",
                 g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.sh, g.sw, g.ph,
-                g.pw);
+                g.pw, g.bf16);
         throw std::invalid_argument(buf);
     }
     for (const void *p : ptrs)
@@ -292,8 +303,8 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
 
 #define GEOM_PARAMS                                                      \
     int n, int c_in, int h, int w_, int c_out, int kh, int kw, int stride_h, \
-            int stride_w, int pad_h, int pad_w
-#define GEOM {n, c_in, h, w_, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w}
+            int stride_w, int pad_h, int pad_w, int bf16
+#define GEOM {n, c_in, h, w_, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, bf16}
 
 extern "C" {
 

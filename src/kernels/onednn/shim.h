@@ -6,7 +6,9 @@
  *   b, db : C_out
  *   y, dy : N x C_out x H_out x W_out (NCHW)
  * with H_out = (H + 2*pad_h - KH) / stride_h + 1 (likewise W_out); padding is
- * symmetric and there is no dilation or grouping.
+ * symmetric and there is no dilation or grouping. With bf16 = 1 the inputs (x, w,
+ * dy) are rounded to bfloat16 inside the call and the convolution accumulates and
+ * writes float32 (mixed precision, as PyTorch's autocast); bf16 = 0 is float32.
  *
  * Every function returns 0 on success and one of the DCNN_E* codes otherwise;
  * dcnn_last_error() then describes the failure. The functions may be called
@@ -31,17 +33,17 @@ extern "C" {
 /* y = conv(x, w) + b   (prop_kind forward_training) */
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
         float *y, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w);
+        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
 
 /* dx = dL/dx given w and dy (dx is overwritten, not accumulated) */
 int dcnn_conv2d_backward_data(const float *w, const float *dy, float *dx,
         int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w);
+        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
 
 /* dw = dL/dw, db = dL/db given x and dy (both overwritten) */
 int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
         float *db, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w);
+        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
 
 /* Message for the last failure on the calling thread ("" if none yet). Not
  * cleared by later successful calls; the pointer stays valid until the
@@ -53,7 +55,7 @@ const char *dcnn_last_error(void);
  * failure. The string lives as long as the process. */
 const char *dcnn_conv2d_impl(int pass, int n, int c_in, int h, int w_,
         int c_out, int kh, int kw, int stride_h, int stride_w, int pad_h,
-        int pad_w);
+        int pad_w, int bf16);
 
 #ifdef __cplusplus
 }
