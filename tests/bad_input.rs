@@ -483,6 +483,22 @@ fn no_files_but_a_runs_own_are_replaced_without_force() {
     fails_with(&["plot", path(&run), "--out", path(&chart)], "chart.png exists; pass --force");
     assert_eq!(std::fs::read_to_string(chart.with_extension("png")).unwrap(), "MY PICTURE");
     ok(&["plot", path(&run), "--out", path(&chart), "--force"]);
+    // A first epoch killed before its run.json left the run's own files: a rerun may use them.
+    let killed = runs.path().join("killed");
+    std::fs::create_dir(&killed).unwrap();
+    for file in ["model-epoch1.bpk", "optimizer-epoch1.bpk", "metrics.csv"] {
+        std::fs::write(killed.join(file), "half written").unwrap();
+    }
+    ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&killed)]);
+    // A replacement at the epoch the old run is at writes beside the old run's files, never over
+    // the ones its run.json names (a kill before the commit would leave them mixed).
+    let before: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(before["model_file"], "model-epoch1.bpk");
+    ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&run), "--force"]);
+    let after: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!((&after["model_file"], &after["optimizer_file"]), (&"model-epoch1.1.bpk".into(), &"optimizer-epoch1.1.bpk".into()));
+    assert!(!run.join("model-epoch1.bpk").exists(), "the replaced run's checkpoint is removed after the commit");
+    ok(&["eval", "--checkpoint", path(&run), "--data-dir", d]);
     // An import that replaces a trained run takes its metrics and chart with it.
     ok(&["import", "--model", "lenet-bn", path(&torch), "--out", path(&run), "--force"]);
     assert!(!run.join("metrics.csv").exists() && !run.join("training.png").exists());

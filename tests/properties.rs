@@ -67,6 +67,8 @@ proptest! {
     #[test]
     fn the_idx_reader_takes_any_bytes(bytes in vec(any::<u8>(), 0..512), gz in any::<bool>()) {
         let path = Path::new(if gz { "x.gz" } else { "x" });
+        // Plain bytes that happen to start like gzip are read as (broken) gzip: an error.
+        prop_assume!(gz || !bytes.starts_with(&[0x1f, 0x8b]));
         let input = if gz { gzip(&bytes) } else { bytes };
         let decoded = decode_bytes(input, path).expect("valid gzip or plain bytes");
         if let Ok(images) = parse_images(&decoded, path) {

@@ -233,8 +233,8 @@ impl RunDir {
         derived: &[(&str, Vec<u8>)],
     ) -> Result<RunRecord, CheckpointError> {
         let epoch = state.epochs_done();
-        let model_file = format!("model-epoch{epoch}.bpk");
-        let optimizer_file = format!("optimizer-epoch{epoch}.bpk");
+        let model_file = self.unused_name("model", epoch);
+        let optimizer_file = self.unused_name("optimizer", epoch);
         self.write(&model_file, &network_bytes(&state.model))?;
         let optim_bytes =
             state.optim.into_bytes().map_err(|e| CheckpointError::corrupt(&self.path.join(&optimizer_file), e))?;
@@ -247,14 +247,29 @@ impl RunDir {
 
     /// Saves a network that was not trained here (imported weights) as epoch 0 of a run.
     pub fn save_imported(&self, config: &TrainConfig, model: &Network) -> Result<RunRecord, CheckpointError> {
-        let model_file = "model-epoch0.bpk".to_string();
+        let model_file = self.unused_name("model", 0);
         self.write(&model_file, &network_bytes(model))?;
-        let record = self.commit(RunRecord::new(config, model_file, None, Vec::new()))?;
         // A replaced run's metrics and chart describe epochs this run does not have.
         for file in DERIVED_FILES {
             let _ = fs::remove_file(self.path.join(file));
         }
-        Ok(record)
+        self.commit(RunRecord::new(config, model_file, None, Vec::new()))
+    }
+
+    /// `STEM-epochN.bpk`, unless the run.json on disk names that file (a run that `--force`
+    /// is replacing, at the same epoch): then `STEM-epochN.1.bpk`, so that a replacement killed
+    /// before its commit never leaves the old run.json naming the new run's weights.
+    fn unused_name(&self, stem: &str, epoch: usize) -> String {
+        let committed = fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok());
+        let taken = |name: &String| {
+            committed.as_ref().is_some_and(|r| &r.model_file == name || r.optimizer_file.as_ref() == Some(name))
+        };
+        let plain = format!("{stem}-epoch{epoch}.bpk");
+        if taken(&plain) {
+            format!("{stem}-epoch{epoch}.1.bpk")
+        } else {
+            plain
+        }
     }
 
     /// Writes `file` (a name inside the run directory) atomically.
@@ -307,7 +322,15 @@ impl RunDir {
 /// Whether `dir` holds anything but the temporaries of interrupted writes.
 fn holds_other_files(dir: &Path) -> bool {
     let Ok(entries) = fs::read_dir(dir) else { return false };
-    entries.flatten().any(|e| atomic::temporary_owner(&e.file_name().to_string_lossy()).is_none())
+    let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let is_checkpoint = |n: &str| (n.starts_with("model-epoch") || n.starts_with("optimizer-epoch")) && n.ends_with(".bpk");
+    // A first epoch killed before its run.json leaves its checkpoint (and maybe the derived
+    // files): the run's own, not other files. Derived names alone could be anybody's.
+    let has_checkpoint = names.iter().any(|n| is_checkpoint(n));
+    names.iter().any(|n| {
+        let ours = atomic::temporary_owner(n).is_some() || is_checkpoint(n) || (has_checkpoint && DERIVED_FILES.contains(&n.as_str()));
+        !ours
+    })
 }
 
 /// The bytes of a checkpoint file of a `kind` network, refused unread where it is not a

@@ -16,7 +16,7 @@ use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::predict::top_k;
 use crate::report::{plural, write_eval_report};
-use crate::train::{evaluate_report, precise_bn::precise_batch_norm};
+use crate::train::{evaluate_report, precise_bn::precise_batch_norm, TrainError};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -50,7 +50,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = record.config.image_size();
     let test = FashionMnist::load_test(&args.data.data_dir)?;
     if test.is_empty() {
-        bail!("the test set is empty: there is nothing to evaluate on");
+        bail!(TrainError::NoTestData);
     }
     check_inference_memory(model_kind, args.batch_size.min(test.len()), size, "use a smaller --batch-size")?;
     let train = match args.precise_bn {
@@ -62,7 +62,12 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
                 bail!("the training set is empty: precise BN needs training batches");
             }
             let batch = record.config.batch_size.min(n_train);
-            check_inference_memory(model_kind, batch, size, "precise BN takes the run's batch size, from its run.json")?;
+            // Precise BN runs the forward pass in training mode, which keeps every layer's output.
+            memory::check(
+                || format!("precise BN of {model_kind} with batch {batch} at {size}×{size}"),
+                model_kind.training_memory(batch, size),
+                "precise BN takes the run's batch size, from its run.json",
+            )?;
             Some((train, n_train))
         }
         None => None,

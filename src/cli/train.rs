@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
-use crate::checkpoint::{RunDir, RUN_FILE};
+use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
 use crate::data::{Augment, FashionMnist};
 use crate::device::Precision;
 use crate::memory::{self, MemoryError};
@@ -253,9 +253,10 @@ fn check_training_memory(config: &TrainConfig, n_train: usize, resumed: bool) ->
 /// The files derived from a run's history: the metrics table and, where it can be drawn, the
 /// chart (a failure to draw it, fonts say, is reported but does not stop training).
 fn derived_files(history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
-    let mut files = vec![("metrics.csv", metrics_csv(history).into_bytes())];
+    let [metrics, svg, png] = DERIVED_FILES;
+    let mut files = vec![(metrics, metrics_csv(history).into_bytes())];
     let curves = Curves { runs: vec![(String::new(), history)] };
-    for (file, bytes) in [("training.svg", draw_svg(&curves).map(String::into_bytes)), ("training.png", draw_png(&curves))] {
+    for (file, bytes) in [(svg, draw_svg(&curves).map(String::into_bytes)), (png, draw_png(&curves))] {
         match bytes {
             Ok(bytes) => files.push((file, bytes)),
             Err(e) => eprintln!("warning: could not draw {file}: {e}"),

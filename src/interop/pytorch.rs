@@ -181,8 +181,8 @@ impl TorchFile {
                 let values = match t.dtype() {
                     T::F64 => Ok(f64s(&bytes)),
                     T::F32 => Ok(f32s(&bytes)),
-                    T::F16 => Ok(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-                    T::BF16 => Ok(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                    T::F16 => Ok(f16s(&bytes)),
+                    T::BF16 => Ok(bf16s(&bytes)),
                     other => Err(format!("{other:?}").to_lowercase()),
                 };
                 tensors.insert(name.clone(), TorchTensor { shape: t.shape().to_vec(), values });
@@ -202,8 +202,8 @@ impl TorchFile {
             let values = match view.dtype() {
                 Dtype::F64 => Ok(f64s(view.data())),
                 Dtype::F32 => Ok(f32s(view.data())),
-                Dtype::F16 => Ok(view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
-                Dtype::BF16 => Ok(view.data().chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                Dtype::F16 => Ok(f16s(view.data())),
+                Dtype::BF16 => Ok(bf16s(view.data())),
                 other => Err(format!("{other:?}").to_lowercase()),
             };
             tensors.insert(name, TorchTensor { shape: view.shape().to_vec(), values });
@@ -244,6 +244,11 @@ pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &De
         if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
             return Err(error(format!("`{key}` holds {bad}: a network's weights must be finite numbers")));
         }
+        if key.ends_with("running_var") || key.ends_with("moving_var") {
+            if let Some(bad) = values.iter().find(|v| **v < 0.0) {
+                return Err(error(format!("`{key}` holds {bad}: a variance cannot be negative")));
+            }
+        }
         let values = match layout {
             Layout::Transposed => transpose(&values, want[1], want[0]),
             _ => values,
@@ -265,6 +270,16 @@ pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &De
 /// Little-endian f32 values.
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+/// Little-endian f16 values, as f32.
+fn f16s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
+}
+
+/// Little-endian bf16 values, as f32.
+fn bf16s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
 }
 
 /// Little-endian f64 values, as f32.

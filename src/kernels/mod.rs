@@ -509,7 +509,8 @@ pub enum Kernel {
     Onednn,
 }
 
-static DISABLED: [AtomicBool; 5] = [const { AtomicBool::new(false) }; 5];
+// One per variant (`Kernel::Onednn`'s own switch lives in `onednn`).
+static DISABLED: [AtomicBool; 6] = [const { AtomicBool::new(false) }; 6];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.

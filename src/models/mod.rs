@@ -82,8 +82,9 @@ impl ModelKind {
             return Ok(());
         }
         let needs = match self {
-            ModelKind::ResNet18 if size > MAX_IMAGE_SIZE => format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}"),
-            ModelKind::DenseNet if size > MAX_IMAGE_SIZE => format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}"),
+            ModelKind::ResNet18 | ModelKind::DenseNet if size > MAX_IMAGE_SIZE => {
+                format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}")
+            }
             ModelKind::ResNet18 => format!("at least {0}×{0}", ResNet18::min_input()),
             ModelKind::DenseNet => format!("at least {0}×{0}", DenseNet::min_input()),
             _ => format!("exactly {0}×{0}", lenet::LENET_INPUT),

@@ -11,6 +11,9 @@ use crate::models::{InputSizeError, ModelKind};
 /// 235 batches gave the same test accuracy to ±0.0005.
 pub const DEFAULT_PRECISE_BN_BATCHES: usize = 10;
 
+/// The most epochs a run may have.
+pub const MAX_EPOCHS: usize = 1_000_000;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub model: ModelKind,
@@ -88,6 +91,8 @@ impl Schedule {
 pub enum ConfigError {
     #[error("{name} must be at least 1, got {value}")]
     NotPositive { name: &'static str, value: usize },
+    #[error("{0} epochs is more than any run needs (at most {MAX_EPOCHS})")]
+    TooManyEpochs(usize),
     #[error("learning rate must be a positive finite number, got {0}")]
     BadLearningRate(f64),
     #[error("weight decay must be a finite number ≥ 0, got {0}")]
@@ -127,7 +132,7 @@ impl TrainConfig {
     pub fn check_data(&self, [rows, cols]: [usize; 2]) -> Result<(), ConfigError> {
         // A padding of half the side or more can crop out nothing but padding.
         let padding = self.augment.crop_padding;
-        if padding > 0 && 2 * padding >= rows.min(cols) {
+        if padding > 0 && padding >= rows.min(cols).div_ceil(2) {
             return Err(ConfigError::BadCropPadding { padding, rows, cols });
         }
         Ok(())
@@ -148,6 +153,10 @@ impl TrainConfig {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
             }
+        }
+        // Step counts (epochs × steps an epoch) must not overflow; no run is this long.
+        if self.epochs > MAX_EPOCHS {
+            return Err(ConfigError::TooManyEpochs(self.epochs));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(ConfigError::BadLearningRate(self.lr));
@@ -183,6 +192,7 @@ mod tests {
             TrainConfig { lr: f64::NAN, ..ok.clone() },
             TrainConfig { weight_decay: -1.0, ..ok.clone() },
             TrainConfig { lr: 1e-320, ..ok.clone() },
+            TrainConfig { epochs: MAX_EPOCHS + 1, ..ok.clone() },
             TrainConfig { lr: 1e308, ..ok.clone() },
             TrainConfig { resize: Some(32), ..ok.clone() },
             TrainConfig { model: ModelKind::DenseNet, resize: Some(28), ..ok.clone() },
@@ -203,6 +213,9 @@ mod tests {
         assert!(c.check_data([29, 28]).is_err());
         let small = TrainConfig { augment: Augment { crop_padding: 3, flip: false }, ..c };
         assert!(small.check_data([1, 1]).is_err() && small.check_data([7, 7]).is_ok());
+        // A padding too large to double is refused, not wrapped around.
+        let huge = TrainConfig { augment: Augment { crop_padding: usize::MAX / 2 + 1, flip: false }, ..small };
+        assert!(huge.check_data([28, 28]).is_err());
     }
 
     #[test]

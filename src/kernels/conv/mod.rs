@@ -226,6 +226,10 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
 /// Where oneDNN fails (it should not: every geometry the networks use is tested), deepcnn's
 /// own kernels compute the same function; the first failure is reported.
 fn warn_fallback(e: &onednn::OneDnnError) {
+    // Out of memory is no fault of oneDNN's: the fallback meets it too, and reports it.
+    if e.is_out_of_memory() {
+        return;
+    }
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| eprintln!("warning: {e}; using deepcnn's own convolution instead"));
 }

@@ -89,6 +89,13 @@ mod ffi {
 #[error("oneDNN: {0}")]
 pub struct OneDnnError(String);
 
+impl OneDnnError {
+    /// Whether oneDNN ran out of memory (its status 1, `dnnl_out_of_memory`).
+    pub fn is_out_of_memory(&self) -> bool {
+        self.0.contains("oneDNN status 1:")
+    }
+}
+
 static DISABLED: AtomicBool = AtomicBool::new(false);
 static BF16: AtomicBool = AtomicBool::new(false);
 
