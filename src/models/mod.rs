@@ -102,12 +102,12 @@ impl ModelKind {
         (batch as u64).saturating_mul(floats).saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4 * 4)
     }
 
-    /// About how many bytes an evaluation-mode forward pass of `batch` images needs: a few
-    /// layer outputs at a time, the largest one deciding, plus the weights.
+    /// About how many bytes an evaluation-mode forward pass of `batch` images needs: oneDNN's
+    /// copies of every convolution's input and output, plus the weights.
     pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
         let (rows, params) = self.shapes(size);
-        let largest = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).max().unwrap_or(0);
-        (batch as u64).saturating_mul(largest).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4)
+        let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
+        (batch as u64).saturating_mul(floats).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4)
     }
 
     /// Bytes of all the network's values as f32: weights and batch-normalization statistics.
@@ -145,15 +145,14 @@ impl InputSizeError {
     }
 }
 
-/// How many bytes a training step needs per float of one image's layer outputs (as `summary`
-/// lists them), and an evaluation pass per float of its largest output. Measured: the peak
-/// memory of `deepcnn bench` less weights and Adam's state came to 10–13 bytes per float
-/// (resnet18 b256 at 64×64, densenet b64 at 96×96; lenet-bn needs about 5). The constants are
-/// rounded down, so that the estimate errs on the side of running.
-const TRAINING_BYTES_PER_OUTPUT_FLOAT: u64 = 10;
-/// An evaluation pass frees each output once the next layer has read it: input, output and
-/// the convolution's bounded column buffer are alive at once.
-const INFERENCE_BYTES_PER_OUTPUT_FLOAT: u64 = 8;
+/// How many bytes a training step and an evaluation pass need per float of one image's layer
+/// outputs (as `summary` lists them), measured as peak memory less weights and Adam's state
+/// (2026-12-01, with oneDNN's convolutions, which keep blocked copies of each layer's input
+/// and output between calls): training 20–27 bytes a float (resnet18 b256 at 64×64, densenet
+/// b64 at 96×96), evaluation 7 (resnet18, eval with batch 2000). Rounded down, so that the
+/// estimate errs on the side of running.
+const TRAINING_BYTES_PER_OUTPUT_FLOAT: u64 = 20;
+const INFERENCE_BYTES_PER_OUTPUT_FLOAT: u64 = 6;
 
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
