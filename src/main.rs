@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use deepcnn::cli::{run, Cli};
+use deepcnn::cli::{error_line, run, Cli};
 use deepcnn::memory::ExitOnAllocationFailure;
 
 /// An allocation that fails ends the process with a one-line error instead of an abort.
@@ -45,20 +45,6 @@ fn flag_error_line(e: &clap::Error) -> String {
     let message = first.join(" ");
     let message = message.strip_prefix("error: ").unwrap_or(&message);
     format!("{message} (see --help)")
-}
-
-/// The error and each of its causes, once: a cause whose text the message already holds is
-/// not repeated. One line, whatever the causes' own line breaks.
-fn error_line(e: &anyhow::Error) -> String {
-    let mut line = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !line.contains(&cause) {
-            line.push_str(": ");
-            line.push_str(&cause);
-        }
-    }
-    line.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {

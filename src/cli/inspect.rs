@@ -162,7 +162,7 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let mut failed: Option<anyhow::Error> = None;
     let mut fail = |e: anyhow::Error| {
         if let Some(earlier) = failed.replace(e) {
-            eprintln!("error: {earlier}");
+            eprintln!("error: {}", super::error_line(&earlier));
         }
     };
     let predict_one = |name: String, pixels: Vec<u8>, [rows, cols]: [usize; 2], out: &mut dyn Write| {

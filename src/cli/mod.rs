@@ -108,6 +108,20 @@ fn non_negative_number(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The error and each of its causes, once: a cause whose text the message already holds is
+/// not repeated. One line, whatever the causes' own line breaks.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
 /// Runs a parsed command, writing its report to `out`.
 pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
     match cli.command {
@@ -139,4 +153,17 @@ fn write_summary(rows: &[LayerRow], out: &mut impl Write) -> std::io::Result<()>
         writeln!(out, "{:width$}  {:<22} {:>10}", row.name, format!("[{}]", shape.join(", ")), row.params)?;
     }
     writeln!(out, "total trainable parameters: {total}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+
+    #[test]
+    fn causes_are_said_once_on_one_line() {
+        assert_eq!(error_line(&anyhow::anyhow!("no such file").context("reading x")), "reading x: no such file");
+        // A message that already holds its cause does not repeat it.
+        assert_eq!(error_line(&anyhow::anyhow!("no such file").context("x: no such file")), "x: no such file");
+        assert_eq!(error_line(&anyhow::anyhow!("two\nlines").context("outer")), "outer: two lines");
+    }
 }
