@@ -40,10 +40,13 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--only", help="comma-separated model names")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: deepcnn --precision bf16 against PyTorch's bf16 autocast with channels-last")
     a = p.parse_args()
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only.split(",")]
 
-    sides = ["deepcnn", "burn-ops", "pytorch"]
+    # burn's own operations have no bf16 side.
+    sides = ["deepcnn", "burn-ops", "pytorch"] if a.precision == "fp32" else ["deepcnn", "pytorch"]
     results = {c: {side: [] for side in sides} for c in configs}
     torch_version = None
     for rep in range(a.reps):
@@ -51,7 +54,7 @@ def main():
             # Deep nets get fewer steps: one ResNet/DenseNet step takes about a second here.
             steps = a.steps if model.startswith("lenet") else max(3, a.steps // 4)
             common = ["--model", model, "--batch-size", str(batch), "--input", str(size),
-                      "--steps", str(steps)]
+                      "--steps", str(steps), "--precision", a.precision]
             order = sides if rep % 2 == 0 else sides[::-1]
             for side in order:
                 if side == "deepcnn":
@@ -66,13 +69,20 @@ def main():
                 print(f"rep {rep + 1}: {side:8} {model:17} b{batch} {size}²: "
                       f"{r['images_per_sec']:8.1f} images/s", file=sys.stderr)
 
+    mode = "fp32" if a.precision == "fp32" else "bf16 autocast, channels-last"
     print(f"{date.today()}, {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch_version} "
-          f"(eager, fp32, default threads); {a.reps} repetitions, interleaved\n")
-    print("| model | batch | input | deepcnn images/s | with burn's ops | PyTorch images/s | deepcnn / PyTorch |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          f"(eager, {mode}, default threads); deepcnn --precision {a.precision}; {a.reps} repetitions, interleaved\n")
+    if a.precision == "fp32":
+        print("| model | batch | input | deepcnn images/s | with burn's ops | PyTorch images/s | deepcnn / PyTorch |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+    else:
+        print("| model | batch | input | deepcnn images/s | PyTorch images/s | deepcnn / PyTorch |")
+        print("|---|---:|---:|---:|---:|---:|")
     for (model, batch, size), r in results.items():
-        ours, plain, theirs = (statistics.median(r[side]) for side in sides)
-        print(f"| {model} | {batch} | {size}×{size} | {ours:.0f} | {plain:.0f} | {theirs:.0f} | {ours / theirs:.2f}× |")
+        medians = [statistics.median(r[side]) for side in sides]
+        ours, theirs = medians[0], medians[-1]
+        cells = " | ".join(f"{m:.0f}" for m in medians)
+        print(f"| {model} | {batch} | {size}×{size} | {cells} | {ours / theirs:.2f}× |")
 
 
 if __name__ == "__main__":

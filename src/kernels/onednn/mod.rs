@@ -90,9 +90,10 @@ mod ffi {
 pub struct OneDnnError(String);
 
 impl OneDnnError {
-    /// Whether oneDNN ran out of memory (its status 1, `dnnl_out_of_memory`).
+    /// Whether oneDNN, or the shim around it, ran out of memory (oneDNN's status 1,
+    /// `dnnl_out_of_memory`, or C++'s `std::bad_alloc`).
     pub fn is_out_of_memory(&self) -> bool {
-        self.0.contains("oneDNN status 1:")
+        self.0.contains("oneDNN status 1:") || self.0.contains("bad_alloc")
     }
 }
 
@@ -333,6 +334,14 @@ mod tests {
         assert!(e.contains("the input has 5 values, the geometry needs 40"), "{e}");
         let huge = ConvGeometry { batch: 1 << 40, ..g };
         assert!(forward(&[], &[], &[], &huge).unwrap_err().to_string().contains("too large"));
+    }
+
+    #[test]
+    fn out_of_memory_is_told_from_other_failures() {
+        let oom = OneDnnError("dcnn_conv2d_forward: oneDNN status 1: could not create a memory object".into());
+        let bad_alloc = OneDnnError("dcnn_conv2d_forward: std::bad_alloc".into());
+        let other = OneDnnError("dcnn_conv2d_forward: oneDNN status 3: could not create a primitive".into());
+        assert!(oom.is_out_of_memory() && bad_alloc.is_out_of_memory() && !other.is_out_of_memory());
     }
 
     #[test]
