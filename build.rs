@@ -17,6 +17,13 @@ fn main() {
         );
         std::process::exit(1);
     }
-    cc::Build::new().cpp(true).std("c++17").opt_level(2).include(&include).file(shim).warnings(false).compile("deepcnn_onednn_shim");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .include(&include)
+        .file(shim)
+        .warnings(false)
+        .compile("deepcnn_onednn_shim");
     println!("cargo:rustc-link-lib=dnnl");
 }

@@ -59,9 +59,12 @@ impl Precision {
         }
         if device != ComputeDevice::Cpu {
             onednn::set_bf16(false);
-            return Err(DeviceError::Bf16NotHere("--precision bf16 is for the CPU (oneDNN's bf16 convolutions)".into()));
+            return Err(DeviceError::Bf16NotHere(
+                "--precision bf16 is for the CPU (oneDNN's bf16 convolutions)".into(),
+            ));
         }
-        let probe = ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
+        let probe =
+            ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
         let kernels = onednn::implementations(&probe, true);
         match kernels {
             Ok(names) if names.iter().all(|n| !n.starts_with("ref")) => Ok(()),
@@ -75,7 +78,9 @@ impl Precision {
                     "this CPU has no bf16 convolution kernels in oneDNN ({found}); bf16 needs AVX512_BF16 or AMX \
                      (this CPU's flags: {}{})",
                     bf16_flags(),
-                    std::env::var("DNNL_MAX_CPU_ISA").map(|isa| format!("; DNNL_MAX_CPU_ISA={isa}")).unwrap_or_default()
+                    std::env::var("DNNL_MAX_CPU_ISA")
+                        .map(|isa| format!("; DNNL_MAX_CPU_ISA={isa}"))
+                        .unwrap_or_default()
                 )))
             }
         }
@@ -106,7 +111,9 @@ pub enum DeviceError {
          to use --device vulkan"
     )]
     NotBuilt,
-    #[error("no usable Vulkan device: {0} (is a Vulkan driver installed? `vulkaninfo --summary` lists what Vulkan sees)")]
+    #[error(
+        "no usable Vulkan device: {0} (is a Vulkan driver installed? `vulkaninfo --summary` lists what Vulkan sees)"
+    )]
     Unavailable(String),
 }
 

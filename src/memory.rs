@@ -181,7 +181,10 @@ mod tests {
         assert!(check(|| "x".into(), total / 2, "").is_ok());
         let e = check(|| "resnet18 training".into(), total * 4, "use a smaller --batch-size").unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("resnet18 training would need about ") && text.ends_with("; use a smaller --batch-size"), "{text}");
+        assert!(
+            text.starts_with("resnet18 training would need about ") && text.ends_with("; use a smaller --batch-size"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,7 +32,8 @@ pub fn top_k(
     let pixels: Vec<f32> = images.iter().flatten().map(|&p| p as f32 / 255.0).collect();
     let x = Tensor::<4>::from_data(TensorData::new(pixels, [images.len(), 1, rows, cols]), device);
     let x = if [rows, cols] == [size, size] { x } else { resize(x, size) };
-    let probs = softmax(model.forward(x), 1).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 probabilities");
+    let probs =
+        softmax(model.forward(x), 1).into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 probabilities");
     probs
         .chunks_exact(NUM_CLASSES)
         .map(|row| {

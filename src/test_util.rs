@@ -11,11 +11,17 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 #[track_caller]
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths differ");
-    let (i, diff) = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .enumerate()
-        .fold((0, 0.0f32), |best, (i, d)| if d > best.1 || d.is_nan() { (i, d) } else { best });
-    assert!(diff <= tol, "{what}: element {i} differs by {diff:e} (got {}, want {}), tolerance {tol:e}", got[i], want[i]);
+    let (i, diff) = got.iter().zip(want).map(|(g, w)| (g - w).abs()).enumerate().fold((0, 0.0f32), |best, (i, d)| {
+        if d > best.1 || d.is_nan() {
+            (i, d)
+        } else {
+            best
+        }
+    });
+    assert!(
+        diff <= tol,
+        "{what}: element {i} differs by {diff:e} (got {}, want {}), tolerance {tol:e}",
+        got[i],
+        want[i]
+    );
 }

@@ -63,7 +63,21 @@ fn lenet_run() -> (tempfile::TempDir, tempfile::TempDir, PathBuf) {
     let data = synthetic_dir(64, 24);
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
-    ok(&["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "1", "--batch-size", "32", "--out", path(&run), "--precise-bn", "1"]);
+    ok(&[
+        "train",
+        "--model",
+        "lenet-bn",
+        "--data-dir",
+        path(data.path()),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--out",
+        path(&run),
+        "--precise-bn",
+        "1",
+    ]);
     (data, runs, run)
 }
 
@@ -131,16 +145,26 @@ fn what_would_not_fit_in_memory_is_refused_before_it_is_allocated() {
     let data = synthetic_dir(8, 8);
     let d = path(data.path());
     // (A batch is never larger than the data: 8 images here.)
-    let line = fails_with(&["train", "--model", "resnet18", "--resize", "10000", "--data-dir", d], "training resnet18 with batch 8 at 10000×10000 would need about");
+    let line = fails_with(
+        &["train", "--model", "resnet18", "--resize", "10000", "--data-dir", d],
+        "training resnet18 with batch 8 at 10000×10000 would need about",
+    );
     assert!(line.contains(" of memory, and this machine has ") && line.contains("--batch-size or --resize"), "{line}");
     fails_with(&["bench", "--model", "resnet18", "--batch-size", "100000000"], "smaller --batch-size or --input");
     fails_with(&["bench", "--model", "densenet", "--input", "20000", "--batch-size", "1"], "would need about");
     // Sizes whose products would overflow are refused, not computed.
-    fails_with(&["bench", "--model", "lenet", "--batch-size", "1152921504606846976", "--steps", "1"], "would need about");
-    fails_with(&["summary", "--model", "resnet18", "--input", "4294967296"], "needs at most 1048576×1048576 (see --input)");
+    fails_with(
+        &["bench", "--model", "lenet", "--batch-size", "1152921504606846976", "--steps", "1"],
+        "would need about",
+    );
+    fails_with(
+        &["summary", "--model", "resnet18", "--input", "4294967296"],
+        "needs at most 1048576×1048576 (see --input)",
+    );
     fails_with_code(&["summary", "--model", "resnet18", "--input", "18446744073709551616"], 2, "is too large");
     // A batch is never larger than the data: this trains in one batch of 8.
-    let text = ok(&["train", "--model", "lenet-bn", "--data-dir", d, "--epochs", "1", "--batch-size", "1000000000000000"]);
+    let text =
+        ok(&["train", "--model", "lenet-bn", "--data-dir", d, "--epochs", "1", "--batch-size", "1000000000000000"]);
     assert!(text.contains("epoch 1, loss "), "{text}");
     // summary only prints shapes: any size the network takes costs nothing.
     let text = ok(&["summary", "--model", "densenet", "--input", "100000"]);
@@ -178,7 +202,10 @@ fn checkpoint_files_that_are_no_files_or_far_too_large_are_not_read() {
     std::fs::rename(run.join("run.json.d"), run.join("run.json")).unwrap();
     fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", d], "run.json: is not a regular file");
     fails_with(&["eval", "--checkpoint", path(&run.join("nowhere")), "--data-dir", d], "nowhere does not exist");
-    fails_with(&["eval", "--checkpoint", path(&run.join("saved.json")), "--data-dir", d], "saved.json: is a file, not a run directory");
+    fails_with(
+        &["eval", "--checkpoint", path(&run.join("saved.json")), "--data-dir", d],
+        "saved.json: is a file, not a run directory",
+    );
 }
 
 #[test]
@@ -187,7 +214,21 @@ fn export_records_the_network_and_its_image_size_and_import_uses_them() {
     let d = path(data.path());
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
-    ok(&["train", "--model", "resnet18", "--resize", "32", "--data-dir", d, "--epochs", "1", "--batch-size", "16", "--out", path(&run)]);
+    ok(&[
+        "train",
+        "--model",
+        "resnet18",
+        "--resize",
+        "32",
+        "--data-dir",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        path(&run),
+    ]);
     let weights = runs.path().join("w.safetensors");
     let said = ok(&["export", "--checkpoint", path(&run), "--out", path(&weights)]);
     assert!(said.contains("(resnet18 after 1 epoch, 32×32 images)"), "{said}");
@@ -201,8 +242,14 @@ fn export_records_the_network_and_its_image_size_and_import_uses_them() {
 
     let x = runs.path().join("x");
     let x = path(&x);
-    fails_with(&["import", "--model", "densenet", path(&weights), "--out", x], "holds a resnet18 network (its metadata says so), not a densenet");
-    fails_with(&["import", path(&weights), "--out", x, "--resize", "96"], "was trained at 32×32 (its metadata says so)");
+    fails_with(
+        &["import", "--model", "densenet", path(&weights), "--out", x],
+        "holds a resnet18 network (its metadata says so), not a densenet",
+    );
+    fails_with(
+        &["import", path(&weights), "--out", x, "--resize", "96"],
+        "was trained at 32×32 (its metadata says so)",
+    );
     // Metadata that contradicts itself is the file's fault, said as such.
     let odd = runs.path().join("odd.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
@@ -210,18 +257,28 @@ fn export_records_the_network_and_its_image_size_and_import_uses_them() {
     let mut info = metadata.metadata().clone().unwrap();
     info.insert("deepcnn.image_size".into(), "2000000".into());
     rewrite_safetensors_with(&weights, &odd, |_| {}, Some(info));
-    fails_with(&["import", path(&odd), "--out", x], "odd.safetensors: its metadata gives the image size as 2000000, which a resnet18 cannot take");
+    fails_with(
+        &["import", path(&odd), "--out", x],
+        "odd.safetensors: its metadata gives the image size as 2000000, which a resnet18 cannot take",
+    );
     // A plain PyTorch file says nothing: --model is needed.
     let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/interop/lenet-bn.pt");
     fails_with(&["import", path(&torch), "--out", x], "does not record which network it holds; pass --model");
     // Importing over a run: import has no --resume to suggest.
-    let line = fails_with(&["import", path(&weights), "--out", path(&imported)], "already holds a run (resnet18, 0 epochs done); pass --force");
+    let line = fails_with(
+        &["import", path(&weights), "--out", path(&imported)],
+        "already holds a run (resnet18, 0 epochs done); pass --force",
+    );
     assert!(!line.contains("--resume"), "{line}");
     assert!(!runs.path().join("x").exists(), "a failed import creates nothing");
 }
 
 /// A copy of the safetensors file at `from`, with `change` applied to its tensors.
-fn rewrite_safetensors(from: &Path, to: &Path, change: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>)) {
+fn rewrite_safetensors(
+    from: &Path,
+    to: &Path,
+    change: impl FnOnce(&mut HashMap<String, (Dtype, Vec<usize>, Vec<u8>)>),
+) {
     let (_, metadata) = SafeTensors::read_metadata(&std::fs::read(from).unwrap()).unwrap();
     rewrite_safetensors_with(from, to, change, metadata.metadata().clone())
 }
@@ -238,8 +295,10 @@ fn rewrite_safetensors_with(
     let mut tensors: HashMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
         st.tensors().into_iter().map(|(k, v)| (k, (v.dtype(), v.shape().to_vec(), v.data().to_vec()))).collect();
     change(&mut tensors);
-    let views: HashMap<String, TensorView> =
-        tensors.iter().map(|(k, (dtype, shape, data))| (k.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap())).collect();
+    let views: HashMap<String, TensorView> = tensors
+        .iter()
+        .map(|(k, (dtype, shape, data))| (k.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()))
+        .collect();
     std::fs::write(to, safetensors::serialize(views, metadata).unwrap()).unwrap();
 }
 
@@ -252,8 +311,13 @@ fn weights_that_are_not_finite_floats_are_refused_by_name_and_half_floats_are_re
     let x = path(&x);
     for (bad, name) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf")] {
         let file = runs.path().join(format!("{name}.safetensors"));
-        rewrite_safetensors(&weights, &file, |t| t.get_mut("4.weight").unwrap().2[..4].copy_from_slice(&bad.to_le_bytes()));
-        fails_with(&["import", path(&file), "--out", x], &format!("`4.weight` holds {name}: a network's weights must be finite"));
+        rewrite_safetensors(&weights, &file, |t| {
+            t.get_mut("4.weight").unwrap().2[..4].copy_from_slice(&bad.to_le_bytes())
+        });
+        fails_with(
+            &["import", path(&file), "--out", x],
+            &format!("`4.weight` holds {name}: a network's weights must be finite"),
+        );
     }
     let as_int = runs.path().join("int.safetensors");
     rewrite_safetensors(&weights, &as_int, |t| {
@@ -273,7 +337,8 @@ fn weights_that_are_not_finite_floats_are_refused_by_name_and_half_floats_are_re
     let imported = runs.path().join("from-half");
     ok(&["import", path(&half), "--out", path(&imported)]);
     let eval = |dir: &Path| -> serde_json::Value {
-        serde_json::from_str(&ok(&["eval", "--checkpoint", path(dir), "--data-dir", path(data.path()), "--json"])).unwrap()
+        serde_json::from_str(&ok(&["eval", "--checkpoint", path(dir), "--data-dir", path(data.path()), "--json"]))
+            .unwrap()
     };
     let (a, b) = (eval(&run), eval(&imported));
     assert!((a["loss"].as_f64().unwrap() - b["loss"].as_f64().unwrap()).abs() < 1e-2, "{} {}", a["loss"], b["loss"]);
@@ -291,8 +356,10 @@ fn idx_dir_of_size(size: usize, n_train: usize, n_test: usize) -> tempfile::Temp
         let pixels = (0..n * size * size).map(|i| (i * 7 % 251) as u8).collect();
         let images = IdxImages { count: n, rows: size, cols: size, pixels };
         let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-        std::fs::write(dir.path().join(format!("{prefix}-images-idx3-ubyte.gz")), gzip(&encode_images(&images))).unwrap();
-        std::fs::write(dir.path().join(format!("{prefix}-labels-idx1-ubyte.gz")), gzip(&encode_labels(&labels))).unwrap();
+        std::fs::write(dir.path().join(format!("{prefix}-images-idx3-ubyte.gz")), gzip(&encode_images(&images)))
+            .unwrap();
+        std::fs::write(dir.path().join(format!("{prefix}-labels-idx1-ubyte.gz")), gzip(&encode_labels(&labels)))
+            .unwrap();
     }
     dir
 }
@@ -303,7 +370,8 @@ fn images_of_another_size_are_resized_and_every_command_says_so() {
     let d = path(data.path());
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
-    let text = ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--batch-size", "16", "--out", path(&run)]);
+    let text =
+        ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--batch-size", "16", "--out", path(&run)]);
     assert!(text.starts_with("training lenet on 32 images (32×32, resized to 28×28), testing on 8"), "{text}");
     let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d]);
     assert!(text.lines().next().unwrap().ends_with("; test images 32×32, resized to 28×28"), "{text}");
@@ -318,7 +386,21 @@ fn extending_a_scheduled_run_says_what_it_does() {
     let d = path(data.path());
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
-    let text = ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--batch-size", "32", "--schedule", "cosine", "--out", path(&run)]);
+    let text = ok(&[
+        "train",
+        "--model",
+        "lenet",
+        "--data-dir",
+        d,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--schedule",
+        "cosine",
+        "--out",
+        path(&run),
+    ]);
     assert!(text.lines().next().unwrap().contains("; cosine schedule over 1 epoch"), "{text}");
     let text = ok(&["train", "--resume", path(&run), "--epochs", "2", "--data-dir", d]);
     let header = text.lines().next().unwrap();
@@ -353,7 +435,19 @@ fn an_epoch_line_on_the_screen_means_the_epoch_is_saved() {
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
     let mut child = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
-        .args(["train", "--model", "lenet", "--data-dir", path(data.path()), "--epochs", "50", "--batch-size", "16", "--out", path(&run)])
+        .args([
+            "train",
+            "--model",
+            "lenet",
+            "--data-dir",
+            path(data.path()),
+            "--epochs",
+            "50",
+            "--batch-size",
+            "16",
+            "--out",
+            path(&run),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -389,7 +483,10 @@ fn each_cause_is_said_once_and_hints_name_the_right_flag() {
     assert_eq!(line.matches(cause).count(), 1, "{line}");
     // Random bytes named .gz are not a gzip file.
     std::fs::write(&labels, b"these are not compressed").unwrap();
-    fails_with(&["train", "--model", "lenet-bn", "--data-dir", path(broken.path())], "t10k-labels-idx1-ubyte.gz: not a gzip file");
+    fails_with(
+        &["train", "--model", "lenet-bn", "--data-dir", path(broken.path())],
+        "t10k-labels-idx1-ubyte.gz: not a gzip file",
+    );
     // summary and bench set the size with --input, train with --resize.
     fails_with(&["summary", "--model", "densenet", "--input", "20"], "(see --input)");
     fails_with(&["bench", "--model", "densenet", "--input", "20"], "(see --input)");
@@ -402,9 +499,15 @@ fn each_cause_is_said_once_and_hints_name_the_right_flag() {
     assert!(text.starts_with("lenet-bn after 1 epoch ("), "{text}");
     // Precise BN says how many batches it really used.
     let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--precise-bn", "100000"]);
-    assert!(text.lines().next().unwrap().ends_with("statistics from 2 training batches (all there are; 100000 asked)"), "{text}");
+    assert!(
+        text.lines().next().unwrap().ends_with("statistics from 2 training batches (all there are; 100000 asked)"),
+        "{text}"
+    );
     // Export writes what its name says, or refuses.
-    fails_with(&["export", "--checkpoint", path(&run), "--out", path(&runs.path().join("x.pt"))], "give --out a name ending in .safetensors");
+    fails_with(
+        &["export", "--checkpoint", path(&run), "--out", path(&runs.path().join("x.pt"))],
+        "give --out a name ending in .safetensors",
+    );
     assert!(!runs.path().join("x.pt").exists());
 }
 
@@ -422,13 +525,29 @@ fn checks_that_need_the_data_come_before_the_first_line() {
     let tiny = idx_dir_of_size(3, 8, 4);
     let d = path(tiny.path());
     // Augmentation works on the images as stored: 3×3 here, whatever --resize says.
-    let out = deepcnn(&["train", "--model", "resnet18", "--data-dir", d, "--resize", "64", "--crop-padding", "2", "--epochs", "1"]);
+    let out = deepcnn(&[
+        "train",
+        "--model",
+        "resnet18",
+        "--data-dir",
+        d,
+        "--resize",
+        "64",
+        "--crop-padding",
+        "2",
+        "--epochs",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("crop padding 2 is too large for 3×3 images"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty(), "a run was announced: {}", stdout(&out));
     let empty = idx_dir_of_size(28, 0, 4);
     let out = deepcnn(&["train", "--model", "lenet", "--data-dir", path(empty.path())]);
-    assert!(stderr(&out).starts_with("error: the training set is empty") && stdout(&out).is_empty(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("error: the training set is empty") && stdout(&out).is_empty(),
+        "{}",
+        stderr(&out)
+    );
     let no_test = idx_dir_of_size(28, 8, 0);
     fails_with(&["train", "--model", "lenet", "--data-dir", path(no_test.path())], "the test set is empty");
 }
@@ -440,12 +559,16 @@ fn empty_or_partial_data_are_never_scored_as_zero() {
     // Synthetic data has two classes: the other eight have no accuracy, rather than 0.
     let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d]);
     assert!(text.lines().any(|l| l.trim() == "Ankle boot     n/a  (0 images)"), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--json"])).unwrap();
     assert!(json["per_class"][9]["accuracy"].is_null() && json["per_class"][0]["accuracy"].is_number(), "{json}");
     let no_test = idx_dir_of_size(28, 8, 0);
     fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(no_test.path())], "the test set is empty");
     let no_train = idx_dir_of_size(28, 0, 8);
-    fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(no_train.path()), "--precise-bn", "3"], "precise BN needs training batches");
+    fails_with(
+        &["eval", "--checkpoint", path(&run), "--data-dir", path(no_train.path()), "--precise-bn", "3"],
+        "precise BN needs training batches",
+    );
     // Precise BN at evaluation draws from the images the run trained on (its --limit).
     edit_run_json(&run, |j| j["config"]["limit"] = 20.into());
     let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", d, "--precise-bn", "5"]);
@@ -458,12 +581,29 @@ fn a_run_that_diverges_in_its_last_step_is_not_saved_as_trained() {
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
     // One step: the loss before it is finite, the weights after it are not usable.
-    let args = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "1", "--batch-size", "16", "--lr", "3e38", "--out", path(&run)];
+    let args = [
+        "train",
+        "--model",
+        "lenet-bn",
+        "--data-dir",
+        path(data.path()),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e38",
+        "--out",
+        path(&run),
+    ];
     let line = fails_with(&args, "stopping");
     assert!(line.contains("not finite") || line.contains("weights became"), "{line}");
     assert!(line.contains("no checkpoint was written to"), "{line}");
     assert!(!run.join("run.json").exists());
-    fails_with(&["train", "--model", "lenet-bn", "--lr", "1e308"], "the learning rate 1e308 is not a number f32 can hold");
+    fails_with(
+        &["train", "--model", "lenet-bn", "--lr", "1e308"],
+        "the learning rate 1e308 is not a number f32 can hold",
+    );
 }
 
 #[test]
@@ -473,9 +613,15 @@ fn no_files_but_a_runs_own_are_replaced_without_force() {
     let mine = runs.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("metrics.csv"), "MY DATA").unwrap();
-    fails_with(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&mine)], "holds files but no deepcnn run");
+    fails_with(
+        &["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&mine)],
+        "holds files but no deepcnn run",
+    );
     let torch = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/interop/lenet-bn.pt");
-    fails_with(&["import", "--model", "lenet-bn", path(&torch), "--out", path(&mine)], "holds files but no deepcnn run");
+    fails_with(
+        &["import", "--model", "lenet-bn", path(&torch), "--out", path(&mine)],
+        "holds files but no deepcnn run",
+    );
     assert_eq!(std::fs::read_to_string(mine.join("metrics.csv")).unwrap(), "MY DATA");
     // A chart of one's own naming is not replaced without --force either.
     let chart = runs.path().join("chart");
@@ -496,7 +642,10 @@ fn no_files_but_a_runs_own_are_replaced_without_force() {
     assert_eq!(before["model_file"], "model-epoch1.bpk");
     ok(&["train", "--model", "lenet", "--data-dir", d, "--epochs", "1", "--out", path(&run), "--force"]);
     let after: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
-    assert_eq!((&after["model_file"], &after["optimizer_file"]), (&"model-epoch1.1.bpk".into(), &"optimizer-epoch1.1.bpk".into()));
+    assert_eq!(
+        (&after["model_file"], &after["optimizer_file"]),
+        (&"model-epoch1.1.bpk".into(), &"optimizer-epoch1.1.bpk".into())
+    );
     assert!(!run.join("model-epoch1.bpk").exists(), "the replaced run's checkpoint is removed after the commit");
     ok(&["eval", "--checkpoint", path(&run), "--data-dir", d]);
     // An import that replaces a trained run takes its metrics and chart with it.
@@ -522,7 +671,10 @@ fn a_reader_that_goes_away_ends_training_quietly() {
 
 #[test]
 fn bf16_is_refused_where_it_cannot_run_fast() {
-    fails_with(&["bench", "--model", "lenet-bn", "--precision", "bf16", "--device", "vulkan"], "--precision bf16 is for the CPU");
+    fails_with(
+        &["bench", "--model", "lenet-bn", "--precision", "bf16", "--device", "vulkan"],
+        "--precision bf16 is for the CPU",
+    );
     // oneDNN as on an AVX2-only CPU: no bf16 kernels, only its slow reference code or none.
     let out = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
         .args(["bench", "--model", "lenet-bn", "--precision", "bf16", "--steps", "1"])
@@ -531,11 +683,27 @@ fn bf16_is_refused_where_it_cannot_run_fast() {
         .unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.starts_with("error: this CPU has no bf16 convolution kernels in oneDNN") && err.contains("DNNL_MAX_CPU_ISA=AVX2"), "{err}");
+    assert!(
+        err.starts_with("error: this CPU has no bf16 convolution kernels in oneDNN")
+            && err.contains("DNNL_MAX_CPU_ISA=AVX2"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     // Where the CPU has them, a bf16 run says so in its first line.
     let data = synthetic_dir(32, 8);
-    let out = deepcnn(&["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "1", "--batch-size", "16", "--precision", "bf16"]);
+    let out = deepcnn(&[
+        "train",
+        "--model",
+        "lenet-bn",
+        "--data-dir",
+        path(data.path()),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--precision",
+        "bf16",
+    ]);
     if stderr(&out).contains("no bf16 convolution kernels") {
         eprintln!("skipped: this CPU has no bf16 convolution kernels");
         return;

@@ -54,10 +54,18 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     let (d, data) = (Device::flex(), data());
     // With precise BN too: its statistics are then what the checkpoints hold. ResNet-18's
     // convolutions run on oneDNN, whose weight gradients must be deterministic for this.
-    let cases = [(ModelKind::LeNetBn, 0), (ModelKind::LeNetBnScratch, 0), (ModelKind::LeNetBn, 2), (ModelKind::ResNet18, 0)];
+    let cases =
+        [(ModelKind::LeNetBn, 0), (ModelKind::LeNetBnScratch, 0), (ModelKind::LeNetBn, 2), (ModelKind::ResNet18, 0)];
     for (model, precise_bn) in cases {
         let full = TrainConfig { precise_bn, ..config(model, 4) };
-        let straight = train(&full, &data, &d, TrainState::fresh(&full, &d), &mut Saver(&RunDir::create(tempfile::tempdir().unwrap().path(), false, true).unwrap(), &full)).unwrap();
+        let straight = train(
+            &full,
+            &data,
+            &d,
+            TrainState::fresh(&full, &d),
+            &mut Saver(&RunDir::create(tempfile::tempdir().unwrap().path(), false, true).unwrap(), &full),
+        )
+        .unwrap();
 
         // The same run, stopped after epoch 2 (as if killed during epoch 3) ...
         let dir = tempfile::tempdir().unwrap();
@@ -100,7 +108,8 @@ fn the_same_seed_gives_the_same_metrics() {
     let run = || train(&c, &data, &d, TrainState::fresh(&c, &d), &mut deepcnn::train::OnEpoch(|_| ())).unwrap().history;
     assert_eq!(outcome(&run()), outcome(&run()));
     let other = TrainConfig { seed: 1, ..c.clone() };
-    let changed = train(&other, &data, &d, TrainState::fresh(&other, &d), &mut deepcnn::train::OnEpoch(|_| ())).unwrap();
+    let changed =
+        train(&other, &data, &d, TrainState::fresh(&other, &d), &mut deepcnn::train::OnEpoch(|_| ())).unwrap();
     assert_ne!(outcome(&changed.history), outcome(&run()), "the seed matters");
 }
 

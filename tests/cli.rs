@@ -48,10 +48,16 @@ fn nonsense_flag_values_are_refused() {
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "-0.1"], "not a positive number");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--lr", "nan"], "not a positive number");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--precise-bn", "-1"], "--precise-bn");
-    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--precise-bn", "3"], "lenet has no batch normalization");
+    assert_fails_with(
+        &["train", "--model", "lenet", "--data-dir", d, "--precise-bn", "3"],
+        "lenet has no batch normalization",
+    );
     assert_fails_with(&["train", "--model", "resnet50", "--data-dir", d], "unknown model 'resnet50'");
     assert_fails_with(&["train", "--data-dir", d], "--model");
-    assert_fails_with(&["train", "--model", "densenet", "--resize", "28", "--data-dir", d], "densenet cannot take 28×28");
+    assert_fails_with(
+        &["train", "--model", "densenet", "--resize", "28", "--data-dir", d],
+        "densenet cannot take 28×28",
+    );
     assert_fails_with(&["train", "--model", "lenet", "--resize", "96", "--data-dir", d], "exactly 28×28");
     assert_fails_with(&["summary", "--model", "densenet", "--input", "20"], "at least 29×29");
     assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", d, "--device", "tpu"], "--device");
@@ -77,15 +83,27 @@ fn corrupt_data_is_reported_with_the_file_name() {
     let labels = dir.path().join("t10k-labels-idx1-ubyte.gz");
     let bytes = std::fs::read(&labels).unwrap();
     std::fs::write(&labels, &bytes[..bytes.len() / 2]).unwrap();
-    assert_fails_with(&["train", "--model", "lenet-bn", "--data-dir", path(dir.path())], "t10k-labels-idx1-ubyte.gz: corrupt gzip");
+    assert_fails_with(
+        &["train", "--model", "lenet-bn", "--data-dir", path(dir.path())],
+        "t10k-labels-idx1-ubyte.gz: corrupt gzip",
+    );
 }
 
 #[test]
 fn trains_and_prints_one_line_per_epoch() {
     let dir = synthetic_dir(300, 40);
     let out = deepcnn(&[
-        "train", "--model", "lenet-bn-scratch", "--data-dir", path(dir.path()), "--epochs", "2", "--batch-size", "32",
-        "--limit", "96",
+        "train",
+        "--model",
+        "lenet-bn-scratch",
+        "--data-dir",
+        path(dir.path()),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--limit",
+        "96",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -101,7 +119,19 @@ fn trains_and_prints_one_line_per_epoch() {
     }
     // The header names precise BN when it is on, and only then.
     let header = |model: &str, precise_bn: &[&str]| {
-        let train = ["train", "--model", model, "--data-dir", path(dir.path()), "--epochs", "1", "--batch-size", "32", "--limit", "64"];
+        let train = [
+            "train",
+            "--model",
+            model,
+            "--data-dir",
+            path(dir.path()),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--limit",
+            "64",
+        ];
         ok(&[&train[..], precise_bn].concat()).lines().next().unwrap().to_string()
     };
     let precise = header("lenet-bn", &["--precise-bn", "2"]);
@@ -133,7 +163,19 @@ fn trained_run(epochs: &str) -> (tempfile::TempDir, tempfile::TempDir) {
     let data = synthetic_dir(96, 40);
     let runs = tempfile::tempdir().unwrap();
     let run = runs.path().join("run");
-    ok(&["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", epochs, "--batch-size", "32", "--out", path(&run)]);
+    ok(&[
+        "train",
+        "--model",
+        "lenet-bn",
+        "--data-dir",
+        path(data.path()),
+        "--epochs",
+        epochs,
+        "--batch-size",
+        "32",
+        "--out",
+        path(&run),
+    ]);
     (data, runs)
 }
 
@@ -141,7 +183,8 @@ fn trained_run(epochs: &str) -> (tempfile::TempDir, tempfile::TempDir) {
 fn a_run_directory_holds_checkpoint_metrics_and_charts_and_resumes() {
     let (data, runs) = trained_run("2");
     let run = runs.path().join("run");
-    for file in ["run.json", "model-epoch2.bpk", "optimizer-epoch2.bpk", "metrics.csv", "training.svg", "training.png"] {
+    for file in ["run.json", "model-epoch2.bpk", "optimizer-epoch2.bpk", "metrics.csv", "training.svg", "training.png"]
+    {
         assert!(run.join(file).is_file(), "{file} missing");
     }
     let text = ok(&["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(data.path())]);
@@ -153,7 +196,10 @@ fn a_run_directory_holds_checkpoint_metrics_and_charts_and_resumes() {
 
     // Resuming is done with the run's own settings; only the total number of epochs changes.
     assert_fails_with(&["train", "--resume", path(&run), "--lr", "0.1"], "--lr");
-    assert_fails_with(&["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(data.path())], "already trained 3 of 3 epochs");
+    assert_fails_with(
+        &["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(data.path())],
+        "already trained 3 of 3 epochs",
+    );
 }
 
 #[test]
@@ -162,11 +208,27 @@ fn runs_are_never_overwritten_by_accident() {
     let run = runs.path().join("run");
     let before = std::fs::read(run.join("run.json")).unwrap();
     let d = path(data.path());
-    assert_fails_with(&["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)], "already holds a run (lenet-bn, 1 epoch done)");
+    assert_fails_with(
+        &["train", "--model", "lenet", "--data-dir", d, "--out", path(&run)],
+        "already holds a run (lenet-bn, 1 epoch done)",
+    );
     // A replacement that fails (its loss overflows in epoch 1) leaves the old run as it was,
     // and says so (the epoch it keeps is the old run's, not one of the failed run).
     assert_fails_with(
-        &["train", "--model", "lenet-bn", "--data-dir", d, "--out", path(&run), "--force", "--lr", "1e38", "--batch-size", "16"],
+        &[
+            "train",
+            "--model",
+            "lenet-bn",
+            "--data-dir",
+            d,
+            "--out",
+            path(&run),
+            "--force",
+            "--lr",
+            "1e38",
+            "--batch-size",
+            "16",
+        ],
         "still holds the run that was there before, unchanged",
     );
     assert_eq!(std::fs::read(run.join("run.json")).unwrap(), before);
@@ -186,9 +248,14 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     let run = runs.path().join("run");
     let text = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path())]);
     assert!(text.contains("test loss ") && text.contains("of 40 images)"), "{text}");
-    assert!(text.contains("per-class accuracy:") && text.contains("T-shirt/top") && text.contains("Ankle boot"), "{text}");
+    assert!(
+        text.contains("per-class accuracy:") && text.contains("T-shirt/top") && text.contains("Ankle boot"),
+        "{text}"
+    );
     assert!(text.contains("confusion matrix"), "{text}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--json"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--json"]))
+            .unwrap();
     let confusion = json["confusion"].as_array().unwrap();
     assert_eq!(confusion.len(), 10);
     let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
@@ -200,14 +267,32 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     let model_file = run.join("model-epoch1.bpk");
     let before = std::fs::read(&model_file).unwrap();
     let precise = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "2"]);
-    assert!(precise.lines().next().unwrap().ends_with("; batch normalization statistics from 2 training batches"), "{precise}");
+    assert!(
+        precise.lines().next().unwrap().ends_with("; batch normalization statistics from 2 training batches"),
+        "{precise}"
+    );
     let loss_line = |report: &str| report.lines().nth(1).unwrap().to_string();
     assert!(loss_line(&precise).starts_with("test loss "), "{precise}");
     assert_ne!(loss_line(&precise), loss_line(&text));
     assert_eq!(std::fs::read(&model_file).unwrap(), before);
-    assert_fails_with(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "0"], "--precise-bn");
+    assert_fails_with(
+        &["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--precise-bn", "0"],
+        "--precise-bn",
+    );
     let plain = runs.path().join("plain");
-    ok(&["train", "--model", "lenet", "--data-dir", path(data.path()), "--epochs", "1", "--limit", "32", "--out", path(&plain)]);
+    ok(&[
+        "train",
+        "--model",
+        "lenet",
+        "--data-dir",
+        path(data.path()),
+        "--epochs",
+        "1",
+        "--limit",
+        "32",
+        "--out",
+        path(&plain),
+    ]);
     let refused = ["eval", "--checkpoint", path(&plain), "--data-dir", path(data.path()), "--precise-bn", "2"];
     assert_fails_with(&refused, "lenet has no batch normalization");
 
@@ -233,15 +318,25 @@ fn predict_reads_images_and_idx_files_and_refuses_the_rest() {
     let png = runs.path().join("shirt.png");
     image::RgbImage::from_pixel(64, 48, image::Rgb([200, 30, 30])).save(&png).unwrap();
     let idx = data.path().join("t10k-images-idx3-ubyte.gz");
-    let text = ok(&["predict", "--checkpoint", path(&run), path(&png), "--idx", path(&idx), "--index", "3", "--top-k", "2"]);
+    let text =
+        ok(&["predict", "--checkpoint", path(&run), path(&png), "--idx", path(&idx), "--index", "3", "--top-k", "2"]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].starts_with(&format!("{}: ", png.display())) && lines[1].contains("t10k-images-idx3-ubyte.gz[3]: "), "{text}");
+    assert!(
+        lines[0].starts_with(&format!("{}: ", png.display())) && lines[1].contains("t10k-images-idx3-ubyte.gz[3]: "),
+        "{text}"
+    );
     assert_eq!(lines[0].matches(", ").count(), 1, "two classes: {text}");
     let not_image = runs.path().join("notes.txt");
     std::fs::write(&not_image, "hello").unwrap();
-    assert_fails_with(&["predict", "--checkpoint", path(&run), path(&not_image)], "notes.txt: not a readable PNG or JPEG");
-    assert_fails_with(&["predict", "--checkpoint", path(&run), "--idx", path(&idx), "--index", "40"], "out of range (the file has 40 images)");
+    assert_fails_with(
+        &["predict", "--checkpoint", path(&run), path(&not_image)],
+        "notes.txt: not a readable PNG or JPEG",
+    );
+    assert_fails_with(
+        &["predict", "--checkpoint", path(&run), "--idx", path(&idx), "--index", "40"],
+        "out of range (the file has 40 images)",
+    );
     assert_fails_with(&["predict", "--checkpoint", path(&run)], "give image files");
 }
 
@@ -269,12 +364,16 @@ fn plot_overlays_runs_and_import_export_round_trip() {
         "holds a lenet-bn network (its metadata says so), not a lenet-bn-scratch",
     );
     assert!(!runs.path().join("x").exists(), "a failed import creates nothing");
-    assert_fails_with(&["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)], "already holds a run");
+    assert_fails_with(
+        &["import", "--model", "lenet-bn", path(&weights), "--out", path(&imported)],
+        "already holds a run",
+    );
 }
 
 #[test]
 fn bench_times_the_training_step_and_profiles_it() {
-    let out = deepcnn(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--json"]);
+    let out =
+        deepcnn(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--warmup", "1", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json = stdout(&out);
     let v: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
@@ -285,12 +384,35 @@ fn bench_times_the_training_step_and_profiles_it() {
     assert!(v["images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{json}");
 
     let text = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile"]);
-    for line in ["images/s", "profile:", "conv2d forward", "conv2d backward", "batch norm backward", "sigmoid forward", "max pool backward", "optimizer (Adam)"] {
+    for line in [
+        "images/s",
+        "profile:",
+        "conv2d forward",
+        "conv2d backward",
+        "batch norm backward",
+        "sigmoid forward",
+        "max pool backward",
+        "optimizer (Adam)",
+    ] {
         assert!(text.contains(line), "no '{line}' in:\n{text}");
     }
     // With every kernel switched off, none of them is timed.
-    let plain = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile", "--burn-ops", "conv,batch-norm,sigmoid,max-pool"]);
-    assert!(!plain.contains("conv2d forward") && !plain.contains("max pool forward") && plain.contains("burn's own"), "{plain}");
+    let plain = ok(&[
+        "bench",
+        "--model",
+        "lenet-bn",
+        "--batch-size",
+        "8",
+        "--steps",
+        "2",
+        "--profile",
+        "--burn-ops",
+        "conv,batch-norm,sigmoid,max-pool",
+    ]);
+    assert!(
+        !plain.contains("conv2d forward") && !plain.contains("max pool forward") && plain.contains("burn's own"),
+        "{plain}"
+    );
 
     assert_fails_with(&["bench", "--model", "lenet-bn", "--burn-ops", "matmul"], "matmul");
     assert_fails_with(&["bench", "--model", "densenet", "--input", "28"], "densenet cannot take 28×28");

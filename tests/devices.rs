@@ -75,7 +75,11 @@ fn assert_same_training(kind: ModelKind, optim: Optim, steps: usize, other: &Dev
     let (cpu_losses, cpu_logits) = train_on(kind, &Device::flex(), &batch, steps, optim);
     let (other_losses, other_logits) = train_on(kind, other, &batch, steps, optim);
     for (step, (c, o)) in cpu_losses.iter().zip(&other_losses).enumerate() {
-        assert!((c - o).abs() <= 1e-4 * c.abs().max(1.0), "{kind} step {}: loss {c} on the CPU, {o} on {other:?}", step + 1);
+        assert!(
+            (c - o).abs() <= 1e-4 * c.abs().max(1.0),
+            "{kind} step {}: loss {c} on the CPU, {o} on {other:?}",
+            step + 1
+        );
     }
     assert!(cpu_losses[steps - 1] < cpu_losses[0], "{kind}: the steps trained: {cpu_losses:?}");
     let worst = cpu_logits.iter().zip(&other_logits).map(|(c, o)| (c - o).abs()).fold(0.0f32, f32::max);
@@ -119,7 +123,8 @@ fn the_training_loop_gives_the_same_epochs_on_another_backend() {
     // 96 images in batches of 32: 3 steps an epoch, then the test set in evaluation mode, with
     // the moving averages and with precise BN's statistics.
     for precise_bn in [0, 2] {
-        let config = TrainConfig { epochs: 2, batch_size: 32, precise_bn, ..TrainConfig::new(ModelKind::LeNetBnScratch) };
+        let config =
+            TrainConfig { epochs: 2, batch_size: 32, precise_bn, ..TrainConfig::new(ModelKind::LeNetBnScratch) };
         let run = |device: &Device| {
             let state = TrainState::fresh(&config, device);
             train(&config, &data, device, state, &mut OnEpoch(|_| {})).unwrap().history

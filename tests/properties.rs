@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use burn::store::ModuleSnapshot;
 use burn::prelude::*;
+use burn::store::ModuleSnapshot;
 use deepcnn::checkpoint::RunRecord;
 use deepcnn::data::idx::{decode_bytes, encode_images, encode_labels, gzip, parse_images, parse_labels, IdxImages};
 use deepcnn::data::image_file::decode_image;

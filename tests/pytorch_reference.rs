@@ -3,11 +3,11 @@
 //! batch, and must land where PyTorch did (fixture made by `bench/make_pytorch_fixture.py`).
 
 use burn::module::{Param, RunningState};
-use deepcnn::nn::layers::Conv2d;
 use burn::nn::Linear;
 use burn::prelude::*;
 use deepcnn::data::Batch;
 use deepcnn::models::{LeNet, ModelKind, Network};
+use deepcnn::nn::layers::Conv2d;
 use deepcnn::nn::Norm;
 use deepcnn::train::{optimizer, train_step};
 use safetensors::SafeTensors;
@@ -125,8 +125,13 @@ fn one_training_step_lands_where_pytorch_does() {
     set_linear(&f, "15", &mut net.fc3, &d);
 
     let st = SafeTensors::deserialize(&f.0).unwrap();
-    let labels: Vec<i64> =
-        st.tensor("batch.labels").unwrap().data().chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    let labels: Vec<i64> = st
+        .tensor("batch.labels")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
     let batch = Batch {
         images: f.tensor("batch.images", &d),
         labels: Tensor::from_data(TensorData::new(labels.clone(), [labels.len()]), &d),
@@ -134,7 +139,11 @@ fn one_training_step_lands_where_pytorch_does() {
 
     let (model, out) = train_step(Network::LeNet(net), &mut optimizer(), batch, LR);
     let (loss, _) = out.read();
-    assert!((loss as f32 - f.values("step1.loss")[0]).abs() < 1e-5, "loss {loss} vs PyTorch {:?}", f.values("step1.loss"));
+    assert!(
+        (loss as f32 - f.values("step1.loss")[0]).abs() < 1e-5,
+        "loss {loss} vs PyTorch {:?}",
+        f.values("step1.loss")
+    );
 
     // valid() folds in the moving averages' update (burn applies it lazily).
     let Network::LeNet(net): Network = model.valid() else { unreachable!() };
@@ -155,12 +164,7 @@ fn one_training_step_lands_where_pytorch_does() {
     // arithmetic (BN subtracts the batch mean); in floats it is rounding noise of either sign,
     // which Adam's first step scales to at most ±lr in both frameworks. So these can differ by
     // up to 2·lr, and neither may move by more than lr.
-    for (bias, key) in [
-        (net.conv1.bias, "0"),
-        (net.conv2.bias, "4"),
-        (net.fc1.bias, "9"),
-        (net.fc2.bias, "12"),
-    ] {
+    for (bias, key) in [(net.conv1.bias, "0"), (net.conv2.bias, "4"), (net.fc1.bias, "9"), (net.fc2.bias, "12")] {
         let (ours, init) = (values(bias.unwrap().val()), f.values(&format!("init.{key}.bias")));
         assert_close(&ours, &f.values(&format!("step1.{key}.bias")), 2.0 * LR as f32 + 1e-6, &format!("{key}.bias"));
         assert_close(&ours, &init, LR as f32 + 1e-6, &format!("{key}.bias step size"));
@@ -168,10 +172,30 @@ fn one_training_step_lands_where_pytorch_does() {
 
     for (norm, key) in [(net.norm1, "1"), (net.norm2, "5"), (net.norm3, "10"), (net.norm4, "13")] {
         let Some(Norm::Scratch(bn)) = norm else { unreachable!() };
-        assert_close(&values(bn.gamma.val()), &f.values(&format!("step1.{key}.gamma")), ADAM_STEP_TOL, &format!("{key}.gamma"));
-        assert_close(&values(bn.beta.val()), &f.values(&format!("step1.{key}.beta")), ADAM_STEP_TOL, &format!("{key}.beta"));
+        assert_close(
+            &values(bn.gamma.val()),
+            &f.values(&format!("step1.{key}.gamma")),
+            ADAM_STEP_TOL,
+            &format!("{key}.gamma"),
+        );
+        assert_close(
+            &values(bn.beta.val()),
+            &f.values(&format!("step1.{key}.beta")),
+            ADAM_STEP_TOL,
+            &format!("{key}.beta"),
+        );
         // Moving statistics involve no Adam step: they must agree to float rounding.
-        assert_close(&values(bn.moving_mean.value()), &f.values(&format!("step1.{key}.moving_mean")), 1e-6, &format!("{key}.moving_mean"));
-        assert_close(&values(bn.moving_var.value()), &f.values(&format!("step1.{key}.moving_var")), 1e-6, &format!("{key}.moving_var"));
+        assert_close(
+            &values(bn.moving_mean.value()),
+            &f.values(&format!("step1.{key}.moving_mean")),
+            1e-6,
+            &format!("{key}.moving_mean"),
+        );
+        assert_close(
+            &values(bn.moving_var.value()),
+            &f.values(&format!("step1.{key}.moving_var")),
+            1e-6,
+            &format!("{key}.moving_var"),
+        );
     }
 }

@@ -10,7 +10,8 @@ fn run(config: TrainConfig, n_train: usize, n_test: usize) -> Vec<deepcnn::train
     let data = FashionMnist { train: two_class_dataset(n_train, 1), test: two_class_dataset(n_test, 2) };
     let mut printed = Vec::new();
     let d = Device::flex();
-    let trained = train(&config, &data, &d, TrainState::fresh(&config, &d), &mut OnEpoch(|m| printed.push(m.clone()))).unwrap();
+    let trained =
+        train(&config, &data, &d, TrainState::fresh(&config, &d), &mut OnEpoch(|m| printed.push(m.clone()))).unwrap();
     assert_eq!(printed, trained.history, "every epoch is reported as it ends");
     trained.history
 }
@@ -32,8 +33,7 @@ fn lenet_with_scratch_batch_norm_learns() {
 
 #[test]
 fn resnet18_learns_at_a_small_input_size() {
-    let config =
-        TrainConfig { epochs: 3, batch_size: 32, resize: Some(16), ..TrainConfig::new(ModelKind::ResNet18) };
+    let config = TrainConfig { epochs: 3, batch_size: 32, resize: Some(16), ..TrainConfig::new(ModelKind::ResNet18) };
     assert_learned(&run(config, 384, 100));
 }
 
@@ -51,10 +51,7 @@ fn a_non_finite_loss_stops_training_and_names_the_step() {
         Ok(_) => panic!("training with lr 1e38 finished"),
         Err(e) => e,
     };
-    assert!(
-        matches!(err, deepcnn::train::TrainError::NonFiniteLoss { epoch: 1, step: 2, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, deepcnn::train::TrainError::NonFiniteLoss { epoch: 1, step: 2, .. }), "{err}");
     assert!(err.to_string().starts_with("loss became "), "{err}");
     assert_eq!(epochs_reported, 0);
 }

@@ -164,7 +164,9 @@ pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfi
     }
     let steps = config.steps.max(1) as f64;
     let phase_of = |name: &str| match name {
-        kernels::CONV_BACKWARD | kernels::BN_BACKWARD | kernels::SIGMOID_BACKWARD | kernels::MAX_POOL_BACKWARD => "backward",
+        kernels::CONV_BACKWARD | kernels::BN_BACKWARD | kernels::SIGMOID_BACKWARD | kernels::MAX_POOL_BACKWARD => {
+            "backward"
+        }
         kernels::ADAM => "optimizer (Adam)",
         _ => "forward (with loss)",
     };

@@ -54,7 +54,12 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// The record of a run at the end of `history`'s last epoch.
-    fn new(config: &TrainConfig, model_file: String, optimizer_file: Option<String>, history: Vec<EpochMetrics>) -> Self {
+    fn new(
+        config: &TrainConfig,
+        model_file: String,
+        optimizer_file: Option<String>,
+        history: Vec<EpochMetrics>,
+    ) -> Self {
         RunRecord {
             format: FORMAT,
             deepcnn_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -96,7 +101,11 @@ impl RunRecord {
             format!("settings that cannot be used: {e}")
         })?;
         if record.epochs_done > record.config.epochs {
-            return Err(format!("{} done of a run of {}", record.epochs_done, plural(record.config.epochs, "epoch", "epochs")));
+            return Err(format!(
+                "{} done of a run of {}",
+                record.epochs_done,
+                plural(record.config.epochs, "epoch", "epochs")
+            ));
         }
         for name in [Some(&record.model_file), record.optimizer_file.as_ref()].into_iter().flatten() {
             if !is_plain_file_name(name) {
@@ -191,7 +200,10 @@ impl RunDir {
             return Err(CheckpointError::corrupt(&file, "is not a regular file"));
         }
         if fs::metadata(&file).map_err(CheckpointError::io(&file))?.len() > MAX_RUN_FILE {
-            return Err(CheckpointError::corrupt(&file, format!("is larger than any run.json ({})", ByteCount(MAX_RUN_FILE))));
+            return Err(CheckpointError::corrupt(
+                &file,
+                format!("is larger than any run.json ({})", ByteCount(MAX_RUN_FILE)),
+            ));
         }
         let text = fs::read(&file).map_err(CheckpointError::io(&file))?;
         let record = RunRecord::parse(&text).map_err(|reason| CheckpointError::corrupt(&file, reason))?;
@@ -260,7 +272,8 @@ impl RunDir {
     /// is replacing, at the same epoch): then `STEM-epochN.1.bpk`, so that a replacement killed
     /// before its commit never leaves the old run.json naming the new run's weights.
     fn unused_name(&self, stem: &str, epoch: usize) -> String {
-        let committed = fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok());
+        let committed =
+            fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok());
         let taken = |name: &String| {
             committed.as_ref().is_some_and(|r| &r.model_file == name || r.optimizer_file.as_ref() == Some(name))
         };
@@ -285,7 +298,8 @@ impl RunDir {
         let keep = [Some(&record.model_file), record.optimizer_file.as_ref()];
         for entry in fs::read_dir(&self.path).map_err(CheckpointError::io(&self.path))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = (name.starts_with("model-epoch") || name.starts_with("optimizer-epoch")) && name.ends_with(".bpk");
+            let ours =
+                (name.starts_with("model-epoch") || name.starts_with("optimizer-epoch")) && name.ends_with(".bpk");
             if ours && !keep.contains(&Some(&name)) {
                 let _ = fs::remove_file(entry.path());
             }
@@ -298,7 +312,8 @@ impl RunDir {
         let path = self.path.join(&record.model_file);
         let kind = record.config.model;
         let bytes = read_checkpoint_file(&path, kind)?;
-        let model = load_network_bytes(kind, bytes, device).map_err(|reason| CheckpointError::corrupt(&path, reason))?;
+        let model =
+            load_network_bytes(kind, bytes, device).map_err(|reason| CheckpointError::corrupt(&path, reason))?;
         if let Some(value) = model.first_non_finite() {
             return Err(CheckpointError::corrupt(&path, format!("holds a weight of {value}: the network diverged")));
         }
@@ -323,12 +338,15 @@ impl RunDir {
 fn holds_other_files(dir: &Path) -> bool {
     let Ok(entries) = fs::read_dir(dir) else { return false };
     let names: Vec<String> = entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    let is_checkpoint = |n: &str| (n.starts_with("model-epoch") || n.starts_with("optimizer-epoch")) && n.ends_with(".bpk");
+    let is_checkpoint =
+        |n: &str| (n.starts_with("model-epoch") || n.starts_with("optimizer-epoch")) && n.ends_with(".bpk");
     // A first epoch killed before its run.json leaves its checkpoint (and maybe the derived
     // files): the run's own, not other files. Derived names alone could be anybody's.
     let has_checkpoint = names.iter().any(|n| is_checkpoint(n));
     names.iter().any(|n| {
-        let ours = atomic::temporary_owner(n).is_some() || is_checkpoint(n) || (has_checkpoint && DERIVED_FILES.contains(&n.as_str()));
+        let ours = atomic::temporary_owner(n).is_some()
+            || is_checkpoint(n)
+            || (has_checkpoint && DERIVED_FILES.contains(&n.as_str()));
         !ours
     })
 }

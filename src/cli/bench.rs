@@ -51,13 +51,8 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         args.model.training_memory(args.batch_size, size),
         "use a smaller --batch-size or --input",
     )?;
-    let config = BenchConfig {
-        model: args.model,
-        batch_size: args.batch_size,
-        size,
-        steps: args.steps,
-        warmup: args.warmup,
-    };
+    let config =
+        BenchConfig { model: args.model, batch_size: args.batch_size, size, steps: args.steps, warmup: args.warmup };
     for &kernel in &args.burn_ops {
         set_kernel_enabled(kernel, false);
     }
@@ -87,10 +82,7 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "{value}")?;
         return Ok(());
     }
-    let (min, max) = report
-        .step_seconds
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+    let (min, max) = report.step_seconds.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| (lo.min(s), hi.max(s)));
     writeln!(
         out,
         "{} on {}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up{}",

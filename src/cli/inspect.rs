@@ -81,7 +81,8 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         let batches = asked.min(n_train.div_ceil(record.config.batch_size));
         let images = batcher.batches(train, &order, record.config.batch_size).take(batches).map(|batch| batch.images);
         model = precise_batch_norm(model, images).valid();
-        statistics = format!("; batch normalization statistics from {}", plural(batches, "training batch", "training batches"));
+        statistics =
+            format!("; batch normalization statistics from {}", plural(batches, "training batch", "training batches"));
         if batches < asked {
             statistics += &format!(" (all there are; {asked} asked)");
         }
@@ -196,7 +197,11 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
 fn idx_image(file: &Path, i: usize) -> anyhow::Result<(Vec<u8>, [usize; 2])> {
     let images = read_images(file)?;
     if i >= images.count {
-        bail!("{}: --index {i} is out of range (the file has {})", file.display(), plural(images.count, "image", "images"));
+        bail!(
+            "{}: --index {i} is out of range (the file has {})",
+            file.display(),
+            plural(images.count, "image", "images")
+        );
     }
     let n = images.rows * images.cols;
     Ok((images.pixels[i * n..(i + 1) * n].to_vec(), [images.rows, images.cols]))

@@ -89,7 +89,9 @@ fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(0) => Err("must be at least 1".into()),
         Ok(v) => Ok(v),
-        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => Err(format!("{s} is too large (at most {})", usize::MAX)),
+        Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(format!("{s} is too large (at most {})", usize::MAX))
+        }
         Err(_) => Err(format!("'{s}' is not a positive whole number")),
     }
 }

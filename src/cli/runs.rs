@@ -9,8 +9,8 @@ use clap::Args;
 
 use super::positive;
 use crate::checkpoint::{write_atomic, RunDir};
-use crate::interop::pytorch::{import_tensors, TorchFile};
 use crate::interop::export_safetensors;
+use crate::interop::pytorch::{import_tensors, TorchFile};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, plural, Curves};
 use crate::train::{ConfigError, TrainConfig};
@@ -84,7 +84,8 @@ pub struct ImportArgs {
 pub fn import(args: ImportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let file = TorchFile::read(&args.file)?;
     let recorded_model = file.model.as_deref().map(str::parse::<ModelKind>).transpose();
-    let recorded_model = recorded_model.map_err(|e| anyhow::anyhow!("{}: its metadata names {e}", args.file.display()))?;
+    let recorded_model =
+        recorded_model.map_err(|e| anyhow::anyhow!("{}: its metadata names {e}", args.file.display()))?;
     let model = match (args.model, recorded_model) {
         (Some(asked), Some(recorded)) if asked != recorded => {
             bail!("{} holds a {recorded} network (its metadata says so), not a {asked}", args.file.display())
@@ -94,7 +95,10 @@ pub fn import(args: ImportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     };
     let recorded_size = match &file.image_size {
         Some(text) => Some(text.parse::<usize>().ok().filter(|&s| s > 0).ok_or_else(|| {
-            anyhow::anyhow!("{}: its metadata gives the image size as {text:?}, not a positive number", args.file.display())
+            anyhow::anyhow!(
+                "{}: its metadata gives the image size as {text:?}, not a positive number",
+                args.file.display()
+            )
         })?),
         None => None,
     };
@@ -117,7 +121,12 @@ pub fn import(args: ImportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let run = RunDir::create(&args.out, args.force, false)?;
     run.save_imported(&config, &network)?;
     let size = config.image_size();
-    writeln!(out, "imported {model} weights ({size}×{size} images) from {} into {}", args.file.display(), args.out.display())?;
+    writeln!(
+        out,
+        "imported {model} weights ({size}×{size} images) from {} into {}",
+        args.file.display(),
+        args.out.display()
+    )?;
     Ok(())
 }
 

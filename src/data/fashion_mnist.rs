@@ -9,18 +9,8 @@ use super::idx::{self, IdxError};
 pub const DEFAULT_DATA_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The ten classes, in label order.
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const CLASS_NAMES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 pub const NUM_CLASSES: usize = CLASS_NAMES.len();
 
@@ -53,7 +43,12 @@ pub struct Dataset {
 
 impl Dataset {
     /// Builds a split from images and labels, checking that they belong together.
-    pub fn new(images: idx::IdxImages, images_path: &Path, labels: Vec<u8>, labels_path: &Path) -> Result<Self, IdxError> {
+    pub fn new(
+        images: idx::IdxImages,
+        images_path: &Path,
+        labels: Vec<u8>,
+        labels_path: &Path,
+    ) -> Result<Self, IdxError> {
         if images.count != labels.len() {
             return Err(IdxError::CountMismatch {
                 images_path: images_path.into(),

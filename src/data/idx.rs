@@ -38,9 +38,7 @@ pub enum IdxError {
     BadDimensions { path: PathBuf, rows: usize, cols: usize },
     #[error("{path}: label {label} at index {index} is outside 0..{classes}")]
     BadLabel { path: PathBuf, index: usize, label: u8, classes: usize },
-    #[error(
-        "image/label count mismatch: {images_path} has {images} images but {labels_path} has {labels} labels"
-    )]
+    #[error("image/label count mismatch: {images_path} has {images} images but {labels_path} has {labels} labels")]
     CountMismatch { images_path: PathBuf, images: usize, labels_path: PathBuf, labels: usize },
 }
 
@@ -111,12 +109,7 @@ pub fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<u8>, IdxError> {
 }
 
 /// Checks the header against `magic` and the data length against the dimensions.
-fn parse<'a>(
-    bytes: &'a [u8],
-    path: &Path,
-    magic: u32,
-    what: &'static str,
-) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
+fn parse<'a>(bytes: &'a [u8], path: &Path, magic: u32, what: &'static str) -> Result<(Vec<usize>, &'a [u8]), IdxError> {
     if bytes.is_empty() {
         return Err(IdxError::Empty { path: path.into() });
     }
@@ -211,10 +204,7 @@ mod tests {
         let p = Path::new("x");
         // A labels file given where images are expected.
         let err = parse_images(&encode_labels(&[1, 2]), p).unwrap_err();
-        assert!(
-            matches!(err, IdxError::BadMagic { found: LABELS_MAGIC, expected: IMAGES_MAGIC, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, IdxError::BadMagic { found: LABELS_MAGIC, expected: IMAGES_MAGIC, .. }), "{err}");
     }
 
     #[test]

@@ -33,7 +33,9 @@ enum Layout {
     /// Linear weight: transposed.
     Transposed,
     /// From-scratch BN tensor: PyTorch adds unit dimensions around the channels.
-    Channels { rank: usize },
+    Channels {
+        rank: usize,
+    },
 }
 
 impl Layout {
@@ -49,7 +51,11 @@ impl Layout {
 
     /// A linear layer's weight is transposed, its bias is not.
     fn linear(tensor: &str) -> Self {
-        if tensor == "weight" { Layout::Transposed } else { Layout::Same }
+        if tensor == "weight" {
+            Layout::Transposed
+        } else {
+            Layout::Same
+        }
     }
 }
 
@@ -71,7 +77,11 @@ fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)>
         }
     }
     let bn_or_conv = |m: &str, t: &'static str| -> String {
-        if m.starts_with("bn") { builtin_bn(t).to_string() } else { t.to_string() }
+        if m.starts_with("bn") {
+            builtin_bn(t).to_string()
+        } else {
+            t.to_string()
+        }
     };
     let tensor: &'static str = match tensor {
         "weight" => "weight",
@@ -174,7 +184,8 @@ impl TorchFile {
             let bytes = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
             return Self::from_safetensors(&bytes).map_err(error);
         } else {
-            let reader = PytorchReader::new(path).map_err(|e| error(format!("not a readable PyTorch state_dict: {e}")))?;
+            let reader =
+                PytorchReader::new(path).map_err(|e| error(format!("not a readable PyTorch state_dict: {e}")))?;
             for (name, t) in reader.tensors() {
                 use burn::store::pytorch_reader::DType as T;
                 let bytes = t.read().map_err(|e| error(format!("`{name}`: {e}")))?;
@@ -194,7 +205,8 @@ impl TorchFile {
     /// Reads the bytes of a `.safetensors` file; the error says what is wrong with them.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self, String> {
         let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
-        let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
+        let (_, metadata) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format!("not a readable safetensors file: {e}"))?;
         let info = metadata.metadata().as_ref();
         let recorded = |key: &str| info.and_then(|info| info.get(key).cloned());
         let mut tensors = BTreeMap::new();
@@ -237,7 +249,9 @@ pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &De
                 source.shape
             )));
         }
-        let values = source.values.map_err(|dtype| error(format!("`{key}` holds {dtype} values; a weight must be floating-point")))?;
+        let values = source
+            .values
+            .map_err(|dtype| error(format!("`{key}` holds {dtype} values; a weight must be floating-point")))?;
         if values.len() != want.iter().product::<usize>() {
             return Err(error(format!("`{key}` has {} values for its shape {:?}", values.len(), source.shape)));
         }
@@ -307,12 +321,15 @@ pub fn export_safetensors(kind: ModelKind, model: &Network, image_size: usize) -
     let mut entries: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
     let mut builtin_bns = BTreeSet::new();
     for t in model.valid().collect(None, None, false) {
-        let (key, layout) = torch_key_and_layout(kind, &t.name).unwrap_or_else(|| panic!("no PyTorch name for {}", t.name));
+        let (key, layout) =
+            torch_key_and_layout(kind, &t.name).unwrap_or_else(|| panic!("no PyTorch name for {}", t.name));
         let shape: Vec<usize> = t.shape.to_vec();
         let bytes = t.to_bytes().expect("tensor bytes").to_vec();
         let torch_shape = layout.torch_shape(&shape);
         let bytes = match layout {
-            Layout::Transposed => transpose(&f32s(&bytes), shape[0], shape[1]).iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Layout::Transposed => {
+                transpose(&f32s(&bytes), shape[0], shape[1]).iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
             _ => bytes,
         };
         if key.ends_with(".running_mean") {
@@ -326,7 +343,10 @@ pub fn export_safetensors(kind: ModelKind, model: &Network, image_size: usize) -
     let views: HashMap<String, safetensors::tensor::TensorView> = entries
         .iter()
         .map(|(k, shape, bytes, dtype)| {
-            (k.clone(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("consistent tensor view"))
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).expect("consistent tensor view"),
+            )
         })
         .collect();
     let metadata = HashMap::from([
@@ -369,7 +389,8 @@ mod tests {
         for kind in ModelKind::ALL {
             let net = Network::new(kind, &Device::flex());
             let names: Vec<String> = net.collect(None, None, false).into_iter().map(|t| t.name).collect();
-            let keys: BTreeSet<String> = names.iter().map(|n| torch_key(kind, n).unwrap_or_else(|| panic!("{n}"))).collect();
+            let keys: BTreeSet<String> =
+                names.iter().map(|n| torch_key(kind, n).unwrap_or_else(|| panic!("{n}"))).collect();
             assert_eq!(keys.len(), names.len(), "{kind}: two tensors share a PyTorch key");
         }
     }

@@ -23,8 +23,7 @@ fn exp_nonpositive(x: f32) -> f32 {
     let rounded = x * LOG2E + ROUND;
     let n = rounded - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
         * r
         + 0.5; // Cephes: 5.0000001201e-1, which is 0.5 in f32
     let e_r = p * r * r + r + 1.0;
@@ -37,20 +36,25 @@ fn exp_nonpositive(x: f32) -> f32 {
 /// σ(x) = 1/(1 + e^(−x)), from e^(−|x|) so that the exponential never overflows.
 pub fn sigmoid(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| avx2(#[inline(always)] || {
-        for (o, &v) in ys.iter_mut().zip(xs) {
-            let e = exp_nonpositive(-v.abs());
-            let s = 1.0 / (1.0 + e);
-            // σ(x) for x ≥ 0, σ(−|x|) = 1 − σ(|x|) = e·σ(|x|) for x < 0; NaN stays NaN.
-            *o = if v >= 0.0 {
-                s
-            } else if v < 0.0 {
-                e * s
-            } else {
-                v
-            };
-        }
-    }));
+    y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| {
+        avx2(
+            #[inline(always)]
+            || {
+                for (o, &v) in ys.iter_mut().zip(xs) {
+                    let e = exp_nonpositive(-v.abs());
+                    let s = 1.0 / (1.0 + e);
+                    // σ(x) for x ≥ 0, σ(−|x|) = 1 − σ(|x|) = e·σ(|x|) for x < 0; NaN stays NaN.
+                    *o = if v >= 0.0 {
+                        s
+                    } else if v < 0.0 {
+                        e * s
+                    } else {
+                        v
+                    };
+                }
+            },
+        )
+    });
     y
 }
 
@@ -58,11 +62,14 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
 pub fn sigmoid_backward(output: &[f32], grad: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; output.len()];
     dx.par_chunks_mut(GRAIN).zip(output.par_chunks(GRAIN).zip(grad.par_chunks(GRAIN))).for_each(|(d, (ys, gs))| {
-        avx2(#[inline(always)] || {
-            for ((o, &y), &g) in d.iter_mut().zip(ys).zip(gs) {
-                *o = g * y * (1.0 - y);
-            }
-        })
+        avx2(
+            #[inline(always)]
+            || {
+                for ((o, &y), &g) in d.iter_mut().zip(ys).zip(gs) {
+                    *o = g * y * (1.0 - y);
+                }
+            },
+        )
     });
     dx
 }

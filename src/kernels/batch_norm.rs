@@ -69,12 +69,7 @@ fn sums_of_sample(sample: &[f32], shape: NcsShape, acc: &mut [f64], f: impl Fn(u
 }
 
 /// Per-channel sums of `f(channel, x, other)` over all samples, in parallel over samples.
-fn channel_sums(
-    x: &[f32],
-    other: &[f32],
-    shape: NcsShape,
-    f: impl Fn(usize, f32, f32) -> f32 + Sync,
-) -> Vec<f64> {
+fn channel_sums(x: &[f32], other: &[f32], shape: NcsShape, f: impl Fn(usize, f32, f32) -> f32 + Sync) -> Vec<f64> {
     let len = shape.sample_len();
     x.par_chunks(len)
         .zip(other.par_chunks(len))
@@ -117,7 +112,15 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics.
-pub fn normalize(x: &[f32], shape: NcsShape, gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> Vec<f32> {
+pub fn normalize(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+) -> Vec<f32> {
     // y = x·scale + shift, with scale = γ·σ⁻¹ and shift = β − mean·scale.
     let scale: Vec<f32> = (0..shape.c).map(|ch| gamma[ch] * inv_std(var[ch], eps)).collect();
     let shift: Vec<f32> = (0..shape.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
@@ -143,7 +146,13 @@ fn inv_std(var: f32, eps: f64) -> f32 {
 }
 
 /// Training-mode forward: the output and the batch statistics (mean, biased variance).
-pub fn forward_train(x: &[f32], shape: NcsShape, gamma: &[f32], beta: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub fn forward_train(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mean, var) = statistics(x, shape);
     let y = normalize(x, shape, gamma, beta, &mean, &var, eps);
     (y, mean, var)

@@ -15,15 +15,17 @@ pub mod batch_norm;
 pub mod conv;
 pub mod onednn;
 pub mod pool;
-pub(crate) mod simd;
 pub mod profile;
+pub(crate) mod simd;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::{Autodiff, NodeId};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{backend_extension, AutodiffBackend, tensor::FloatTensor, Backend, Dispatch, DispatchDevice, ExtensionType, Flex};
+use burn::backend::{
+    backend_extension, tensor::FloatTensor, AutodiffBackend, Backend, Dispatch, DispatchDevice, ExtensionType, Flex,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::prelude::*;
@@ -101,7 +103,11 @@ pub trait FastOps: Backend {
     fn max_pool_2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// Gradient of [`FastOps::max_pool_2x2`] from its input and output.
-    fn max_pool_2x2_backward(x: FloatTensor<Self>, output: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn max_pool_2x2_backward(
+        x: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 
     /// The logistic sigmoid.
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -187,11 +193,17 @@ pub const ADAM: &str = "adam update";
 pub const SIGMOID_BACKWARD: &str = "sigmoid backward";
 
 impl FastOps for Flex {
-    fn fused_batch_norm_train(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, epsilon: f64) -> BatchNormTrainOutput<Self> {
+    fn fused_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (y, mean, var) =
-            profile::timed(BN_FORWARD, || batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon));
+        let (y, mean, var) = profile::timed(BN_FORWARD, || {
+            batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon)
+        });
         BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
     }
 
@@ -205,15 +217,17 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (dx, dgamma, dbeta) = profile::timed(BN_BACKWARD, || batch_norm::backward_train(
-            &f32s(&x),
-            ncs,
-            &f32s(&gamma),
-            &f32s(&mean),
-            &f32s(&variance),
-            epsilon,
-            &f32s(&output_grad),
-        ));
+        let (dx, dgamma, dbeta) = profile::timed(BN_BACKWARD, || {
+            batch_norm::backward_train(
+                &f32s(&x),
+                ncs,
+                &f32s(&gamma),
+                &f32s(&mean),
+                &f32s(&variance),
+                epsilon,
+                &f32s(&output_grad),
+            )
+        });
         LayerGrads { input: flex(dx, &shape), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
     }
 
@@ -242,7 +256,8 @@ impl FastOps for Flex {
     ) -> AdamUpdate<Self> {
         // In place where nothing else holds a tensor's buffer (the optimizer hands parameter and
         // moments over), else on a copy: ResNet-18's 11 M parameters would cost three 45 MB copies.
-        let (mut param, mut moment_1, mut moment_2) = (whole_buffer(param), whole_buffer(moment_1), whole_buffer(moment_2));
+        let (mut param, mut moment_1, mut moment_2) =
+            (whole_buffer(param), whole_buffer(moment_1), whole_buffer(moment_2));
         let grad = f32s(&grad);
         profile::timed(ADAM, || {
             adam::step(param.storage_mut(), &grad, moment_1.storage_mut(), moment_2.storage_mut(), scalars)
@@ -412,7 +427,11 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
     }
 
-    fn max_pool_2x2_backward(_x: FloatTensor<Self>, _output: FloatTensor<Self>, _output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn max_pool_2x2_backward(
+        _x: FloatTensor<Self>,
+        _output: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         unimplemented!("second derivatives of max pooling are not supported")
     }
 
@@ -541,7 +560,12 @@ pub fn batch_norm_train<const D: usize>(
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         return (r.output, r.mean, r.variance);
     }
-    let r = <Dispatch as FastOps>::fused_batch_norm_train(x.into_dispatch(), gamma.into_dispatch(), beta.into_dispatch(), epsilon);
+    let r = <Dispatch as FastOps>::fused_batch_norm_train(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    );
     (Tensor::from_dispatch(r.output), Tensor::from_dispatch(r.mean), Tensor::from_dispatch(r.variance))
 }
 

@@ -16,7 +16,11 @@ const PLANES_PER_TASK: usize = 16;
 /// The larger of two values, NaN winning (`f32::max` would drop it).
 #[inline(always)]
 fn max_nan(m: f32, v: f32) -> f32 {
-    if v > m || v.is_nan() { v } else { m }
+    if v > m || v.is_nan() {
+        v
+    } else {
+        m
+    }
 }
 
 /// The four values of window (oh, ow) of a plane.
@@ -69,7 +73,9 @@ pub fn max_pool_2x2_backward(x: &[f32], y: &[f32], dy: &[f32], planes: usize, h:
                 #[inline(always)]
                 || {
                     let planes = dxs.chunks_exact_mut(h * w).zip(xs.chunks_exact(h * w));
-                    for ((dx, plane), (out, grad)) in planes.zip(ys.chunks_exact(ho * wo).zip(dys.chunks_exact(ho * wo))) {
+                    for ((dx, plane), (out, grad)) in
+                        planes.zip(ys.chunks_exact(ho * wo).zip(dys.chunks_exact(ho * wo)))
+                    {
                         for oh in 0..ho {
                             let (top, bottom) = dx[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
                             for ow in 0..wo {

@@ -8,8 +8,8 @@ use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
-use crate::nn::Trace;
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
+use crate::nn::Trace;
 
 /// The book's configuration: 4 dense blocks of 4 convolutions, growth rate 32.
 pub const CONVS_PER_BLOCK: [usize; 4] = [4, 4, 4, 4];

@@ -5,9 +5,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::nn::batch_norm::{Rank, StatisticsAxes};
+use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
 use crate::nn::{Norm, Trace};
-use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
 /// features for the first linear layer.

@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 pub use densenet::{conv_block, transition_block, DenseBlock, DenseNet};
 pub use lenet::LeNet;
-pub use resnet::{Residual, ResNet18, ResnetBlock};
+pub use resnet::{ResNet18, Residual, ResnetBlock};
 
 use crate::nn::norm::NormKind;
 use crate::nn::{LayerRow, Trace};
@@ -99,7 +99,10 @@ impl ModelKind {
     pub fn training_memory(self, batch: usize, size: usize) -> u64 {
         let (rows, params) = self.shapes(size);
         let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
-        (batch as u64).saturating_mul(floats).saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4 * 4)
+        (batch as u64)
+            .saturating_mul(floats)
+            .saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT)
+            .saturating_add(params * 4 * 4)
     }
 
     /// About how many bytes an evaluation-mode forward pass of `batch` images needs: oneDNN's
@@ -107,7 +110,10 @@ impl ModelKind {
     pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
         let (rows, params) = self.shapes(size);
         let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
-        (batch as u64).saturating_mul(floats).saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT).saturating_add(params * 4)
+        (batch as u64)
+            .saturating_mul(floats)
+            .saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT)
+            .saturating_add(params * 4)
     }
 
     /// Bytes of all the network's values as f32: weights and batch-normalization statistics.

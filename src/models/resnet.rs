@@ -8,8 +8,8 @@ use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::Stem;
-use crate::nn::Trace;
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
+use crate::nn::Trace;
 
 /// `Residual(in, out, use_1x1conv, stride)`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 #[derive(Module, Debug)]
@@ -59,7 +59,13 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn new(in_channels: usize, out_channels: usize, num_residuals: usize, first_block: bool, device: &Device) -> Self {
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        num_residuals: usize,
+        first_block: bool,
+        device: &Device,
+    ) -> Self {
         assert!(!first_block || in_channels == out_channels, "the first stage keeps its channel count");
         let residuals = (0..num_residuals)
             .map(|i| match i == 0 && !first_block {
@@ -90,11 +96,7 @@ impl ResNet18 {
             ResnetBlock::new(128, 256, 2, false, device),
             ResnetBlock::new(256, 512, 2, false, device),
         ];
-        Self {
-            stem: Stem::new(device),
-            stages,
-            head: Head::new(512, device),
-        }
+        Self { stem: Stem::new(device), stages, head: Head::new(512, device) }
     }
 
     pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {

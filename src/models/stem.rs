@@ -5,8 +5,8 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
-use crate::nn::Trace;
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
+use crate::nn::Trace;
 
 pub const STEM_CHANNELS: usize = 64;
 

@@ -331,9 +331,15 @@ mod tests {
             assert_close(&grad1(ours.gamma.val(), &g_ours), &grad1(builtin.gamma.val(), &g_builtin), 1e-4, "dγ");
             assert_close(&grad1(ours.beta.val(), &g_ours), &grad1(builtin.beta.val(), &g_builtin), 1e-4, "dβ");
         }
-        let pairs = [(&ours.moving_mean, &builtin.running_mean, "mean"), (&ours.moving_var, &builtin.running_var, "var")];
+        let pairs =
+            [(&ours.moving_mean, &builtin.running_mean, "mean"), (&ours.moving_var, &builtin.running_var, "var")];
         for (a, b, what) in pairs {
-            assert_close(&values(a.value_sync()), &values(b.value_sync()), 1e-6, &format!("moving {what} after 5 steps"));
+            assert_close(
+                &values(a.value_sync()),
+                &values(b.value_sync()),
+                1e-6,
+                &format!("moving {what} after 5 steps"),
+            );
         }
     }
 

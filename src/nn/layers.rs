@@ -59,7 +59,8 @@ pub struct Conv2d {
 impl Conv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, height, width] = input.dims();
-        let pairs = [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let pairs =
+            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
         let options = ConvOptions::new_with_padding(self.stride, pairs, self.dilation, self.groups);
         kernels::conv2d(input, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
@@ -122,7 +123,8 @@ pub struct MaxPool2d {
 impl MaxPool2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let [_, _, height, width] = input.dims();
-        let pairs = [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let pairs =
+            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
         let options = MaxPoolOptions::new(self.kernel_size)
             .with_stride(self.stride)
             .with_padding_pairs(pairs)
@@ -178,7 +180,8 @@ impl BatchNorm {
             let var = self.running_var.value().to_device(&device);
             return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);
         }
-        let (output, mean, variance) = kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+        let (output, mean, variance) =
+            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
         let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
             let running = state.value_sync().to_device(&device);
             let next = running.mul_scalar(1.0 - self.momentum).add(batch.detach().mul_scalar(self.momentum));
@@ -268,6 +271,11 @@ mod tests {
         let stat = |s: &RunningState<Tensor<1>>| values(s.value_sync());
         assert_close(stat(&ours.running_var), stat(&burns.running_var), 1e-6, "running variance");
         let x = Tensor::<4>::random([8, 6, 4, 4], Distribution::Default, &Device::flex());
-        assert_close(values(ours.valid().forward(x.clone())), values(burns.valid().forward(x)), 1e-5, "evaluation mode");
+        assert_close(
+            values(ours.valid().forward(x.clone())),
+            values(burns.valid().forward(x)),
+            1e-5,
+            "evaluation mode",
+        );
     }
 }

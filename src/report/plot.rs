@@ -62,7 +62,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> R
     for (i, (label, history)) in curves.runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let name = |metric: &str| if several { format!("{label}: {metric}") } else { metric.to_string() };
-        let points = |f: fn(&EpochMetrics) -> f64| history.iter().map(move |m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
+        let points =
+            |f: fn(&EpochMetrics) -> f64| history.iter().map(move |m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
         // The book's styles: loss solid, train acc dashed, test acc dotted-dashed.
         chart
             .draw_series(LineSeries::new(points(|m| m.loss), color.stroke_width(2)))
@@ -79,7 +80,9 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> R
             .map_err(err)?
             .label(name("test acc"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 3, y)], color.stroke_width(2)));
-        chart.draw_series(points(|m| m.test_accuracy).into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        chart
+            .draw_series(points(|m| m.test_accuracy).into_iter().map(|p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
     }
     chart
         .configure_series_labels()

@@ -81,7 +81,11 @@ mod tests {
             b = burns.step(1e-2, b, gb);
             let (wa, wb) = (a.weight.val().into_data(), b.weight.val().into_data());
             assert_eq!(wa, wb, "step {step}: weights");
-            assert_eq!(a.bias.as_ref().unwrap().val().into_data(), b.bias.as_ref().unwrap().val().into_data(), "step {step}: bias");
+            assert_eq!(
+                a.bias.as_ref().unwrap().val().into_data(),
+                b.bias.as_ref().unwrap().val().into_data(),
+                "step {step}: bias"
+            );
         }
     }
 

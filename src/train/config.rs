@@ -99,7 +99,9 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("{0} has no batch normalization, so precise BN has nothing to recompute")]
     NoBatchNorm(ModelKind),
-    #[error("crop padding {padding} is too large for {rows}×{cols} images (it must be less than half the smaller side)")]
+    #[error(
+        "crop padding {padding} is too large for {rows}×{cols} images (it must be less than half the smaller side)"
+    )]
     BadCropPadding { padding: usize, rows: usize, cols: usize },
     #[error("the learning rate {0:e} is not a number f32 can hold (it must be at least 1.2e-38 and at most 3.4e38)")]
     LearningRateOutOfRange(f64),
@@ -149,7 +151,9 @@ impl TrainConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (name, value) in [("epochs", self.epochs), ("batch size", self.batch_size), ("limit", self.limit.unwrap_or(1))] {
+        for (name, value) in
+            [("epochs", self.epochs), ("batch size", self.batch_size), ("limit", self.limit.unwrap_or(1))]
+        {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
             }
@@ -205,7 +209,8 @@ mod tests {
 
     #[test]
     fn crop_padding_is_checked_against_the_datas_own_images() {
-        let c = TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..TrainConfig::new(ModelKind::ResNet18) };
+        let c =
+            TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..TrainConfig::new(ModelKind::ResNet18) };
         assert!(c.validate().is_ok());
         let e = c.check_data([28, 28]).unwrap_err().to_string();
         assert!(e.starts_with("crop padding 14 is too large for 28×28 images"), "{e}");

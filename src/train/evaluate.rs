@@ -97,7 +97,8 @@ impl Counts {
             return;
         }
         let sizes: Vec<usize> = unread.iter().map(|b| b.predicted.dims()[0]).collect();
-        let (losses, predicted): (Vec<_>, Vec<_>) = std::mem::take(unread).into_iter().map(|b| (b.loss, b.predicted)).unzip();
+        let (losses, predicted): (Vec<_>, Vec<_>) =
+            std::mem::take(unread).into_iter().map(|b| (b.loss, b.predicted)).unzip();
         for (loss, n) in float_values(Tensor::cat(losses, 0)).into_iter().zip(sizes) {
             self.loss_sum += loss * n as f64;
         }
@@ -149,7 +150,10 @@ mod tests {
         assert_eq!(r.correct(), 7);
         assert_eq!(r.accuracy, 7.0 / 8.0);
         assert_eq!(r.loss, 0.25);
-        assert_eq!((r.per_class[0].class, r.per_class[0].examples, r.per_class[0].accuracy), ("T-shirt/top", 4, Some(0.75)));
+        assert_eq!(
+            (r.per_class[0].class, r.per_class[0].examples, r.per_class[0].accuracy),
+            ("T-shirt/top", 4, Some(0.75))
+        );
         assert_eq!(r.per_class[9].accuracy, Some(1.0));
         // A class without examples has no accuracy, rather than a false 0.
         assert_eq!((r.per_class[1].examples, r.per_class[1].accuracy), (0, None));

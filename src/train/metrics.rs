@@ -2,7 +2,6 @@
 
 use std::fmt;
 
-
 /// One epoch's numbers, printed like the book's `train_ch5`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochMetrics {

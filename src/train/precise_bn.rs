@@ -59,8 +59,10 @@ pub fn precise_batch_norm(model: Network, batches: impl IntoIterator<Item = Tens
         }
         count += 1;
     }
-    let averages: HashMap<String, Tensor<1>> =
-        sums.into_iter().map(|(path, sum)| (path.clone(), sum.div(rates[&path].clone()).div_scalar(count as f64))).collect();
+    let averages: HashMap<String, Tensor<1>> = sums
+        .into_iter()
+        .map(|(path, sum)| (path.clone(), sum.div(rates[&path].clone()).div_scalar(count as f64)))
+        .collect();
     set_statistics(model, |path, _| averages[path].clone())
 }
 

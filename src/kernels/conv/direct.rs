@@ -154,9 +154,12 @@ fn forward_image_avx2(xp: &[f32], blocks: &[f32], bias: &[f32], y_n: &mut [f32],
             let rows = g.padding[0].saturating_sub(last_row)..(g.padding[0] + g.h).saturating_sub(first_row).min(g.kh);
             let taps = rows.start * per_row..rows.end.max(rows.start) * per_row;
             let mut acc = [[_mm256_setzero_ps(); BLOCK]; GROUP];
-            for (&offset, w) in offsets[taps.clone()].iter().zip(w_block[taps.start * BLOCK..taps.end * BLOCK].chunks_exact(BLOCK)) {
+            for (&offset, w) in
+                offsets[taps.clone()].iter().zip(w_block[taps.start * BLOCK..taps.end * BLOCK].chunks_exact(BLOCK))
+            {
                 // SAFETY: start + offset + LANES ≤ start + reach ≤ xp.len() (asserted above).
-                let v: [__m256; GROUP] = std::array::from_fn(|t| unsafe { _mm256_loadu_ps(xp.as_ptr().add(starts[t] + offset)) });
+                let v: [__m256; GROUP] =
+                    std::array::from_fn(|t| unsafe { _mm256_loadu_ps(xp.as_ptr().add(starts[t] + offset)) });
                 for (c, &w) in w.iter().enumerate() {
                     let w = _mm256_set1_ps(w);
                     for t in 0..GROUP {
@@ -181,14 +184,7 @@ fn forward_image_avx2(xp: &[f32], blocks: &[f32], bias: &[f32], y_n: &mut [f32],
 
 /// One padded image's output, [`BLOCK`] channels × 8 pixels of a row at a time, taps in the
 /// order of [`forward_taps`].
-fn forward_image(
-    xp: &[f32],
-    blocks: &[f32],
-    bias: &[f32],
-    y_n: &mut [f32],
-    g: &ConvGeometry,
-    padded: &Padded,
-) {
+fn forward_image(xp: &[f32], blocks: &[f32], bias: &[f32], y_n: &mut [f32], g: &ConvGeometry, padded: &Padded) {
     let (ho, wo) = (g.out_h(), g.out_w());
     let k = g.k();
     for (block, w_block) in blocks.chunks_exact(k * BLOCK).enumerate() {
@@ -266,7 +262,8 @@ pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, allow_av
     let mut dw = vec![0.0f32; g.c_out * k];
     for co in 0..g.c_out {
         for tap in 0..k {
-            dw[co * k + tap] = partial[(((co / BLOCK) * k + tap) * BLOCK + co % BLOCK) * LANES..][..LANES].iter().sum::<f32>();
+            dw[co * k + tap] =
+                partial[(((co / BLOCK) * k + tap) * BLOCK + co % BLOCK) * LANES..][..LANES].iter().sum::<f32>();
         }
     }
     dw
@@ -275,7 +272,14 @@ pub(super) fn weight_grad_with(x: &[f32], dy: &[f32], g: &ConvGeometry, allow_av
 /// [`weight_grad_image`] with AVX2 registers written out.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn weight_grad_image_avx2(xp: &[f32], dy_n: &[f32], dyp: &mut [f32], dw: &mut [f32], g: &ConvGeometry, padded: &Padded) {
+fn weight_grad_image_avx2(
+    xp: &[f32],
+    dy_n: &[f32],
+    dyp: &mut [f32],
+    dw: &mut [f32],
+    g: &ConvGeometry,
+    padded: &Padded,
+) {
     use std::arch::x86_64::*;
     let (ho, wo) = (g.out_h(), g.out_w());
     let k = g.k();

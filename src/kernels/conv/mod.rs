@@ -77,7 +77,16 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Mat, rhs: Mat, acc
 }
 
 #[allow(clippy::too_many_arguments)]
-fn matmul_on(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Mat, rhs: Mat, accumulate: bool, threads: gemm::Parallelism) {
+fn matmul_on(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    threads: gemm::Parallelism,
+) {
     assert!(dst.len() >= m * n);
     // SAFETY: the views cover the index ranges gemm reads (checked by the callers' shapes:
     // every `Mat` is built over a slice of exactly the matrix it describes), and `dst` holds
@@ -441,7 +450,9 @@ fn bias_grad(dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
     let p = g.p();
     (0..g.c_out)
         .into_par_iter()
-        .map(|co| dy.chunks(g.out_len()).map(|dy_n| dy_n[co * p..(co + 1) * p].iter().sum::<f32>() as f64).sum::<f64>() as f32)
+        .map(|co| {
+            dy.chunks(g.out_len()).map(|dy_n| dy_n[co * p..(co + 1) * p].iter().sum::<f32>() as f64).sum::<f64>() as f32
+        })
         .collect()
 }
 
@@ -503,7 +514,9 @@ mod tests {
     }
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len).map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5).collect()
+        (0..len)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
+            .collect()
     }
 
     /// The forward pass, ∂W and ∂b (each by im2col and directly), and both ways of computing ∂X

@@ -161,7 +161,13 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Res
 }
 
 /// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32.
-pub fn forward_in(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, bf16: bool) -> Result<Vec<f32>, OneDnnError> {
+pub fn forward_in(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeometry,
+    bf16: bool,
+) -> Result<Vec<f32>, OneDnnError> {
     let d = dims(g, bf16)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
@@ -273,8 +279,9 @@ pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneD
     let name = |pass: c_int| -> Result<String, OneDnnError> {
         // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
         // process.
-        let p: *const c_char =
-            unsafe { ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]) };
+        let p: *const c_char = unsafe {
+            ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11])
+        };
         if p.is_null() {
             status(-1)?;
         }
@@ -289,7 +296,9 @@ mod tests {
     use crate::kernels::conv;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len).map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0).collect()
+        (0..len)
+            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -297,7 +306,15 @@ mod tests {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
 
-    fn geometry(batch: usize, c_in: usize, h: usize, c_out: usize, k: usize, stride: usize, pad: usize) -> ConvGeometry {
+    fn geometry(
+        batch: usize,
+        c_in: usize,
+        h: usize,
+        c_out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> ConvGeometry {
         ConvGeometry { batch, c_in, h, w: h + 1, c_out, kh: k, kw: k, stride: [stride; 2], padding: [pad; 2] }
     }
 
