@@ -97,8 +97,7 @@ impl ModelKind {
     /// buffers, plus weights, gradients and Adam's two moments. `size` must be one the network
     /// takes ([`check_input`](Self::check_input)).
     pub fn training_memory(self, batch: usize, size: usize) -> u64 {
-        let (rows, params) = self.shapes(size);
-        let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
+        let (floats, params) = self.output_floats(size);
         (batch as u64)
             .saturating_mul(floats)
             .saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT)
@@ -108,8 +107,7 @@ impl ModelKind {
     /// About how many bytes an evaluation-mode forward pass of `batch` images needs: oneDNN's
     /// copies of every convolution's input and output, plus the weights.
     pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
-        let (rows, params) = self.shapes(size);
-        let floats: u64 = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
+        let (floats, params) = self.output_floats(size);
         (batch as u64)
             .saturating_mul(floats)
             .saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT)
@@ -117,15 +115,20 @@ impl ModelKind {
     }
 
     /// Bytes of all the network's values as f32: weights and batch-normalization statistics.
+    /// Counted once per network (it builds one), however many files are checked against it.
     pub fn parameter_bytes(self) -> u64 {
-        Network::new(self, &Device::flex()).num_params() as u64 * 4
+        static COUNTED: [std::sync::OnceLock<u64>; ModelKind::ALL.len()] = [const { std::sync::OnceLock::new() }; 5];
+        let index = ModelKind::ALL.iter().position(|&k| k == self).expect("every kind is in ALL");
+        *COUNTED[index].get_or_init(|| Network::new(self, &Device::flex()).num_params() as u64 * 4)
     }
 
-    /// The summary rows at `size` and the number of trainable parameters.
-    fn shapes(self, size: usize) -> (Vec<LayerRow>, u64) {
+    /// Floats of one image's layer outputs at `size` (the summary's rows), and the number of
+    /// trainable parameters.
+    fn output_floats(self, size: usize) -> (u64, u64) {
         let rows = Network::new(self, &Device::flex().autodiff()).summary(size);
+        let floats = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
         let params = rows.iter().map(|r| r.params as u64).sum();
-        (rows, params)
+        (floats, params)
     }
 }
 

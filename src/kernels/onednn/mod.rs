@@ -11,76 +11,22 @@ use super::conv::ConvGeometry;
 mod ffi {
     use std::ffi::{c_char, c_int};
 
+    /// A geometry as the shim reads it (`DCNN_GEOMETRY_LEN` in shim.h): n, c_in, h, w, c_out,
+    /// kh, kw, stride_h, stride_w, pad_h, pad_w, bf16.
+    pub type Geometry = [c_int; 12];
+
     extern "C" {
-        pub fn dcnn_conv2d_forward(
-            x: *const f32,
-            w: *const f32,
-            b: *const f32,
-            y: *mut f32,
-            n: c_int,
-            c_in: c_int,
-            h: c_int,
-            w_: c_int,
-            c_out: c_int,
-            kh: c_int,
-            kw: c_int,
-            stride_h: c_int,
-            stride_w: c_int,
-            pad_h: c_int,
-            pad_w: c_int,
-            bf16: c_int,
-        ) -> c_int;
-        pub fn dcnn_conv2d_backward_data(
-            w: *const f32,
-            dy: *const f32,
-            dx: *mut f32,
-            n: c_int,
-            c_in: c_int,
-            h: c_int,
-            w_: c_int,
-            c_out: c_int,
-            kh: c_int,
-            kw: c_int,
-            stride_h: c_int,
-            stride_w: c_int,
-            pad_h: c_int,
-            pad_w: c_int,
-            bf16: c_int,
-        ) -> c_int;
+        pub fn dcnn_conv2d_forward(x: *const f32, w: *const f32, b: *const f32, y: *mut f32, g: *const c_int) -> c_int;
+        pub fn dcnn_conv2d_backward_data(w: *const f32, dy: *const f32, dx: *mut f32, g: *const c_int) -> c_int;
         pub fn dcnn_conv2d_backward_weights(
             x: *const f32,
             dy: *const f32,
             dw: *mut f32,
             db: *mut f32,
-            n: c_int,
-            c_in: c_int,
-            h: c_int,
-            w_: c_int,
-            c_out: c_int,
-            kh: c_int,
-            kw: c_int,
-            stride_h: c_int,
-            stride_w: c_int,
-            pad_h: c_int,
-            pad_w: c_int,
-            bf16: c_int,
+            g: *const c_int,
         ) -> c_int;
         pub fn dcnn_last_error() -> *const c_char;
-        pub fn dcnn_conv2d_impl(
-            pass: c_int,
-            n: c_int,
-            c_in: c_int,
-            h: c_int,
-            w_: c_int,
-            c_out: c_int,
-            kh: c_int,
-            kw: c_int,
-            stride_h: c_int,
-            stride_w: c_int,
-            pad_h: c_int,
-            pad_w: c_int,
-            bf16: c_int,
-        ) -> *const c_char;
+        pub fn dcnn_conv2d_impl(pass: c_int, g: *const c_int) -> *const c_char;
     }
 }
 
@@ -122,7 +68,7 @@ pub fn is_enabled() -> bool {
 }
 
 /// The shim's geometry arguments, each checked to fit a C int, and the precision.
-fn dims(g: &ConvGeometry, bf16: bool) -> Result<[c_int; 12], OneDnnError> {
+fn dims(g: &ConvGeometry, bf16: bool) -> Result<ffi::Geometry, OneDnnError> {
     let all = [g.batch, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride[0], g.stride[1], g.padding[0], g.padding[1]];
     let mut out = [0; 12];
     for (o, v) in out.iter_mut().zip(all) {
@@ -175,26 +121,8 @@ pub fn forward_in(
     let mut y = vec![0.0f32; g.batch * g.c_out * g.out_h() * g.out_w()];
     // SAFETY: every buffer has the length the geometry gives it (checked above), which is all
     // the shim reads or writes.
-    let code = unsafe {
-        ffi::dcnn_conv2d_forward(
-            x.as_ptr(),
-            weight.as_ptr(),
-            bias.as_ptr(),
-            y.as_mut_ptr(),
-            d[0],
-            d[1],
-            d[2],
-            d[3],
-            d[4],
-            d[5],
-            d[6],
-            d[7],
-            d[8],
-            d[9],
-            d[10],
-            d[11],
-        )
-    };
+    let code =
+        unsafe { ffi::dcnn_conv2d_forward(x.as_ptr(), weight.as_ptr(), bias.as_ptr(), y.as_mut_ptr(), d.as_ptr()) };
     status(code).map(|()| y)
 }
 
@@ -210,25 +138,7 @@ pub fn backward_data_in(weight: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     let mut dx = vec![0.0f32; g.batch * g.c_in * g.h * g.w];
     // SAFETY: as in `forward`.
-    let code = unsafe {
-        ffi::dcnn_conv2d_backward_data(
-            weight.as_ptr(),
-            dy.as_ptr(),
-            dx.as_mut_ptr(),
-            d[0],
-            d[1],
-            d[2],
-            d[3],
-            d[4],
-            d[5],
-            d[6],
-            d[7],
-            d[8],
-            d[9],
-            d[10],
-            d[11],
-        )
-    };
+    let code = unsafe { ffi::dcnn_conv2d_backward_data(weight.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), d.as_ptr()) };
     status(code).map(|()| dx)
 }
 
@@ -250,24 +160,7 @@ pub fn backward_weights_in(
     let (mut dw, mut db) = (vec![0.0f32; weight_len(g)], vec![0.0f32; g.c_out]);
     // SAFETY: as in `forward`.
     let code = unsafe {
-        ffi::dcnn_conv2d_backward_weights(
-            x.as_ptr(),
-            dy.as_ptr(),
-            dw.as_mut_ptr(),
-            db.as_mut_ptr(),
-            d[0],
-            d[1],
-            d[2],
-            d[3],
-            d[4],
-            d[5],
-            d[6],
-            d[7],
-            d[8],
-            d[9],
-            d[10],
-            d[11],
-        )
+        ffi::dcnn_conv2d_backward_weights(x.as_ptr(), dy.as_ptr(), dw.as_mut_ptr(), db.as_mut_ptr(), d.as_ptr())
     };
     status(code).map(|()| (dw, db))
 }
@@ -279,9 +172,7 @@ pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneD
     let name = |pass: c_int| -> Result<String, OneDnnError> {
         // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
         // process.
-        let p: *const c_char = unsafe {
-            ffi::dcnn_conv2d_impl(pass, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11])
-        };
+        let p: *const c_char = unsafe { ffi::dcnn_conv2d_impl(pass, d.as_ptr()) };
         if p.is_null() {
             status(-1)?;
         }

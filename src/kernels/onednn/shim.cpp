@@ -299,19 +299,20 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
         if (!p) throw std::invalid_argument("NULL tensor pointer");
 }
 
-} // namespace
+// The geometry travels as DCNN_GEOMETRY_LEN ints (see shim.h), read once here.
+Geom geometry(const int *d) {
+    if (!d) throw std::invalid_argument("NULL geometry");
+    return Geom{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]};
+}
 
-#define GEOM_PARAMS                                                      \
-    int n, int c_in, int h, int w_, int c_out, int kh, int kw, int stride_h, \
-            int stride_w, int pad_h, int pad_w, int bf16
-#define GEOM {n, c_in, h, w_, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, bf16}
+} // namespace
 
 extern "C" {
 
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
-        float *y, GEOM_PARAMS) {
+        float *y, const int *geom) {
     return guarded("dcnn_conv2d_forward", [&] {
-        const Geom g = GEOM;
+        const Geom g = geometry(geom);
         check(g, {x, w, b, y});
         // oneDNN takes non-const handles; inputs are only read.
         execute(lookup(DCNN_PASS_FORWARD, g),
@@ -320,9 +321,9 @@ int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
 }
 
 int dcnn_conv2d_backward_data(
-        const float *w, const float *dy, float *dx, GEOM_PARAMS) {
+        const float *w, const float *dy, float *dx, const int *geom) {
     return guarded("dcnn_conv2d_backward_data", [&] {
-        const Geom g = GEOM;
+        const Geom g = geometry(geom);
         check(g, {w, dy, dx});
         execute(lookup(DCNN_PASS_BACKWARD_DATA, g),
                 {(void *)w, (void *)dy, dx});
@@ -330,9 +331,9 @@ int dcnn_conv2d_backward_data(
 }
 
 int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
-        float *db, GEOM_PARAMS) {
+        float *db, const int *geom) {
     return guarded("dcnn_conv2d_backward_weights", [&] {
-        const Geom g = GEOM;
+        const Geom g = geometry(geom);
         check(g, {x, dy, dw, db});
         execute(lookup(DCNN_PASS_BACKWARD_WEIGHTS, g),
                 {(void *)x, (void *)dy, dw, db});
@@ -341,10 +342,10 @@ int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
 
 const char *dcnn_last_error(void) { return t_last_error.c_str(); }
 
-const char *dcnn_conv2d_impl(int pass, GEOM_PARAMS) {
+const char *dcnn_conv2d_impl(int pass, const int *geom) {
     const char *name = nullptr;
     guarded("dcnn_conv2d_impl", [&] {
-        const Geom g = GEOM;
+        const Geom g = geometry(geom);
         check(g, {});
         name = lookup(pass, g).impl.c_str();
     });

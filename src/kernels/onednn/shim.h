@@ -26,24 +26,25 @@ extern "C" {
 #define DCNN_EDNNL 2  /* oneDNN refused or failed (e.g. unimplemented) */
 #define DCNN_EOTHER 3 /* anything else, e.g. out of memory */
 
+/* A geometry: DCNN_GEOMETRY_LEN ints, in this order:
+ * n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, bf16. */
+#define DCNN_GEOMETRY_LEN 12
+
 #define DCNN_PASS_FORWARD 0
 #define DCNN_PASS_BACKWARD_DATA 1
 #define DCNN_PASS_BACKWARD_WEIGHTS 2
 
 /* y = conv(x, w) + b   (prop_kind forward_training) */
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
-        float *y, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
+        float *y, const int *geometry);
 
 /* dx = dL/dx given w and dy (dx is overwritten, not accumulated) */
 int dcnn_conv2d_backward_data(const float *w, const float *dy, float *dx,
-        int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
+        const int *geometry);
 
 /* dw = dL/dw, db = dL/db given x and dy (both overwritten) */
 int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
-        float *db, int n, int c_in, int h, int w_, int c_out, int kh, int kw,
-        int stride_h, int stride_w, int pad_h, int pad_w, int bf16);
+        float *db, const int *geometry);
 
 /* Message for the last failure on the calling thread ("" if none yet). Not
  * cleared by later successful calls; the pointer stays valid until the
@@ -53,9 +54,7 @@ const char *dcnn_last_error(void);
 /* oneDNN's implementation name for a pass (DCNN_PASS_*) and geometry, e.g.
  * "jit:avx512_core"; creates and caches the primitive if needed. NULL on
  * failure. The string lives as long as the process. */
-const char *dcnn_conv2d_impl(int pass, int n, int c_in, int h, int w_,
-        int c_out, int kh, int kw, int stride_h, int stride_w, int pad_h,
-        int pad_w, int bf16);
+const char *dcnn_conv2d_impl(int pass, const int *geometry);
 
 #ifdef __cplusplus
 }
