@@ -5,34 +5,14 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+mod common;
+
+use common::{deepcnn, ok, path, stderr, stdout, synthetic_dir};
 use deepcnn::data::idx::{encode_images, encode_labels, gzip, IdxImages};
-use deepcnn::data::synthetic;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-
-fn deepcnn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepcnn")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = deepcnn(args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
-}
 
 /// Fails unless the command exited with `code` and one line on stderr: `error: ...` holding
 /// `needle`. Returns that line.
@@ -50,12 +30,6 @@ fn fails_with_code(args: &[&str], code: i32, needle: &str) -> String {
 #[track_caller]
 fn fails_with(args: &[&str], needle: &str) -> String {
     fails_with_code(args, 1, needle)
-}
-
-fn synthetic_dir(n_train: usize, n_test: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic::write_dir(dir.path(), n_train, n_test, 3).unwrap();
-    dir
 }
 
 /// A 1-epoch lenet-bn run on synthetic data (the data directory, and the run's directory).

@@ -1,22 +1,12 @@
 //! The `deepcnn` binary as a user meets it: bad flags and bad data give one clear line on
 //! stderr and a non-zero exit, never a panic; good input trains and prints the book's lines.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use deepcnn::data::synthetic;
-
-fn deepcnn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_deepcnn")).args(args).output().expect("the binary runs")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{deepcnn, ok, path, stderr, stdout, synthetic_dir};
 
 /// Fails unless the command failed cleanly with `needle` in its error output.
 #[track_caller]
@@ -26,16 +16,6 @@ fn assert_fails_with(args: &[&str], needle: &str) {
     assert!(!out.status.success(), "{args:?} succeeded");
     assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     assert!(err.contains(needle), "{args:?}: expected {needle:?} in: {err}");
-}
-
-fn synthetic_dir(n_train: usize, n_test: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    synthetic::write_dir(dir.path(), n_train, n_test, 3).unwrap();
-    dir
-}
-
-fn path(dir: &Path) -> &str {
-    dir.to_str().unwrap()
 }
 
 #[test]
@@ -150,12 +130,6 @@ fn summary_prints_the_books_shapes() {
     let row = text.lines().find(|l| l.starts_with("resnet_block4")).expect("a resnet_block4 row");
     assert!(row.contains("[1, 512, 7, 7]"), "{row}");
     assert!(text.contains("total trainable parameters: 11178378"), "{text}");
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = deepcnn(args);
-    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-    stdout(&out)
 }
 
 /// A run directory of `epochs` epochs of lenet-bn on synthetic data, and the data.
