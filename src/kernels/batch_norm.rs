@@ -111,7 +111,38 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
     (mean, var)
 }
 
-/// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics.
+/// `y = x·scale + shift` per channel: scale = γ·σ⁻¹ and shift = β − mean·scale. The backward
+/// of the fused ReLU recomputes y from them, so both passes must use this one function.
+fn scale_and_shift(gamma: &[f32], beta: &[f32], mean: &[f32], var: &[f32], eps: f64) -> (Vec<f32>, Vec<f32>) {
+    let scale: Vec<f32> = gamma.iter().zip(var).map(|(&g, &v)| g * inv_std(v, eps)).collect();
+    let shift: Vec<f32> = beta.iter().zip(mean).zip(&scale).map(|((&b, &m), &s)| b - m * s).collect();
+    (scale, shift)
+}
+
+/// ReLU as burn and PyTorch have it: NaN stays NaN.
+#[inline(always)]
+fn relu(y: f32) -> f32 {
+    if y <= 0.0 {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// ReLU's gradient from its input `y`: `g` where `y` > 0 (or NaN), else 0.
+#[inline(always)]
+fn relu_grad(y: f32, g: f32) -> f32 {
+    if y <= 0.0 {
+        0.0
+    } else {
+        g
+    }
+}
+
+/// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics, followed by a
+/// ReLU where `relu` (one pass instead of two: BN is followed by a ReLU in every ResNet and
+/// DenseNet block).
+#[allow(clippy::too_many_arguments)]
 pub fn normalize(
     x: &[f32],
     shape: NcsShape,
@@ -120,10 +151,9 @@ pub fn normalize(
     mean: &[f32],
     var: &[f32],
     eps: f64,
+    relu: bool,
 ) -> Vec<f32> {
-    // y = x·scale + shift, with scale = γ·σ⁻¹ and shift = β − mean·scale.
-    let scale: Vec<f32> = (0..shape.c).map(|ch| gamma[ch] * inv_std(var[ch], eps)).collect();
-    let shift: Vec<f32> = (0..shape.c).map(|ch| beta[ch] - mean[ch] * scale[ch]).collect();
+    let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(shape.sample_len()).zip(x.par_chunks(shape.sample_len())).for_each(|(ys, xs)| {
         avx2(
@@ -131,8 +161,9 @@ pub fn normalize(
             || {
                 for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
                     let (a, b) = (scale[ch], shift[ch]);
-                    for (o, &v) in yr.iter_mut().zip(xr) {
-                        *o = v * a + b;
+                    match relu {
+                        true => yr.iter_mut().zip(xr).for_each(|(o, &v)| *o = self::relu(v * a + b)),
+                        false => yr.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * a + b),
                     }
                 }
             },
@@ -145,34 +176,48 @@ fn inv_std(var: f32, eps: f64) -> f32 {
     (1.0 / (var as f64 + eps).sqrt()) as f32
 }
 
-/// Training-mode forward: the output and the batch statistics (mean, biased variance).
+/// Training-mode forward (with a ReLU after it where `relu`): the output and the batch
+/// statistics (mean, biased variance).
 pub fn forward_train(
     x: &[f32],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
     eps: f64,
+    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mean, var) = statistics(x, shape);
-    let y = normalize(x, shape, gamma, beta, &mean, &var, eps);
+    let y = normalize(x, shape, gamma, beta, &mean, &var, eps, relu);
     (y, mean, var)
 }
 
-/// Gradients of the training-mode forward: (dx, dγ, dβ).
+/// Gradients of the training-mode forward (with its ReLU where `relu`): (dx, dγ, dβ). The
+/// ReLU's mask is recomputed from x and the statistics rather than stored.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_train(
     x: &[f32],
     shape: NcsShape,
     gamma: &[f32],
+    beta: &[f32],
     mean: &[f32],
     var: &[f32],
     eps: f64,
+    relu: bool,
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = shape.per_channel();
     let inv: Vec<f32> = var.iter().map(|&v| inv_std(v, eps)).collect();
-    let sums = channel_sums(dy, x, shape, |ch, g, v| g * (v - mean[ch]));
-    let dbeta64 = channel_sums1(dy, shape, |_, g| g);
+    let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
+    // The gradient reaching the normalization is dy, masked by the ReLU where there is one
+    // (the closures are written twice so that the hot loops carry no test of `relu`).
+    let masked = |ch: usize, g: f32, v: f32| relu_grad(v * scale[ch] + shift[ch], g);
+    let (sums, dbeta64) = match relu {
+        true => (
+            channel_sums(dy, x, shape, |ch, g, v| masked(ch, g, v) * (v - mean[ch])),
+            channel_sums(dy, x, shape, masked),
+        ),
+        false => (channel_sums(dy, x, shape, |ch, g, v| g * (v - mean[ch])), channel_sums1(dy, shape, |_, g| g)),
+    };
     let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
     let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
     // dx = k·(dy − a − (x − mean)·b), per channel: k = γσ⁻¹, a = ∂β/M, b = σ⁻¹·∂γ/M.
@@ -188,8 +233,15 @@ pub fn backward_train(
                 for ch in 0..shape.c {
                     let r = ch * shape.s..(ch + 1) * shape.s;
                     let (kc, ac, bc, mc) = (k[ch], a[ch], b[ch], mean[ch]);
-                    for ((o, &v), &g) in out[r.clone()].iter_mut().zip(&xs[r.clone()]).zip(&gs[r]) {
-                        *o = kc * (g - ac - (v - mc) * bc);
+                    let (sc, sh) = (scale[ch], shift[ch]);
+                    let (out, xs, gs) = (&mut out[r.clone()], &xs[r.clone()], &gs[r]);
+                    match relu {
+                        true => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
+                            *o = kc * (relu_grad(v * sc + sh, g) - ac - (v - mc) * bc);
+                        }),
+                        false => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
+                            *o = kc * (g - ac - (v - mc) * bc);
+                        }),
                     }
                 }
             },

@@ -1,10 +1,13 @@
-//! Max pooling with a 2×2 window and stride 2 (LeNet's), over planes of H×W: the forward pass
-//! over both cores, and a backward pass that finds each window's maximum again from the input
-//! and the output instead of keeping an index tensor. burn-flex's pooling goes through its
-//! general 3-D path with indices, and was a quarter of LeNet-BN's step.
+//! Max pooling over planes of H×W. burn-flex's pooling goes through its general 3-D path with
+//! an index tensor; it was a quarter of LeNet-BN's step and 8% of DenseNet's (the stem's 3×3).
+//! LeNet's 2×2 window with stride 2 has a forward pass over both cores and a branchless
+//! backward that finds each window's maximum again from the input and the output; any other
+//! window ([`PoolWindow`]) a plain pass per plane, forward and backward, that also finds the
+//! maximum again instead of storing its index.
 //!
 //! Semantics as PyTorch's: a NaN in a window is its maximum; the gradient goes to the first
-//! element (in row-major order) holding the maximum; rows and columns past the last whole
+//! element (in row-major order) holding the maximum (for 2×2 also the first NaN; for other
+//! windows, as burn and PyTorch have it there, the last); rows and columns past the last whole
 //! window are dropped (floor) and get zero gradient.
 
 use super::simd::avx2;
@@ -95,5 +98,111 @@ pub fn max_pool_2x2_backward(x: &[f32], y: &[f32], dy: &[f32], planes: usize, h:
                 },
             )
         });
+    dx
+}
+
+/// Any other max pooling: a kh×kw window moved by a stride over a plane padded with −∞ (as
+/// ResNet's and DenseNet's stem take it: 3×3, stride 2, padding 1). Rows and columns past the
+/// last whole window are dropped (floor), as with 2×2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolWindow {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+}
+
+/// LeNet's window, which has kernels of its own.
+pub const LENETS_WINDOW: PoolWindow = PoolWindow { kernel: [2, 2], stride: [2, 2], padding: [0, 0] };
+
+impl PoolWindow {
+    /// The output's height and width for an h×w plane (the window must fit the padded plane).
+    pub fn out_size(&self, h: usize, w: usize) -> [usize; 2] {
+        let out = |size: usize, d: usize| (size + 2 * self.padding[d] - self.kernel[d]) / self.stride[d] + 1;
+        [out(h, 0), out(w, 1)]
+    }
+
+    /// The window's first input row (or column) and the range of kernel offsets that fall
+    /// inside the plane, for output position `o` along `d`.
+    #[inline(always)]
+    fn taps(&self, o: usize, d: usize, size: usize) -> (usize, std::ops::Range<usize>) {
+        let start = o * self.stride[d];
+        let first = self.padding[d].saturating_sub(start);
+        let last = (size + self.padding[d] - start).min(self.kernel[d]);
+        (start + first - self.padding[d], first..last.max(first))
+    }
+
+    /// The index in an h×w plane of window (oh, ow)'s maximum, as burn and PyTorch choose
+    /// it: the first largest value in row-major order, or the last NaN. `None` for a window
+    /// with no element inside the plane. Without branches on the values (they are random:
+    /// a branch would be mispredicted half the time).
+    #[inline(always)]
+    fn argmax(&self, plane: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Option<usize> {
+        let ((row0, rows), (col0, cols)) = (self.taps(oh, 0, h), self.taps(ow, 1, w));
+        if rows.is_empty() || cols.is_empty() {
+            return None;
+        }
+        let first = row0 * w + col0;
+        let (mut best, mut max) = (first, plane[first]);
+        for r in 0..rows.len() {
+            let base = (row0 + r) * w + col0;
+            for (i, &v) in plane[base..base + cols.len()].iter().enumerate() {
+                let better = (v > max) | v.is_nan();
+                max = if better { v } else { max };
+                best = if better { base + i } else { best };
+            }
+        }
+        Some(best)
+    }
+
+    /// The maximum of window (oh, ow) (NaN if it holds one), −∞ for a window with no element
+    /// inside the plane.
+    #[inline(always)]
+    fn max(&self, plane: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> f32 {
+        let ((row0, rows), (col0, cols)) = (self.taps(oh, 0, h), self.taps(ow, 1, w));
+        let mut max = f32::NEG_INFINITY;
+        for r in 0..rows.len() {
+            let base = (row0 + r) * w + col0;
+            for &v in &plane[base..base + cols.len()] {
+                max = max_nan(max, v);
+            }
+        }
+        max
+    }
+}
+
+/// Max pooling with `window` over `planes` planes of h×w.
+pub fn max_pool(x: &[f32], planes: usize, h: usize, w: usize, window: &PoolWindow) -> Vec<f32> {
+    let [ho, wo] = window.out_size(h, w);
+    let mut y = vec![0.0f32; planes * ho * wo];
+    if ho * wo == 0 || h * w == 0 {
+        return y;
+    }
+    y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(out, plane)| {
+        for oh in 0..ho {
+            for ow in 0..wo {
+                out[oh * wo + ow] = window.max(plane, h, w, oh, ow);
+            }
+        }
+    });
+    y
+}
+
+/// ∂x of [`max_pool`] from its input and ∂y: each window's gradient goes to its maximum (found
+/// again from the input), summed where windows overlap.
+pub fn max_pool_backward(x: &[f32], dy: &[f32], planes: usize, h: usize, w: usize, window: &PoolWindow) -> Vec<f32> {
+    let [ho, wo] = window.out_size(h, w);
+    let mut dx = vec![0.0f32; planes * h * w];
+    if ho * wo == 0 || h * w == 0 {
+        return dx;
+    }
+    dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w).zip(dy.par_chunks(ho * wo))).for_each(|(dx, (plane, grad))| {
+        for oh in 0..ho {
+            for ow in 0..wo {
+                if let Some(i) = window.argmax(plane, h, w, oh, ow) {
+                    dx[i] += grad[oh * wo + ow];
+                }
+            }
+        }
+    });
     dx
 }

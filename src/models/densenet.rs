@@ -4,7 +4,6 @@
 use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
@@ -33,7 +32,7 @@ pub fn conv_block(in_channels: usize, out_channels: usize, device: &Device) -> C
 
 impl ConvBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(relu(self.bn.forward(x)))
+        self.conv.forward(self.bn.forward_relu(x))
     }
 }
 
@@ -80,7 +79,7 @@ pub fn transition_block(in_channels: usize, out_channels: usize, device: &Device
 
 impl TransitionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool.forward(self.conv.forward(relu(self.bn.forward(x))))
+        self.pool.forward(self.conv.forward(self.bn.forward_relu(x)))
     }
 }
 
@@ -125,9 +124,9 @@ impl DenseNet {
                 t.named(&format!("transition_block_{i}"), &x, transition);
             }
         }
-        let x = self.bn.forward(x);
+        // BN and ReLU in one pass; both rows of the printout have its shape.
+        let x = self.bn.forward_relu(x);
         t.named("BN", &x, &self.bn);
-        let x = relu(x);
         t.named_stateless("relu", &x);
         self.head.forward(x, t)
     }

@@ -41,7 +41,7 @@ impl Residual {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let y = self.bn1.forward_relu(self.conv1.forward(x.clone()));
         let y = self.bn2.forward(self.conv2.forward(y));
         let x = match &self.conv3 {
             Some(conv3) => conv3.forward(x),

@@ -3,7 +3,6 @@
 
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::Trace;
@@ -36,9 +35,9 @@ impl Stem {
     pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<4> {
         let x = self.conv.forward(x);
         t.layer(&x, &self.conv);
-        let x = self.bn.forward(x);
+        // BN and ReLU in one pass; both rows of the printout have its shape.
+        let x = self.bn.forward_relu(x);
         t.layer(&x, &self.bn);
-        let x = relu(x);
         t.stateless(&x);
         let x = self.pool.forward(x);
         t.stateless(&x);

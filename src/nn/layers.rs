@@ -174,14 +174,23 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_with(input, false)
+    }
+
+    /// `relu(self.forward(input))` in one pass over the data, forward and backward.
+    pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_with(input, true)
+    }
+
+    fn forward_with<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
         let device = input.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             let mean = self.running_mean.value().to_device(&device);
             let var = self.running_var.value().to_device(&device);
-            return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon);
+            return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon, relu);
         }
         let (output, mean, variance) =
-            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon);
+            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon, relu);
         let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
             let running = state.value_sync().to_device(&device);
             let next = running.mul_scalar(1.0 - self.momentum).add(batch.detach().mul_scalar(self.momentum));
@@ -253,6 +262,30 @@ mod tests {
     #[test]
     fn fused_batch_norm_matches_the_from_scratch_layer_4d() {
         matches_scratch([4, 3, 5, 6]);
+    }
+
+    /// The fused ReLU against burn's ReLU after the layer: in training (output and every
+    /// gradient, with about half the outputs cut) and in evaluation mode.
+    #[test]
+    fn forward_relu_matches_a_relu_after_forward() {
+        use burn::tensor::activation::relu;
+        let device = Device::flex().autodiff();
+        let (fused, plain) = (BatchNormConfig::new(3).init(&device), BatchNormConfig::new(3).init(&device));
+        let shape = [4, 3, 5, 6];
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
+        let weights = Tensor::<4>::random(shape, Distribution::Default, &device);
+        let (a, b) = (fused.forward_relu(x.clone()), relu(plain.forward(x.clone())));
+        let zeros = values(a.clone()).iter().filter(|&&v| v == 0.0).count();
+        assert!(zeros > 100 && zeros < 260, "{zeros} of 360 outputs cut by the ReLU");
+        assert_close(values(a.clone()), values(b.clone()), 1e-6, "output");
+        let (ga, gb) = ((a * weights.clone()).sum().backward(), (b * weights).sum().backward());
+        assert_close(values(x.grad(&ga).unwrap()), values(x.grad(&gb).unwrap()), 1e-5, "∂x");
+        for (name, p, q) in [("γ", &fused.gamma, &plain.gamma), ("β", &fused.beta, &plain.beta)] {
+            assert_close(values(p.val().grad(&ga).unwrap()), values(q.val().grad(&gb).unwrap()), 1e-5, name);
+        }
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &Device::flex());
+        let (a, b) = (fused.valid().forward_relu(x.clone()), relu(plain.valid().forward(x)));
+        assert_close(values(a), values(b), 1e-6, "evaluation mode");
     }
 
     /// And against burn's own `BatchNorm`, whose parameters and records the layer shares.
