@@ -154,21 +154,27 @@ pub fn normalize(
     relu: bool,
 ) -> Vec<f32> {
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(shape.sample_len()).zip(x.par_chunks(shape.sample_len())).for_each(|(ys, xs)| {
-        avx2(
-            #[inline(always)]
-            || {
-                for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
-                    let (a, b) = (scale[ch], shift[ch]);
-                    match relu {
-                        true => yr.iter_mut().zip(xr).for_each(|(o, &v)| *o = self::relu(v * a + b)),
-                        false => yr.iter_mut().zip(xr).for_each(|(o, &v)| *o = v * a + b),
+    let mut y = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(shape.sample_len())
+        .zip(x.par_chunks(shape.sample_len()))
+        .for_each(|(ys, xs)| {
+            avx2(
+                #[inline(always)]
+                || {
+                    for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
+                        let (a, b) = (scale[ch], shift[ch]);
+                        match relu {
+                            true => yr.iter_mut().zip(xr).for_each(|(o, &v)| _ = o.write(self::relu(v * a + b))),
+                            false => yr.iter_mut().zip(xr).for_each(|(o, &v)| _ = o.write(v * a + b)),
+                        }
                     }
-                }
-            },
-        )
-    });
+                },
+            )
+        });
+    // SAFETY: the chunks cover all x.len() elements (x is whole samples of whole channel
+    // runs), and each was written above. Not zeroing the output first saves a pass.
+    unsafe { y.set_len(x.len()) };
     y
 }
 
@@ -225,8 +231,9 @@ pub fn backward_train(
     let a: Vec<f32> = dbeta64.iter().map(|&s| (s / m) as f32).collect();
     let b: Vec<f32> = (0..shape.c).map(|ch| ((sums[ch] / m) * (inv[ch] as f64 * inv[ch] as f64)) as f32).collect();
     let len = shape.sample_len();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).for_each(|(out, (xs, gs))| {
+    let mut dx = Vec::with_capacity(x.len());
+    let uninit = &mut dx.spare_capacity_mut()[..x.len()];
+    uninit.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).for_each(|(out, (xs, gs))| {
         avx2(
             #[inline(always)]
             || {
@@ -237,15 +244,17 @@ pub fn backward_train(
                     let (out, xs, gs) = (&mut out[r.clone()], &xs[r.clone()], &gs[r]);
                     match relu {
                         true => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
-                            *o = kc * (relu_grad(v * sc + sh, g) - ac - (v - mc) * bc);
+                            o.write(kc * (relu_grad(v * sc + sh, g) - ac - (v - mc) * bc));
                         }),
                         false => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
-                            *o = kc * (g - ac - (v - mc) * bc);
+                            o.write(kc * (g - ac - (v - mc) * bc));
                         }),
                     }
                 }
             },
         )
     });
+    // SAFETY: as in `normalize`: every element was written above.
+    unsafe { dx.set_len(x.len()) };
     (dx, dgamma, dbeta)
 }
