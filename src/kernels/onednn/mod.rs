@@ -27,6 +27,9 @@ mod ffi {
         ) -> c_int;
         pub fn dcnn_last_error() -> *const c_char;
         pub fn dcnn_conv2d_impl(pass: c_int, g: *const c_int) -> *const c_char;
+        /// oneDNN's own: the instruction set it dispatches to (`dnnl_cpu_isa_t`), which
+        /// `DNNL_MAX_CPU_ISA` can lower.
+        pub fn dnnl_get_effective_cpu_isa() -> c_int;
     }
 }
 
@@ -65,6 +68,16 @@ pub fn set_enabled(enabled: bool) {
 
 pub fn is_enabled() -> bool {
     !DISABLED.load(Ordering::Relaxed)
+}
+
+/// Whether oneDNN runs its AVX-512 kernels here (the CPU has AVX-512 and `DNNL_MAX_CPU_ISA`
+/// does not forbid it).
+pub fn has_avx512() -> bool {
+    /// `dnnl_cpu_isa_avx512_core`: a bit mask that holds those of the ISAs below it.
+    const AVX512_CORE: c_int = 0x27;
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: a query without arguments.
+    *HAS.get_or_init(|| unsafe { ffi::dnnl_get_effective_cpu_isa() } & AVX512_CORE == AVX512_CORE)
 }
 
 /// The shim's geometry arguments, each checked to fit a C int, and the precision.
