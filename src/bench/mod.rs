@@ -126,14 +126,15 @@ pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfi
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::GradientsParams;
 
-    use crate::kernels::{self, profile};
+    use crate::kernels::profile::{self, Pass};
+    use crate::kernels::Kernel;
 
     let device = device.clone().autodiff();
     let mut model = seeded_network(config.model, 0, &device);
     let mut optim = optimizer();
     let data = RandomBatch::new(config.batch_size, config.size, 0);
     let mut phases = [("forward (with loss)", 0.0), ("backward", 0.0), ("optimizer (Adam)", 0.0)];
-    let mut kernel_times: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut kernel_times: std::collections::BTreeMap<(Kernel, Pass), f64> = Default::default();
     for i in 0..config.warmup + config.steps {
         let timed = i >= config.warmup;
         profile::set_enabled(timed);
@@ -156,23 +157,24 @@ pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfi
             for (slot, t) in phases.iter_mut().zip([forward, backward - forward, total - backward]) {
                 slot.1 += t;
             }
-            for (name, (time, _)) in profile::take() {
-                *kernel_times.entry(name).or_default() += time.as_secs_f64();
+            for (kernel_pass, (time, _)) in profile::take() {
+                *kernel_times.entry(kernel_pass).or_default() += time.as_secs_f64();
             }
         }
         let _ = profile::take();
     }
     let steps = config.steps.max(1) as f64;
-    let phase_of = |name: &str| match name {
-        kernels::CONV_BACKWARD | kernels::BN_BACKWARD | kernels::SIGMOID_BACKWARD | kernels::MAX_POOL_BACKWARD => {
-            "backward"
-        }
-        kernels::ADAM => "optimizer (Adam)",
-        _ => "forward (with loss)",
+    let phase_of = |pass| match pass {
+        Pass::Backward => "backward",
+        Pass::Update => "optimizer (Adam)",
+        Pass::Forward | Pass::Evaluation => "forward (with loss)",
     };
     StepProfile {
         steps: config.steps,
         phases: phases.iter().map(|(n, t)| (n.to_string(), t / steps)).collect(),
-        kernels: kernel_times.into_iter().map(|(n, t)| (n.to_string(), phase_of(n).to_string(), t / steps)).collect(),
+        kernels: kernel_times
+            .into_iter()
+            .map(|((kernel, pass), t)| (profile::label(kernel, pass), phase_of(pass).to_string(), t / steps))
+            .collect(),
     }
 }

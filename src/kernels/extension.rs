@@ -1,0 +1,115 @@
+//! The operation trait: what deepcnn's kernels compute, as a burn backend extension.
+//! [`FastOps`] is implemented for burn's Flex CPU backend ([`super::flex`]: the kernels) and
+//! for `Autodiff` over it ([`super::autodiff`]: the backward wiring); burn's `Dispatch`
+//! backend forwards to them.
+
+use burn::backend::{backend_extension, tensor::FloatTensor, Backend, ExtensionType};
+
+use super::{adam, pool};
+
+/// The outputs of training-mode batch normalization.
+#[derive(ExtensionType)]
+pub struct BatchNormTrainOutput<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub mean: FloatTensor<B>,
+    pub variance: FloatTensor<B>,
+}
+
+/// Gradients of a layer with input, weight and bias (γ and β for batch normalization).
+#[derive(ExtensionType)]
+pub struct LayerGrads<B: Backend> {
+    pub input: FloatTensor<B>,
+    pub weight: FloatTensor<B>,
+    pub bias: FloatTensor<B>,
+}
+
+/// A parameter and its Adam moments after one update.
+#[derive(ExtensionType)]
+pub struct AdamUpdate<B: Backend> {
+    pub param: FloatTensor<B>,
+    pub moment_1: FloatTensor<B>,
+    pub moment_2: FloatTensor<B>,
+}
+
+/// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements.
+#[backend_extension(Flex, Autodiff)]
+pub trait FastOps: Backend {
+    /// Batch normalization with the batch's own statistics (biased variance), followed by a
+    /// ReLU where `relu`.
+    fn fused_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> BatchNormTrainOutput<Self>;
+
+    /// Gradients of [`FastOps::fused_batch_norm_train`] for x, γ and β.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+        output_grad: FloatTensor<Self>,
+    ) -> LayerGrads<Self>;
+
+    /// Batch normalization with given statistics (evaluation mode), with a ReLU where `relu`.
+    fn fused_batch_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// One Adam update of a parameter (no gradient is recorded); see [`adam`].
+    fn fused_adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        scalars: adam::AdamScalars,
+    ) -> AdamUpdate<Self>;
+
+    /// Max pooling on N×C×H×W (no dilation, floor).
+    fn fast_max_pool2d(x: FloatTensor<Self>, window: pool::PoolWindow) -> FloatTensor<Self>;
+
+    /// Gradient of [`FastOps::fast_max_pool2d`] from its input and output.
+    fn fast_max_pool2d_backward(
+        x: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        window: pool::PoolWindow,
+    ) -> FloatTensor<Self>;
+
+    /// The logistic sigmoid.
+    fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of [`FastOps::fast_sigmoid`] from its output.
+    fn fast_sigmoid_backward(output: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// 2-D convolution with bias, dilation 1, one group; `geometry` is `[stride_h, stride_w,
+    /// padding_h, padding_w]`.
+    fn gemm_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> FloatTensor<Self>;
+
+    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias. Without
+    /// `input_grad` the input's gradient is not computed (an empty tensor stands in for it).
+    fn gemm_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geometry: [usize; 4],
+        input_grad: bool,
+    ) -> LayerGrads<Self>;
+}

@@ -1,0 +1,199 @@
+//! [`FastOps`] on burn's Flex CPU backend: each operation reads its tensors as f32 slices (a
+//! copy only for strided views), runs deepcnn's kernel, timed for profiles, and wraps the
+//! result as a tensor.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+use burn::prelude::*;
+
+use super::batch_norm::{self, NcsShape};
+use super::conv::{self, ConvGeometry};
+use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
+use super::profile::{self, Pass};
+use super::{activation, adam, pool, Kernel};
+
+fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+    }
+}
+
+/// `t` as a contiguous f32 tensor that spans its whole buffer, so that its storage is exactly
+/// its elements (a copy only where `t` is a strided or offset view).
+fn whole_buffer(t: FlexTensor) -> FlexTensor {
+    let spans_buffer = t.as_slice::<f32>().is_some_and(|s| s.len() == t.storage::<f32>().len());
+    if spans_buffer {
+        t
+    } else {
+        flex(f32s(&t).into_owned(), &dims(&t))
+    }
+}
+
+fn flex(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, shape.to_vec()))
+}
+
+fn dims(t: &FlexTensor) -> Vec<usize> {
+    burn::backend::TensorMetadata::shape(t).to_vec()
+}
+
+fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry {
+    let [sh, sw, ph, pw] = geometry;
+    ConvGeometry {
+        batch: x[0],
+        c_in: x[1],
+        h: x[2],
+        w: x[3],
+        c_out: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride: [sh, sw],
+        padding: [ph, pw],
+    }
+}
+
+impl FastOps for Flex {
+    fn fused_batch_norm_train(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> BatchNormTrainOutput<Self> {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
+            batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon, relu)
+        });
+        BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
+    }
+
+    fn fused_batch_norm_train_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+        output_grad: FlexTensor,
+    ) -> LayerGrads<Self> {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let (dx, dgamma, dbeta) = profile::timed(Kernel::BatchNorm, Pass::Backward, || {
+            batch_norm::backward_train(
+                &f32s(&x),
+                ncs,
+                &f32s(&gamma),
+                &f32s(&beta),
+                &f32s(&mean),
+                &f32s(&variance),
+                epsilon,
+                relu,
+                &f32s(&output_grad),
+            )
+        });
+        LayerGrads { input: flex(dx, &shape), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
+    }
+
+    fn fused_batch_norm(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        variance: FlexTensor,
+        epsilon: f64,
+        relu: bool,
+    ) -> FlexTensor {
+        let shape = dims(&x);
+        let ncs = NcsShape::from_dims(&shape);
+        let y = profile::timed(Kernel::BatchNorm, Pass::Evaluation, || {
+            let (x, gamma, beta, mean, variance) = (f32s(&x), f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
+            batch_norm::normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, relu)
+        });
+        flex(y, &shape)
+    }
+
+    fn fused_adam_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        scalars: adam::AdamScalars,
+    ) -> AdamUpdate<Self> {
+        // In place where nothing else holds a tensor's buffer (the optimizer hands parameter and
+        // moments over), else on a copy: ResNet-18's 11 M parameters would cost three 45 MB copies.
+        let (mut param, mut moment_1, mut moment_2) =
+            (whole_buffer(param), whole_buffer(moment_1), whole_buffer(moment_2));
+        let grad = f32s(&grad);
+        profile::timed(Kernel::Adam, Pass::Update, || {
+            adam::step(param.storage_mut(), &grad, moment_1.storage_mut(), moment_2.storage_mut(), scalars)
+        });
+        AdamUpdate { param, moment_1, moment_2 }
+    }
+
+    fn fast_max_pool2d(x: FlexTensor, window: pool::PoolWindow) -> FlexTensor {
+        let d = dims(&x);
+        let (planes, [ho, wo]) = (d[0] * d[1], window.out_size(d[2], d[3]));
+        let y = profile::timed(Kernel::MaxPool, Pass::Forward, || match window == pool::LENETS_WINDOW {
+            true => pool::max_pool_2x2(&f32s(&x), planes, d[2], d[3]),
+            false => pool::max_pool(&f32s(&x), planes, d[2], d[3], &window),
+        });
+        flex(y, &[d[0], d[1], ho, wo])
+    }
+
+    fn fast_max_pool2d_backward(
+        x: FlexTensor,
+        output: FlexTensor,
+        output_grad: FlexTensor,
+        window: pool::PoolWindow,
+    ) -> FlexTensor {
+        let d = dims(&x);
+        let planes = d[0] * d[1];
+        let dx = profile::timed(Kernel::MaxPool, Pass::Backward, || match window == pool::LENETS_WINDOW {
+            true => pool::max_pool_2x2_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), planes, d[2], d[3]),
+            false => pool::max_pool_backward(&f32s(&x), &f32s(&output_grad), planes, d[2], d[3], &window),
+        });
+        flex(dx, &d)
+    }
+
+    fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
+        let shape = dims(&x);
+        flex(profile::timed(Kernel::Sigmoid, Pass::Forward, || activation::sigmoid(&f32s(&x))), &shape)
+    }
+
+    fn fast_sigmoid_backward(output: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        let shape = dims(&output);
+        let dx = profile::timed(Kernel::Sigmoid, Pass::Backward, || {
+            activation::sigmoid_backward(&f32s(&output), &f32s(&output_grad))
+        });
+        flex(dx, &shape)
+    }
+
+    fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
+        let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
+        let y =
+            profile::timed(Kernel::Conv, Pass::Forward, || conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g));
+        flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
+    }
+
+    fn gemm_conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        geometry: [usize; 4],
+        input_grad: bool,
+    ) -> LayerGrads<Self> {
+        let (x_dims, w_dims) = (dims(&x), dims(&weight));
+        let g = conv_geometry(&x_dims, &w_dims, geometry);
+        let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
+            conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g, input_grad)
+        });
+        let input = match dx {
+            Some(dx) => flex(dx, &x_dims),
+            None => flex(Vec::new(), &[0]),
+        };
+        LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
+    }
+}

@@ -1,0 +1,169 @@
+//! The kernels through the tensor-level functions, against burn's own operations.
+
+use super::*;
+use burn::tensor::Distribution;
+
+fn random<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.3, 1.5), device)
+}
+
+fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    let (a, b) = (a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn the_fast_path_is_taken_on_flex_with_and_without_autodiff() {
+    let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex());
+    assert!(fast_path(Kernel::Conv, &x));
+    let x = Tensor::<4>::zeros([1, 1, 2, 2], &Device::flex().autodiff());
+    assert!(fast_path(Kernel::Conv, &x));
+}
+
+/// Conv shapes of the book's networks in miniature: LeNet's 5×5 valid convs, the stem's
+/// 7×7 stride 2 pad 3, 3×3 pad 1 with and without stride, the 1×1 shortcut with stride 2,
+/// DenseNet's 3×3 conv making fewer channels than it takes (∂X as a transposed convolution),
+/// and its 1×1 transition conv.
+const CONVS: [(usize, usize, usize, usize, usize, usize, usize); 8] = [
+    // (c_in, c_out, size, kernel, stride, padding, batch)
+    (1, 6, 12, 5, 1, 0, 3),
+    (6, 16, 8, 5, 1, 0, 2),
+    (1, 8, 15, 7, 2, 3, 2),
+    (5, 7, 9, 3, 1, 1, 3),
+    (5, 7, 9, 3, 2, 1, 2),
+    (5, 7, 9, 1, 2, 0, 2),
+    (12, 4, 6, 3, 1, 1, 2),
+    (9, 4, 6, 1, 1, 0, 3),
+];
+
+#[test]
+fn conv2d_matches_burns_conv2d_in_value_and_gradients() {
+    let device = Device::flex().autodiff();
+    for (c_in, c_out, size, k, s, p, n) in CONVS {
+        let x = random([n, c_in, size, size], &device).require_grad();
+        let w = random([c_out, c_in, k, k], &device).require_grad();
+        let b = random([c_out], &device).require_grad();
+        let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+        let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+        let theirs = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options);
+        assert_eq!(ours.dims(), theirs.dims());
+        let what = format!("conv {c_in}→{c_out} {k}×{k} s{s} p{p} on {n}×{size}²");
+        assert!(max_diff(ours.clone(), theirs.clone()) < 1e-4, "{what}: outputs differ");
+        // A weighted sum, so that every output position gets its own upstream gradient.
+        let weights = random(ours.dims(), &device);
+        let g_ours = (ours * weights.clone()).sum().backward();
+        let g_theirs = (theirs * weights).sum().backward();
+        for (name, t) in [("x", &x), ("weight", &w)] {
+            let d = max_diff(t.grad(&g_ours).unwrap(), t.grad(&g_theirs).unwrap());
+            assert!(d < 1e-3, "{what}: ∂{name} differs by {d}");
+        }
+        assert!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()) < 1e-3, "{what}: ∂bias");
+    }
+}
+
+/// Max pooling against burn's: LeNet's 2×2 and the stem's 3×3 stride 2 padding 1, and
+/// windows that overlap, are not square or have padding; even and odd sizes (the last rows
+/// and columns dropped), random values, and ties (a constant input), where both send each
+/// window's gradient to its first element. Values are exact; gradients exact for 2×2 and
+/// within rounding elsewhere (overlapping windows sum in another order).
+#[test]
+fn max_pool_matches_burns_max_pool_in_value_and_gradient() {
+    let device = Device::flex().autodiff();
+    let windows =
+        [([2, 2], [2, 2], [0, 0]), ([3, 3], [2, 2], [1, 1]), ([3, 3], [1, 1], [1, 1]), ([2, 3], [1, 2], [1, 0])];
+    for (kernel, stride, [ph, pw]) in windows {
+        let options = MaxPoolOptions::new(kernel).with_stride(stride).with_padding([ph, pw]);
+        for (shape, constant) in [([2, 3, 8, 8], false), ([1, 2, 7, 9], false), ([1, 2, 4, 6], true)] {
+            let what = format!("{kernel:?} stride {stride:?} padding {:?} on {shape:?}", [ph, pw]);
+            let x = if constant { Tensor::ones(shape, &device) } else { random(shape, &device) }.require_grad();
+            let ours = max_pool2d(x.clone(), options.clone());
+            let theirs = burn::tensor::module::max_pool2d(x.clone(), options.clone());
+            assert_eq!(ours.dims(), theirs.dims(), "{what}");
+            assert_eq!(max_diff(ours.clone(), theirs.clone()), 0.0, "{what}: values");
+            let weights = random(ours.dims(), &device);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_theirs = (theirs * weights).sum().backward();
+            let d = max_diff(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
+            let tolerance = if kernel == [2, 2] { 0.0 } else { 1e-5 };
+            assert!(d <= tolerance, "{what}: gradients differ by {d}");
+        }
+    }
+}
+
+/// A NaN in a window is the window's maximum (as in PyTorch), and takes its gradient.
+#[test]
+fn max_pool_propagates_nan() {
+    let x = [1.0, f32::NAN, 3.0, 2.0];
+    let y = pool::max_pool_2x2(&x, 1, 2, 2);
+    assert!(y[0].is_nan());
+    let dx = pool::max_pool_2x2_backward(&x, &y, &[5.0], 1, 2, 2);
+    assert_eq!(dx, [0.0, 5.0, 0.0, 0.0]);
+}
+
+#[test]
+fn sigmoid_matches_burns_sigmoid_in_value_and_gradient() {
+    let device = Device::flex().autodiff();
+    // Large magnitudes too: both branches of the stable formula, and saturation.
+    let x = (random([5, 3, 7, 9], &device) * 8.0).require_grad();
+    let (ours, theirs) = (sigmoid(x.clone()), burn::tensor::activation::sigmoid(x.clone()));
+    assert!(max_diff(ours.clone(), theirs.clone()) < 1e-6, "values");
+    let weights = random(ours.dims(), &device);
+    let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+    assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-6, "gradients");
+}
+
+/// A network's first convolution takes data that needs no gradient: the input gradient is
+/// skipped, the others must be unchanged.
+#[test]
+fn conv2d_on_untracked_input_still_gives_weight_gradients() {
+    let device = Device::flex().autodiff();
+    let x = random([3, 1, 12, 12], &device);
+    let w = random([6, 1, 5, 5], &device).require_grad();
+    let b = random([6], &device).require_grad();
+    let options = ConvOptions::new([1, 1], [2, 2], [1, 1], 1);
+    let ours = conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+    let theirs = burn::tensor::module::conv2d(x, w.clone(), Some(b.clone()), options);
+    let weights = random(ours.dims(), &device);
+    let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+    assert!(max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-3);
+    assert!(max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-3);
+}
+
+#[test]
+fn batch_norm_train_matches_burns_batch_norm_train() {
+    let device = Device::flex().autodiff();
+    for shape in [vec![7, 3], vec![3, 4, 5, 5]] {
+        let (x, c) = match shape.len() {
+            2 => (random([shape[0], shape[1], 1, 1], &device), shape[1]),
+            _ => (random([shape[0], shape[1], shape[2], shape[3]], &device), shape[1]),
+        };
+        let x = x.require_grad();
+        let gamma = random([c], &device).require_grad();
+        let beta = random([c], &device).require_grad();
+        let (y, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, false);
+        let r = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        assert!(max_diff(y.clone(), r.output.clone()) < 1e-5, "{shape:?}: output");
+        assert!(max_diff(mean, r.mean) < 1e-6, "{shape:?}: mean");
+        assert!(max_diff(var, r.variance) < 1e-5, "{shape:?}: variance");
+        let weights = random(y.dims(), &device);
+        let (g1, g2) = ((y * weights.clone()).sum().backward(), (r.output * weights).sum().backward());
+        for (name, t) in [("gamma", &gamma), ("beta", &beta)] {
+            assert!(max_diff(t.grad(&g1).unwrap(), t.grad(&g2).unwrap()) < 1e-4, "{shape:?}: ∂{name}");
+        }
+        assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4, "{shape:?}: ∂x");
+    }
+}
+
+#[test]
+fn batch_norm_statistics_stay_exact_for_large_offsets() {
+    // Values far from zero: a one-pass E[x²] − E[x]² in f32 would lose the variance here.
+    let device = Device::flex();
+    let x = Tensor::<4>::random([64, 2, 8, 8], Distribution::Normal(1000.0, 0.01), &device);
+    let gamma = Tensor::<1>::ones([2], &device);
+    let beta = Tensor::<1>::zeros([2], &device);
+    let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5, false);
+    for v in var.into_data().try_to_vec::<f32>().unwrap() {
+        assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
+    }
+}
