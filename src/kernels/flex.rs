@@ -153,7 +153,9 @@ impl FastOps for Flex {
         let planes = d[0] * d[1];
         let dx = profile::timed(Kernel::MaxPool, Pass::Backward, || match window == pool::LENETS_WINDOW {
             true => pool::max_pool_2x2_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), planes, d[2], d[3]),
-            false => pool::max_pool_backward(&f32s(&x), &f32s(&output_grad), planes, d[2], d[3], &window),
+            false => {
+                pool::max_pool_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), planes, d[2], d[3], &window)
+            }
         });
         flex(dx, &d)
     }

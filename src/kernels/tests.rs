@@ -167,3 +167,23 @@ fn batch_norm_statistics_stay_exact_for_large_offsets() {
         assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
     }
 }
+
+/// Windows holding NaNs (two in one window) through the general kernels: NaN outputs, and the
+/// gradient where burn sends it (the last NaN of the window).
+#[test]
+fn general_max_pool_sends_a_nan_windows_gradient_where_burn_does() {
+    let device = Device::flex().autodiff();
+    let mut values = (0..36).map(|i| ((i * 7) % 11) as f32).collect::<Vec<_>>();
+    values[7] = f32::NAN;
+    values[14] = f32::NAN;
+    let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 6, 6]), &device).require_grad();
+    let options = MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]);
+    let (ours, theirs) = (max_pool2d(x.clone(), options.clone()), burn::tensor::module::max_pool2d(x.clone(), options));
+    let bits =
+        |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert!(ours.clone().into_data().try_to_vec::<f32>().unwrap().iter().any(|v| v.is_nan()));
+    assert_eq!(bits(ours.clone()), bits(theirs.clone()), "values");
+    let weights = random(ours.dims(), &device);
+    let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+    assert_eq!(x.grad(&g1).unwrap().to_data(), x.grad(&g2).unwrap().to_data(), "gradients");
+}
