@@ -34,6 +34,20 @@ def cpu_name():
     return platform.processor() or "unknown CPU"
 
 
+def cpu_flags():
+    """The CPU's vector and matrix extensions, as /proc/cpuinfo lists them."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    keep = [x for x in flags if x.startswith(("avx", "amx", "fma"))]
+                    return " ".join(sorted(set(keep)))
+    except OSError:
+        pass
+    return "unknown"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--deepcnn", required=True)
@@ -48,6 +62,11 @@ def main():
     # burn's own operations have no bf16 side.
     sides = ["deepcnn", "burn-ops", "pytorch"] if a.precision == "fp32" else ["deepcnn", "pytorch"]
     results = {c: {side: [] for side in sides} for c in configs}
+    # GFLOP of the convolutions per image, as deepcnn counts them (the same for every side:
+    # the same network), and the machine's peak for this precision (oneDNN's GEMM).
+    gflop_per_image = {}
+    peak = run_json([a.deepcnn, "bench", "--peak", "--json"])
+    peak_gflops = peak["fp32_gflops"] if a.precision == "fp32" else peak["bf16_gflops"]
     torch_version = None
     for rep in range(a.reps):
         for (model, batch, size) in configs:
@@ -66,23 +85,38 @@ def main():
                     r = run_json([sys.executable, os.path.join(HERE, "torch_step.py")] + common)
                     torch_version = r["torch"]
                 results[(model, batch, size)][side].append(r["images_per_sec"])
+                if side == "deepcnn" and r.get("conv_gflop_per_image"):
+                    gflop_per_image[(model, batch, size)] = r["conv_gflop_per_image"]
                 print(f"rep {rep + 1}: {side:8} {model:17} b{batch} {size}²: "
                       f"{r['images_per_sec']:8.1f} images/s", file=sys.stderr)
 
     mode = "fp32" if a.precision == "fp32" else "bf16 autocast, channels-last"
     print(f"{date.today()}, {cpu_name()}, {os.cpu_count()} cores; PyTorch {torch_version} "
-          f"(eager, {mode}, default threads); deepcnn --precision {a.precision}; {a.reps} repetitions, interleaved\n")
-    if a.precision == "fp32":
-        print("| model | batch | input | deepcnn images/s | with burn's ops | PyTorch images/s | deepcnn / PyTorch |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-    else:
-        print("| model | batch | input | deepcnn images/s | PyTorch images/s | deepcnn / PyTorch |")
-        print("|---|---:|---:|---:|---:|---:|")
-    for (model, batch, size), r in results.items():
+          f"(eager, {mode}, default threads); deepcnn --precision {a.precision}; {a.reps} repetitions, interleaved")
+    print(f"CPU flags: {cpu_flags()}")
+    peak_text = f"{peak_gflops:.0f} GFLOP/s" if peak_gflops else "none (no bf16 kernels)"
+    print(f"peak ({a.precision} GEMM 2048³, oneDNN, `deepcnn bench --peak`): {peak_text}; "
+          "GFLOP/s below count the convolutions (forward, ∂X, ∂W) over the whole step\n")
+    names = ["deepcnn images/s", "with burn's ops", "PyTorch images/s"] if a.precision == "fp32" \
+        else ["deepcnn images/s", "PyTorch images/s"]
+    print("| model | batch | input | " + " | ".join(names) + " | deepcnn / PyTorch | deepcnn GFLOP/s | PyTorch GFLOP/s |")
+    print("|---|---:|---:|" + "---:|" * (len(names) + 3))
+
+    def rate(images_per_sec, config):
+        g = gflop_per_image.get(config)
+        if g is None:
+            return "n/a"
+        gflops = g * images_per_sec
+        share = f" ({100 * gflops / peak_gflops:.0f}%)" if peak_gflops else ""
+        return f"{gflops:.0f}{share}"
+
+    for config, r in results.items():
+        model, batch, size = config
         medians = [statistics.median(r[side]) for side in sides]
         ours, theirs = medians[0], medians[-1]
         cells = " | ".join(f"{m:.0f}" for m in medians)
-        print(f"| {model} | {batch} | {size}×{size} | {cells} | {ours / theirs:.2f}× |")
+        print(f"| {model} | {batch} | {size}×{size} | {cells} | {ours / theirs:.2f}× | "
+              f"{rate(ours, config)} | {rate(theirs, config)} |")
 
 
 if __name__ == "__main__":

@@ -344,6 +344,18 @@ fn plot_overlays_runs_and_import_export_round_trip() {
     );
 }
 
+/// `bench --peak` times oneDNN's matrix product: some GFLOP/s in fp32, and bf16 only where
+/// oneDNN has bf16 kernels (then faster than a tenth of fp32: not its reference code).
+#[test]
+fn bench_peak_times_the_machines_matrix_product() {
+    let v: serde_json::Value = serde_json::from_str(ok(&["bench", "--peak", "--json"]).trim()).expect("JSON");
+    let fp32 = v["fp32_gflops"].as_f64().expect("fp32 GFLOP/s");
+    assert!(fp32 > 1.0, "{v}");
+    if let Some(bf16) = v["bf16_gflops"].as_f64() {
+        assert!(bf16 > fp32 / 10.0, "{v}");
+    }
+}
+
 #[test]
 fn bench_times_the_training_step_and_profiles_it() {
     let out =
@@ -356,6 +368,11 @@ fn bench_times_the_training_step_and_profiles_it() {
     // Warm-up steps are reported as they end, on stderr, which keeps stdout one JSON object.
     assert!(stderr(&out).starts_with("warm-up step 1 of 1: "), "{}", stderr(&out));
     assert!(v["images_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{json}");
+    // LeNet-BN's convolutions per 28×28 image: conv1 (1→6, 5×5, 24×24 out) forward and ∂W,
+    // conv2 (6→16, 5×5, 8×8 out) forward, ∂X and ∂W; 2 operations per tap.
+    let expected = (2.0 * 6.0 * 576.0 * 25.0 * 2.0 + 2.0 * 16.0 * 64.0 * 150.0 * 3.0) / 1e9;
+    let counted = v["conv_gflop_per_image"].as_f64().unwrap_or(0.0);
+    assert!((counted - expected).abs() < 1e-9, "{counted} GFLOP per image, expected {expected}");
 
     let text = ok(&["bench", "--model", "lenet-bn", "--batch-size", "8", "--steps", "2", "--profile"]);
     for line in [
@@ -389,5 +406,6 @@ fn bench_times_the_training_step_and_profiles_it() {
     );
 
     assert_fails_with(&["bench", "--model", "lenet-bn", "--burn-ops", "matmul"], "matmul");
+    assert_fails_with(&["bench", "--peak", "--model", "lenet-bn"], "cannot be used with");
     assert_fails_with(&["bench", "--model", "densenet", "--input", "28"], "densenet cannot take 28×28");
 }

@@ -33,6 +33,10 @@ pub struct BenchReport {
     pub size: usize,
     pub step_seconds: Vec<f64>,
     pub warmup_seconds: Vec<f64>,
+    /// GFLOP of the convolutions per image and step (forward, ∂X and ∂W), as counted by
+    /// deepcnn's convolution kernels; `None` where they did not run (burn's own convolutions,
+    /// a GPU).
+    pub conv_gflop_per_image: Option<f64>,
 }
 
 impl BenchReport {
@@ -53,6 +57,12 @@ impl BenchReport {
     /// Images per second at the median step time.
     pub fn images_per_sec(&self) -> f64 {
         self.batch_size as f64 / self.median_seconds()
+    }
+
+    /// The convolutions' GFLOP/s at the median step time (the whole step's time: what the
+    /// network as a whole makes of the machine).
+    pub fn conv_gflops(&self) -> Option<f64> {
+        self.conv_gflop_per_image.map(|g| g * self.images_per_sec())
     }
 }
 
@@ -91,7 +101,11 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: i
     let data = RandomBatch::new(config.batch_size, config.size, 0);
     let mut step_seconds = Vec::with_capacity(config.steps);
     let mut warmup_seconds = Vec::with_capacity(config.warmup);
+    let mut flops_before_timed_steps = crate::kernels::profile::conv_flops();
     for i in 0..config.warmup + config.steps {
+        if i == config.warmup {
+            flops_before_timed_steps = crate::kernels::profile::conv_flops();
+        }
         let start = Instant::now();
         // Read the loss and the correct count back every step, as PyTorch's side does
         // (`bench/torch_step.py`); that also waits for the step to finish.
@@ -106,7 +120,16 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: i
             false => warmup_seconds.push(seconds),
         }
     }
-    BenchReport { model: config.model, batch_size: config.batch_size, size: config.size, step_seconds, warmup_seconds }
+    let images = (config.steps * config.batch_size) as f64;
+    let flops = crate::kernels::profile::conv_flops() - flops_before_timed_steps;
+    BenchReport {
+        model: config.model,
+        batch_size: config.batch_size,
+        size: config.size,
+        step_seconds,
+        warmup_seconds,
+        conv_gflop_per_image: (flops > 0).then(|| flops as f64 / images / 1e9),
+    }
 }
 
 /// Where a training step's time goes, averaged over the timed steps.

@@ -8,14 +8,15 @@ use clap::Args;
 use super::{positive, DeviceArgs};
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
 use crate::device::describe_gpu;
-use crate::kernels::{set_kernel_enabled, Kernel};
+use crate::device::{ComputeDevice, Precision};
+use crate::kernels::{onednn, set_kernel_enabled, Kernel};
 use crate::memory;
 use crate::models::ModelKind;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long)]
-    pub model: ModelKind,
+    #[arg(long, required_unless_present = "peak")]
+    pub model: Option<ModelKind>,
     #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Input height and width. Default: 28, or 96 for densenet.
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// other operations.
     #[arg(long)]
     pub profile: bool,
+    /// Time oneDNN's matrix product (2048³ on all threads, fp32 and bf16) instead of a network:
+    /// the machine's peak GFLOP/s, which the convolutions' GFLOP/s can be read against.
+    #[arg(long, conflicts_with_all = ["model", "profile", "burn_ops"])]
+    pub peak: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -69,15 +74,15 @@ impl From<KernelFlag> for Kernel {
 }
 
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let size = args.input.unwrap_or(args.model.default_train_size());
-    args.model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
+    let Some(model) = args.model else { return peak(args.json, out) };
+    let size = args.input.unwrap_or(model.default_train_size());
+    model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
     memory::check(
-        || format!("training {} with batch {} at {size}×{size}", args.model, args.batch_size),
-        args.model.training_memory(args.batch_size, size),
+        || format!("training {model} with batch {} at {size}×{size}", args.batch_size),
+        model.training_memory(args.batch_size, size),
         "use a smaller --batch-size or --input",
     )?;
-    let config =
-        BenchConfig { model: args.model, batch_size: args.batch_size, size, steps: args.steps, warmup: args.warmup };
+    let config = BenchConfig { model, batch_size: args.batch_size, size, steps: args.steps, warmup: args.warmup };
     for &kernel in &args.burn_ops {
         set_kernel_enabled(kernel.into(), false);
     }
@@ -104,6 +109,7 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
             value["gpu"] = gpu.into();
         }
         value["threads"] = std::thread::available_parallelism().map_or(1, |n| n.get()).into();
+        value["conv_gflops"] = report.conv_gflops().into();
         writeln!(out, "{value}")?;
         return Ok(());
     }
@@ -111,7 +117,7 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "{} on {}: training step (forward, cross-entropy, backward, Adam), batch {}, {size}×{size}, {} steps after {} warm-up{}",
-        args.model,
+        model,
         args.device.device,
         args.batch_size,
         args.steps,
@@ -129,8 +135,36 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
         max * 1e3,
         report.images_per_sec()
     )?;
+    if let (Some(per_image), Some(rate)) = (report.conv_gflop_per_image, report.conv_gflops()) {
+        writeln!(
+            out,
+            "convolutions: {per_image:.4} GFLOP per image (forward, ∂X, ∂W), {rate:.0} GFLOP/s over the step"
+        )?;
+    }
     if args.profile {
         write_profile(&profile_training_step(&config, &device), out)?;
+    }
+    Ok(())
+}
+
+/// `bench --peak`: oneDNN's GEMM in fp32 and, where the CPU has bf16 instructions, bf16.
+fn peak(json: bool, out: &mut impl Write) -> anyhow::Result<()> {
+    const N: usize = 2048;
+    let fp32 = onednn::gemm_gflops(N, false, 5)?;
+    // Where oneDNN has no bf16 kernels its reference code would run: not a peak.
+    let bf16_here = Precision::Bf16.apply(ComputeDevice::Cpu).is_ok();
+    onednn::set_bf16(false);
+    let bf16 = bf16_here.then(|| onednn::gemm_gflops(N, true, 5)).transpose()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if json {
+        let value = serde_json::json!({ "gemm_size": N, "threads": threads, "fp32_gflops": fp32, "bf16_gflops": bf16 });
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    writeln!(out, "oneDNN matrix product {N}³ on {threads} threads: fp32 {fp32:.0} GFLOP/s")?;
+    match bf16 {
+        Some(bf16) => writeln!(out, "bf16 inputs, f32 output: {bf16:.0} GFLOP/s")?,
+        None => writeln!(out, "bf16: oneDNN has no bf16 kernels on this CPU")?,
     }
     Ok(())
 }

@@ -175,6 +175,7 @@ impl FastOps for Flex {
 
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
         let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
+        profile::count_conv_flops(g.flops());
         let y =
             profile::timed(Kernel::Conv, Pass::Forward, || conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g));
         flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
@@ -189,6 +190,8 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let (x_dims, w_dims) = (dims(&x), dims(&weight));
         let g = conv_geometry(&x_dims, &w_dims, geometry);
+        // ∂W, and ∂X where wanted, each as many operations as the forward.
+        profile::count_conv_flops(g.flops() * (1 + u64::from(input_grad)));
         let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
             conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g, input_grad)
         });

@@ -2,7 +2,7 @@
 //! `deepcnn bench --profile`); switched off, a kernel pays one relaxed atomic load.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -56,4 +56,17 @@ pub(crate) fn timed<T>(kernel: Kernel, pass: Pass, f: impl FnOnce() -> T) -> T {
 /// Each kernel pass's total time and number of calls since the last `take`, which resets them.
 pub fn take() -> BTreeMap<(Kernel, Pass), (Duration, u64)> {
     std::mem::take(&mut *TIMES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Floating-point operations of the convolutions computed so far (multiply and add counted
+/// apart), always counted: one relaxed atomic add per pass.
+static CONV_FLOPS: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn count_conv_flops(flops: u64) {
+    CONV_FLOPS.fetch_add(flops, Ordering::Relaxed);
+}
+
+/// The convolutions' operations since the process started; differences give a step's.
+pub fn conv_flops() -> u64 {
+    CONV_FLOPS.load(Ordering::Relaxed)
 }

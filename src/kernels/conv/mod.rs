@@ -51,6 +51,12 @@ impl ConvGeometry {
     fn out_len(&self) -> usize {
         self.c_out * self.p()
     }
+    /// Floating-point operations of the forward pass (a multiply and an add per tap, padded
+    /// taps included, as GFLOP figures of convolutions count them); each backward pass has as
+    /// many.
+    pub fn flops(&self) -> u64 {
+        2 * (self.batch * self.out_len() * self.k()) as u64
+    }
 }
 
 /// A row-major matrix view: element (i, j) at `data[i·row_stride + j·col_stride]`.

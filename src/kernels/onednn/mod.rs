@@ -27,6 +27,7 @@ mod ffi {
         ) -> c_int;
         pub fn dcnn_last_error() -> *const c_char;
         pub fn dcnn_conv2d_impl(pass: c_int, g: *const c_int) -> *const c_char;
+        pub fn dcnn_gemm_seconds(n: c_int, bf16: c_int, reps: c_int, best: *mut f64) -> c_int;
         /// oneDNN's own: the instruction set it dispatches to (`dnnl_cpu_isa_t`), which
         /// `DNNL_MAX_CPU_ISA` can lower.
         pub fn dnnl_get_effective_cpu_isa() -> c_int;
@@ -78,6 +79,16 @@ pub fn has_avx512() -> bool {
     static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: a query without arguments.
     *HAS.get_or_init(|| unsafe { ffi::dnnl_get_effective_cpu_isa() } & AVX512_CORE == AVX512_CORE)
+}
+
+/// GFLOP/s of oneDNN's n×n×n matrix product on all its threads, in fp32 or with bf16 inputs
+/// (f32 output), best of `reps` runs: the machine's peak for this kind of work.
+pub fn gemm_gflops(n: usize, bf16: bool, reps: usize) -> Result<f64, OneDnnError> {
+    let size = |v: usize| c_int::try_from(v).map_err(|_| OneDnnError(format!("a size of {v} is too large")));
+    let mut seconds = 0.0f64;
+    // SAFETY: the shim writes one f64 through the pointer, which outlives the call.
+    status(unsafe { ffi::dcnn_gemm_seconds(size(n)?, c_int::from(bf16), size(reps)?, &mut seconds) })?;
+    Ok(2.0 * (n as f64).powi(3) / seconds / 1e9)
 }
 
 /// The shim's geometry arguments, each checked to fit a C int, and the precision.

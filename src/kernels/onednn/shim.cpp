@@ -29,8 +29,10 @@
 #include <dnnl.hpp>
 
 #include <array>
+#include <chrono>
 #include <climits>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -350,6 +352,55 @@ const char *dcnn_conv2d_impl(int pass, const int *geom) {
         name = lookup(pass, g).impl.c_str();
     });
     return name;
+}
+
+// The machine's peak: an n×n×n matrix product on all threads, fp32 (dnnl_sgemm)
+// or bf16 inputs with f32 output (the matmul primitive, as the bf16
+// convolutions compute). The best of `reps` runs after one untimed run.
+int dcnn_gemm_seconds(int n, int bf16, int reps, double *best) {
+    return guarded("GEMM", [&] {
+        if (n <= 0 || n > 16384 || reps <= 0 || !best)
+            throw std::invalid_argument("GEMM size or repetitions out of range");
+        const memory::dim d = n;
+        const size_t len = (size_t)n * n;
+        std::vector<float> a(len), b(len), c(len);
+        for (size_t i = 0; i < len; ++i) {
+            a[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+            b[i] = (float)((i * 5) % 11) / 11.0f - 0.5f;
+        }
+        const memory::desc plain({d, d}, dt::f32, tag::ab);
+        const memory::desc half({d, d}, dt::bf16, tag::ab);
+        std::function<void()> run;
+        std::unique_ptr<matmul> mm;
+        memory am, bm, cm;
+        if (bf16) {
+            mm.reset(new matmul(matmul::primitive_desc(matmul::desc(half, half, plain), eng())));
+            am = memory(half, eng());
+            bm = memory(half, eng());
+            cm = memory(plain, eng(), c.data());
+            memory af(plain, eng(), a.data()), bf(plain, eng(), b.data());
+            reorder(af, am).execute(strm(), af, am);
+            reorder(bf, bm).execute(strm(), bf, bm);
+            strm().wait();
+            run = [&] {
+                mm->execute(strm(), {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+                strm().wait();
+            };
+        } else {
+            run = [&] {
+                const dnnl_status_t st = dnnl_sgemm('N', 'N', d, d, d, 1.0f, a.data(), d, b.data(), d, 0.0f, c.data(), d);
+                if (st != dnnl_success) throw dnnl::error(st, "dnnl_sgemm");
+            };
+        }
+        run();
+        *best = 1e30;
+        for (int r = 0; r < reps; ++r) {
+            const auto t0 = std::chrono::steady_clock::now();
+            run();
+            const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (s < *best) *best = s;
+        }
+    });
 }
 
 } // extern "C"
