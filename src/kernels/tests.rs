@@ -24,8 +24,8 @@ fn the_fast_path_is_taken_on_flex_with_and_without_autodiff() {
 /// Conv shapes of the book's networks in miniature: LeNet's 5×5 valid convs, the stem's
 /// 7×7 stride 2 pad 3, 3×3 pad 1 with and without stride, the 1×1 shortcut with stride 2,
 /// DenseNet's 3×3 conv making fewer channels than it takes (∂X as a transposed convolution),
-/// and its 1×1 transition conv.
-const CONVS: [(usize, usize, usize, usize, usize, usize, usize); 8] = [
+/// its 1×1 transition conv, and 3×3 convs of 1×1 images.
+const CONVS: [(usize, usize, usize, usize, usize, usize, usize); 10] = [
     // (c_in, c_out, size, kernel, stride, padding, batch)
     (1, 6, 12, 5, 1, 0, 3),
     (6, 16, 8, 5, 1, 0, 2),
@@ -35,6 +35,9 @@ const CONVS: [(usize, usize, usize, usize, usize, usize, usize); 8] = [
     (5, 7, 9, 1, 2, 0, 2),
     (12, 4, 6, 3, 1, 1, 2),
     (9, 4, 6, 1, 1, 0, 3),
+    // 1×1 images, where one tap meets the image (ResNet-18's last stage at 28×28).
+    (5, 7, 1, 3, 1, 1, 3),
+    (4, 6, 1, 3, 2, 1, 2),
 ];
 
 #[test]

@@ -15,6 +15,7 @@
 use rayon::prelude::*;
 
 mod direct;
+mod single_pixel;
 
 use super::onednn;
 
@@ -237,6 +238,9 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
     if g.batch == 0 {
         return Vec::new();
     }
+    if single_pixel::fits(g) {
+        return single_pixel::forward(x, weight, bias, g, onednn::is_bf16());
+    }
     if on_onednn(g) {
         match onednn::forward(x, weight, bias, g) {
             Ok(y) => return y,
@@ -374,6 +378,11 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     if g.batch == 0 {
         return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
+    }
+    if single_pixel::fits(g) {
+        let bf16 = onednn::is_bf16();
+        let dx = input_grad.then(|| single_pixel::input_grad(weight, dy, g, bf16));
+        return (dx, single_pixel::weight_grad(x, dy, g, bf16), bias_grad(dy, g));
     }
     if !on_onednn(g) {
         return own_backward(x, weight, dy, g, input_grad);
