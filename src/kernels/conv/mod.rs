@@ -387,17 +387,10 @@ pub fn backward(
     if !on_onednn(g) {
         return own_backward(x, weight, dy, g, input_grad);
     }
-    let dx = input_grad.then(|| {
-        onednn::backward_data(weight, dy, g).unwrap_or_else(|e| {
-            warn_fallback(&e);
-            own_input_grad(weight, dy, g)
-        })
-    });
-    let (dw, db) = onednn::backward_weights(x, dy, g).unwrap_or_else(|e| {
+    onednn::backward_in(x, weight, dy, g, input_grad, onednn::is_bf16()).unwrap_or_else(|e| {
         warn_fallback(&e);
-        (weight_grad_by_im2col(x, dy, g), bias_grad(dy, g))
-    });
-    (dx, dw, db)
+        own_backward(x, weight, dy, g, input_grad)
+    })
 }
 
 /// [`backward`] by deepcnn's own kernels.

@@ -25,6 +25,15 @@ mod ffi {
             db: *mut f32,
             g: *const c_int,
         ) -> c_int;
+        pub fn dcnn_conv2d_backward(
+            x: *const f32,
+            w: *const f32,
+            dy: *const f32,
+            dx: *mut f32,
+            dw: *mut f32,
+            db: *mut f32,
+            g: *const c_int,
+        ) -> c_int;
         pub fn dcnn_last_error() -> *const c_char;
         pub fn dcnn_conv2d_impl(pass: c_int, g: *const c_int) -> *const c_char;
         pub fn dcnn_gemm_seconds(n: c_int, bf16: c_int, reps: c_int, best: *mut f64) -> c_int;
@@ -199,6 +208,37 @@ pub fn backward_weights_in(
     Ok((dw, db))
 }
 
+/// Both backward passes of [`forward`]: ∂X where `input_grad`, ∂W and ∂b, in bf16 or f32, with
+/// ∂Y brought into oneDNN's layout once for both.
+#[allow(clippy::type_complexity)]
+pub fn backward_in(
+    x: &[f32],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+    bf16: bool,
+) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
+    let d = dims(g, bf16)?;
+    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    check_len("the weight", weight.len(), weight_len(g))?;
+    check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
+    let mut dx: Vec<f32> = Vec::with_capacity(if input_grad { x.len() } else { 0 });
+    let dx_ptr = if input_grad { dx.as_mut_ptr() } else { std::ptr::null_mut() };
+    let mut db = vec![0.0f32; g.c_out];
+    // SAFETY: as in `forward_in`; dx, when asked for, has room for x.len() values, all of
+    // which the shim writes on success.
+    let dw = filled_by_shim(weight_len(g), |dw| unsafe {
+        ffi::dcnn_conv2d_backward(x.as_ptr(), weight.as_ptr(), dy.as_ptr(), dx_ptr, dw, db.as_mut_ptr(), d.as_ptr())
+    })?;
+    let dx = input_grad.then(|| {
+        // SAFETY: the call succeeded, so all x.len() values were written.
+        unsafe { dx.set_len(x.len()) };
+        dx
+    });
+    Ok((dx, dw, db))
+}
+
 /// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W) in bf16 or f32,
 /// e.g. `jit:avx512_core`, for logs and checks.
 pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneDnnError> {
@@ -266,6 +306,24 @@ mod tests {
             assert!(max_diff(&dw, &want_dw) < 1e-3 && max_diff(&db, &want_db) < 1e-3, "{g:?}");
             // The same inputs give the same bits (at a fixed thread count).
             assert_eq!(backward_weights_in(&x, &dy, &g, false).unwrap().0, dw);
+        }
+    }
+
+    /// Both passes in one call (∂Y reordered once) give the bits of the passes one by one.
+    #[test]
+    fn both_backward_passes_at_once_equal_the_passes_one_by_one() {
+        let bf16_too = has_bf16_kernels();
+        for g in [geometry(2, 32, 7, 16, 3, 1, 1), geometry(3, 16, 9, 32, 3, 2, 1), geometry(2, 1, 28, 64, 7, 2, 3)] {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let w = values(weight_len(&g), 2);
+            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
+            for bf16 in [false, true].into_iter().filter(|&b| !b || bf16_too) {
+                let (dx, dw, db) = backward_in(&x, &w, &dy, &g, true, bf16).unwrap();
+                assert_eq!(dx.unwrap(), backward_data_in(&w, &dy, &g, bf16).unwrap(), "{g:?} bf16 {bf16}: ∂X");
+                assert_eq!((dw.clone(), db.clone()), backward_weights_in(&x, &dy, &g, bf16).unwrap(), "{g:?}: ∂W");
+                let (no_dx, dw2, db2) = backward_in(&x, &w, &dy, &g, false, bf16).unwrap();
+                assert!(no_dx.is_none() && dw2 == dw && db2 == db, "{g:?} bf16 {bf16}: without ∂X");
+            }
         }
     }
 

@@ -234,12 +234,20 @@ Entry &lookup(int pass, const Geom &g) {
     return *it->second; // stable: entries are heap-allocated, never erased
 }
 
-void execute(Entry &e, const std::vector<void *> &ptrs) {
-    std::lock_guard<std::mutex> lk(e.mu);
+// Runs e on the caller's pointers (e.mu held by the caller). An input whose copy
+// in the primitive's layout is already in `ready` (by DNNL_ARG_* id) is not
+// reordered again.
+void execute_locked(Entry &e, const std::vector<void *> &ptrs,
+        const std::unordered_map<int, memory> &ready = {}) {
     std::unordered_map<int, memory> conv_args;
     std::vector<std::pair<Arg *, std::pair<memory, memory>>> outputs;
     for (size_t i = 0; i < e.args.size(); ++i) {
         Arg &a = e.args[i];
+        const auto given = ready.find(a.id);
+        if (!a.is_output && given != ready.end()) {
+            conv_args[a.id] = given->second;
+            continue;
+        }
         // Wrapping a caller pointer is a small allocation, not a copy.
         memory user(a.user_md, eng(), ptrs[i]);
         if (!a.needs_reorder) {
@@ -257,6 +265,17 @@ void execute(Entry &e, const std::vector<void *> &ptrs) {
         o.first->reo.run({{DNNL_ARG_FROM, o.second.first},
                 {DNNL_ARG_TO, o.second.second}});
     strm().wait();
+}
+
+void execute(Entry &e, const std::vector<void *> &ptrs) {
+    std::lock_guard<std::mutex> lk(e.mu);
+    execute_locked(e, ptrs);
+}
+
+const Arg &arg(const Entry &e, int id) {
+    for (const Arg &a : e.args)
+        if (a.id == id) return a;
+    throw std::logic_error("no argument " + std::to_string(id));
 }
 
 // Building the message allocates, and that must not throw out of a handler.
@@ -339,6 +358,29 @@ int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
         check(g, {x, dy, dw, db});
         execute(lookup(DCNN_PASS_BACKWARD_WEIGHTS, g),
                 {(void *)x, (void *)dy, dw, db});
+    });
+}
+
+int dcnn_conv2d_backward(const float *x, const float *w, const float *dy,
+        float *dx, float *dw, float *db, const int *geom) {
+    return guarded("dcnn_conv2d_backward", [&] {
+        const Geom g = geometry(geom);
+        check(g, {x, w, dy, dw, db});
+        Entry &we = lookup(DCNN_PASS_BACKWARD_WEIGHTS, g);
+        if (!dx) {
+            execute(we, {(void *)x, (void *)dy, dw, db});
+            return;
+        }
+        Entry &de = lookup(DCNN_PASS_BACKWARD_DATA, g);
+        std::lock(de.mu, we.mu);
+        std::lock_guard<std::mutex> ld(de.mu, std::adopt_lock), lw(we.mu, std::adopt_lock);
+        execute_locked(de, {(void *)w, (void *)dy, dx});
+        // The weights pass reads the data pass's copy of dy where both chose one layout.
+        std::unordered_map<int, memory> ready;
+        const Arg &data_dy = arg(de, DNNL_ARG_DIFF_DST), &weights_dy = arg(we, DNNL_ARG_DIFF_DST);
+        if (data_dy.needs_reorder && weights_dy.needs_reorder && data_dy.prim_md == weights_dy.prim_md)
+            ready[DNNL_ARG_DIFF_DST] = data_dy.buf;
+        execute_locked(we, {(void *)x, (void *)dy, dw, db}, ready);
     });
 }
 

@@ -46,6 +46,11 @@ int dcnn_conv2d_backward_data(const float *w, const float *dy, float *dx,
 int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
         float *db, const int *geometry);
 
+/* Both backward passes: dx (skipped when dx is NULL), dw and db, reordering dy
+ * into the primitives' layout once for both. */
+int dcnn_conv2d_backward(const float *x, const float *w, const float *dy,
+        float *dx, float *dw, float *db, const int *geometry);
+
 /* Message for the last failure on the calling thread ("" if none yet). Not
  * cleared by later successful calls; the pointer stays valid until the
  * thread's next failing call. */
