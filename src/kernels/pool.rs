@@ -26,12 +26,12 @@ fn max_nan(m: f32, v: f32) -> f32 {
     }
 }
 
-/// The four values of window (oh, ow) of a plane.
+/// The two input rows of output row `oh`, each cut to the 2·wo values the windows cover.
 #[inline(always)]
-fn window(plane: &[f32], w: usize, oh: usize, ow: usize) -> [f32; 4] {
-    let (top, bottom) = (&plane[2 * oh * w..], &plane[(2 * oh + 1) * w..]);
-    [top[2 * ow], top[2 * ow + 1], bottom[2 * ow], bottom[2 * ow + 1]]
+fn rows(plane: &[f32], w: usize, wo: usize, oh: usize) -> (&[f32], &[f32]) {
+    (&plane[2 * oh * w..][..2 * wo], &plane[(2 * oh + 1) * w..][..2 * wo])
 }
+
 
 /// `planes` planes of h×w in, planes of (h/2)×(w/2) out.
 pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
@@ -45,10 +45,11 @@ pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
             #[inline(always)]
             || {
                 for (out, plane) in ys.chunks_exact_mut(ho * wo).zip(xs.chunks_exact(h * w)) {
-                    for oh in 0..ho {
-                        for (ow, o) in out[oh * wo..(oh + 1) * wo].iter_mut().enumerate() {
-                            let [a, b, c, d] = window(plane, w, oh, ow);
-                            *o = max_nan(max_nan(max_nan(a, b), c), d);
+                    for (oh, out) in out.chunks_exact_mut(wo).enumerate() {
+                        let (top, bottom) = rows(plane, w, wo, oh);
+                        // Zipped pairs, no indexing: the loop becomes SIMD code.
+                        for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
+                            *o = max_nan(max_nan(max_nan(t[0], t[1]), b[0]), b[1]);
                         }
                     }
                 }
@@ -79,19 +80,22 @@ pub fn max_pool_2x2_backward(x: &[f32], y: &[f32], dy: &[f32], planes: usize, h:
                     for ((dx, plane), (out, grad)) in
                         planes.zip(ys.chunks_exact(ho * wo).zip(dys.chunks_exact(ho * wo)))
                     {
-                        for oh in 0..ho {
+                        for (oh, (out, grad)) in out.chunks_exact(wo).zip(grad.chunks_exact(wo)).enumerate() {
+                            let (x_top, x_bottom) = rows(plane, w, wo, oh);
                             let (top, bottom) = dx[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
-                            for ow in 0..wo {
-                                let (m, g) = (out[oh * wo + ow], grad[oh * wo + ow]);
-                                let is_max = |v: f32| v == m || (v.is_nan() && m.is_nan());
-                                let [a, b, c, _] = window(plane, w, oh, ow);
-                                let (at_a, at_b, at_c) = (is_max(a), is_max(b), is_max(c));
-                                let (to_b, to_c) = (!at_a && at_b, !at_a && !at_b && at_c);
-                                let to_d = !(at_a || at_b || at_c);
-                                top[2 * ow] = if at_a { g } else { 0.0 };
-                                top[2 * ow + 1] = if to_b { g } else { 0.0 };
-                                bottom[2 * ow] = if to_c { g } else { 0.0 };
-                                bottom[2 * ow + 1] = if to_d { g } else { 0.0 };
+                            let dx_rows = top[..2 * wo].chunks_exact_mut(2).zip(bottom[..2 * wo].chunks_exact_mut(2));
+                            let x_rows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
+                            // Zipped pairs, no indexing: the loop becomes SIMD code.
+                            for (((top, bottom), (a, c)), (&m, &g)) in dx_rows.zip(x_rows).zip(out.iter().zip(grad)) {
+                                // `&` and `|`, not `&&` and `||`: no branches on the data.
+                                let is_max = |v: f32| (v == m) | (v.is_nan() & m.is_nan());
+                                let (at_a, at_b, at_c) = (is_max(a[0]), is_max(a[1]), is_max(c[0]));
+                                let (to_b, to_c) = (!at_a & at_b, !at_a & !at_b & at_c);
+                                let to_d = !(at_a | at_b | at_c);
+                                top[0] = if at_a { g } else { 0.0 };
+                                top[1] = if to_b { g } else { 0.0 };
+                                bottom[0] = if to_c { g } else { 0.0 };
+                                bottom[1] = if to_d { g } else { 0.0 };
                             }
                         }
                     }
