@@ -32,7 +32,6 @@ fn rows(plane: &[f32], w: usize, wo: usize, oh: usize) -> (&[f32], &[f32]) {
     (&plane[2 * oh * w..][..2 * wo], &plane[(2 * oh + 1) * w..][..2 * wo])
 }
 
-
 /// `planes` planes of h×w in, planes of (h/2)×(w/2) out.
 pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
