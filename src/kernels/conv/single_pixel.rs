@@ -5,7 +5,8 @@
 //! pass. In bf16 the inputs are rounded to bf16 first and the products summed in f32, as
 //! oneDNN's bf16 convolutions do.
 
-use super::{matmul, ConvGeometry, Mat};
+use super::gemm::{matmul, Mat};
+use super::ConvGeometry;
 
 /// Whether `g` is such a convolution.
 pub fn fits(g: &ConvGeometry) -> bool {
