@@ -226,8 +226,8 @@ pub fn backward_train(
     };
     let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
     let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
-    // dx = k·(dy − a − (x − mean)·b), per channel: k = γσ⁻¹, a = ∂β/M, b = σ⁻¹·∂γ/M.
-    let k: Vec<f32> = (0..shape.c).map(|ch| gamma[ch] * inv[ch]).collect();
+    // dx = k·(dy − a − (x − mean)·b), per channel: k = γσ⁻¹ (the forward's scale), a = ∂β/M,
+    // b = σ⁻¹·∂γ/M.
     let a: Vec<f32> = dbeta64.iter().map(|&s| (s / m) as f32).collect();
     let b: Vec<f32> = (0..shape.c).map(|ch| ((sums[ch] / m) * (inv[ch] as f64 * inv[ch] as f64)) as f32).collect();
     let len = shape.sample_len();
@@ -239,7 +239,7 @@ pub fn backward_train(
             || {
                 for ch in 0..shape.c {
                     let r = ch * shape.s..(ch + 1) * shape.s;
-                    let (kc, ac, bc, mc) = (k[ch], a[ch], b[ch], mean[ch]);
+                    let (kc, ac, bc, mc) = (scale[ch], a[ch], b[ch], mean[ch]);
                     let (sc, sh) = (scale[ch], shift[ch]);
                     let (out, xs, gs) = (&mut out[r.clone()], &xs[r.clone()], &gs[r]);
                     match relu {

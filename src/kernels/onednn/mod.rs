@@ -169,12 +169,7 @@ pub fn forward_in(
     })
 }
 
-/// ∂X of [`forward`], given W and ∂Y.
-pub fn backward_data(weight: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
-    backward_data_in(weight, dy, g, is_bf16())
-}
-
-/// [`backward_data`] in bf16 or f32.
+/// ∂X of [`forward`], given W and ∂Y, in bf16 or f32 (one pass of [`backward_in`]).
 pub fn backward_data_in(weight: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool) -> Result<Vec<f32>, OneDnnError> {
     let d = dims(g, bf16)?;
     check_len("the weight", weight.len(), weight_len(g))?;
@@ -185,12 +180,7 @@ pub fn backward_data_in(weight: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool
     })
 }
 
-/// ∂W and ∂b of [`forward`], given X and ∂Y.
-pub fn backward_weights(x: &[f32], dy: &[f32], g: &ConvGeometry) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
-    backward_weights_in(x, dy, g, is_bf16())
-}
-
-/// [`backward_weights`] in bf16 or f32.
+/// ∂W and ∂b of [`forward`], given X and ∂Y, in bf16 or f32 (one pass of [`backward_in`]).
 pub fn backward_weights_in(
     x: &[f32],
     dy: &[f32],
