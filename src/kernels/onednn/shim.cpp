@@ -32,6 +32,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -95,7 +96,13 @@ struct Prim {
 
     template <typename PD>
     explicit Prim(const PD &pd) : p(pd.get()), scratch_md(pd.scratchpad_desc()) {
-        if (scratch_md.get_size()) scratch = memory(scratch_md, eng());
+        // Zeroed once: oneDNN's bf16 AMX weight-gradient kernel sums parts from here that it
+        // never writes for taps which never meet the image (3×3 with stride 2 on a 1×1 image),
+        // so what the memory held came out as their gradient (up to 1e31, tested).
+        if (scratch_md.get_size()) {
+            scratch = memory(scratch_md, eng());
+            std::memset(scratch.get_data_handle(), 0, scratch_md.get_size());
+        }
     }
     Prim() = default;
     void run(std::unordered_map<int, memory> args) {
