@@ -52,7 +52,7 @@ impl Precision {
     /// cannot run fast: on the GPU, or on a CPU (or a `DNNL_MAX_CPU_ISA`) for which oneDNN has
     /// no bf16 convolution kernel (it would fall back to its slow reference code).
     pub fn apply(self, device: ComputeDevice) -> Result<(), DeviceError> {
-        use crate::kernels::{conv::ConvGeometry, onednn};
+        use crate::kernels::onednn;
         onednn::set_bf16(self == Precision::Bf16);
         if self == Precision::Fp32 {
             return Ok(());
@@ -63,10 +63,7 @@ impl Precision {
                 "--precision bf16 is for the CPU (oneDNN's bf16 convolutions)".into(),
             ));
         }
-        let probe =
-            ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
-        let kernels = onednn::implementations(&probe, true);
-        match kernels {
+        match onednn::bf16_implementations() {
             Ok(names) if names.iter().all(|n| !n.starts_with("ref")) => Ok(()),
             result => {
                 onednn::set_bf16(false);

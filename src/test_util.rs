@@ -25,3 +25,16 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
         want[i]
     );
 }
+
+/// The largest absolute difference between two sequences of the same length.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// `len` values spread over [−1, 1), a fixed pattern per `seed` (no random generator needed).
+pub fn pattern(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}

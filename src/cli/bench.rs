@@ -8,7 +8,6 @@ use clap::Args;
 use super::{positive, DeviceArgs};
 use crate::bench::{bench_training_step, profile_training_step, BenchConfig, StepProfile};
 use crate::device::describe_gpu;
-use crate::device::{ComputeDevice, Precision};
 use crate::kernels::{onednn, set_kernel_enabled, Kernel};
 use crate::memory;
 use crate::models::ModelKind;
@@ -152,9 +151,7 @@ fn peak(json: bool, out: &mut impl Write) -> anyhow::Result<()> {
     const N: usize = 2048;
     let fp32 = onednn::gemm_gflops(N, false, 5)?;
     // Where oneDNN has no bf16 kernels its reference code would run: not a peak.
-    let bf16_here = Precision::Bf16.apply(ComputeDevice::Cpu).is_ok();
-    onednn::set_bf16(false);
-    let bf16 = bf16_here.then(|| onednn::gemm_gflops(N, true, 5)).transpose()?;
+    let bf16 = onednn::has_bf16_kernels().then(|| onednn::gemm_gflops(N, true, 5)).transpose()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if json {
         let value = serde_json::json!({ "gemm_size": N, "threads": threads, "fp32_gflops": fp32, "bf16_gflops": bf16 });

@@ -209,14 +209,12 @@ mod tests {
     use super::*;
     use crate::nn::batch_norm::{Rank, StatisticsAxes};
 
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
+    use crate::test_util::values;
 
+    /// The shared check, on the owned vectors these tests make.
+    #[track_caller]
     fn assert_close(a: Vec<f32>, b: Vec<f32>, tol: f32, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(d <= tol, "{what}: differs by {d}");
+        crate::test_util::assert_close(&a, &b, tol, what);
     }
 
     /// The fused layer against the book's from-scratch one (the readable reference), through

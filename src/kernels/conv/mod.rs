@@ -165,6 +165,7 @@ fn bias_grad(dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::max_diff;
 
     /// Calls `term(x, w, y)` with the flat indices of every product X[x]·W[w] that the
     /// definition of the convolution adds into Y[y]: the one loop the references below share.
@@ -212,11 +213,6 @@ mod tests {
         let mut dw = vec![0.0f32; g.c_out * g.k()];
         for_each_term(g, |xi, wi, yi| dw[wi] += x[xi] * dy[yi]);
         dw
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
     }
 
     fn values(len: usize, seed: u32) -> Vec<f32> {

@@ -90,6 +90,19 @@ pub fn has_avx512() -> bool {
     *HAS.get_or_init(|| unsafe { ffi::dnnl_get_effective_cpu_isa() } & AVX512_CORE == AVX512_CORE)
 }
 
+/// The implementations oneDNN picks for a small bf16 convolution's three passes, without
+/// switching the process to bf16: whether this CPU (and `DNNL_MAX_CPU_ISA`) has bf16 kernels.
+pub fn bf16_implementations() -> Result<[String; 3], OneDnnError> {
+    let probe =
+        ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
+    implementations(&probe, true)
+}
+
+/// Whether oneDNN has bf16 convolution kernels here, not only its slow reference code.
+pub fn has_bf16_kernels() -> bool {
+    bf16_implementations().is_ok_and(|names| names.iter().all(|n| !n.starts_with("ref")))
+}
+
 /// GFLOP/s of oneDNN's n×n×n matrix product on all its threads, in fp32 or with bf16 inputs
 /// (f32 output), best of `reps` runs: the machine's peak for this kind of work.
 pub fn gemm_gflops(n: usize, bf16: bool, reps: usize) -> Result<f64, OneDnnError> {
@@ -249,17 +262,7 @@ pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneD
 mod tests {
     use super::*;
     use crate::kernels::conv;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-    }
+    use crate::test_util::{max_diff, pattern as values};
 
     fn geometry(
         batch: usize,
@@ -317,6 +320,28 @@ mod tests {
         }
     }
 
+    /// Where a tap of the kernel never meets the image (a 1×1 image under a 3×3 kernel with
+    /// stride 2), its weight gradient is 0, not whatever the memory held: oneDNN's bf16 AMX
+    /// kernel sums parts of them from its scratchpad that it never writes, so the scratchpad
+    /// must start at zero. The heap is dirtied first so that stale values would show.
+    #[test]
+    fn taps_that_never_meet_the_image_get_a_zero_weight_gradient() {
+        let bf16_too = has_bf16_kernels();
+        for (c_out, bf16) in [(20, false), (24, true)].into_iter().filter(|&(_, b)| !b || bf16_too) {
+            // A geometry of this test alone, so that its buffers are made here.
+            let g =
+                ConvGeometry { batch: 3, c_in: 8, h: 1, w: 1, c_out, kh: 3, kw: 3, stride: [2, 2], padding: [1, 1] };
+            for _ in 0..8 {
+                drop(std::hint::black_box(vec![1e30f32; 1 << 16]));
+            }
+            let x = values(g.batch * g.c_in, 1);
+            let dy = values(g.batch * g.c_out, 4);
+            let (dw, _) = backward_weights_in(&x, &dy, &g, bf16).unwrap();
+            let off_tap: Vec<f32> = dw.iter().enumerate().filter(|(i, _)| i % 9 != 4).map(|(_, &v)| v).collect();
+            assert!(off_tap.iter().all(|&v| v == 0.0), "bf16 {bf16}: {:?}", &off_tap[..8]);
+        }
+    }
+
     #[test]
     fn buffers_that_do_not_fit_the_geometry_are_refused() {
         let g = geometry(1, 2, 4, 3, 3, 1, 1);
@@ -338,11 +363,6 @@ mod tests {
     fn names_its_implementations() {
         let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1), false).unwrap();
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
-    }
-
-    /// Whether this CPU gives oneDNN bf16 convolution kernels (not its reference code).
-    fn has_bf16_kernels() -> bool {
-        implementations(&geometry(2, 16, 8, 16, 3, 1, 1), true).is_ok_and(|n| n.iter().all(|n| !n.starts_with("ref")))
     }
 
     /// In bf16 each pass is the f32 convolution of the inputs rounded to bf16 (8 significant
