@@ -1,9 +1,10 @@
 //! Max pooling over planes of H×W. burn-flex's pooling goes through its general 3-D path with
 //! an index tensor; it was a quarter of LeNet-BN's step and 8% of DenseNet's (the stem's 3×3).
 //! LeNet's 2×2 window with stride 2 has a forward pass over both cores and a branchless
-//! backward that finds each window's maximum again from the input and the output; any other
-//! window ([`PoolWindow`]) a plain pass per plane, forward and backward, that also finds the
-//! maximum again instead of storing its index.
+//! backward, eight windows at a time in AVX2 registers, that finds each window's maximum again
+//! from the input and the output; any other window ([`PoolWindow`]) a separable forward (down
+//! the rows, then along them) and a backward per window that also finds the maximum again
+//! instead of storing its index.
 //!
 //! Semantics as PyTorch's: a NaN in a window is its maximum; the gradient goes to the first
 //! element (in row-major order) holding the maximum (for 2×2 also the first NaN; for other
@@ -63,45 +64,120 @@ pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
 /// written, the gradient or zero, so the rows are written in order and without branches.
 pub fn max_pool_2x2_backward(x: &[f32], y: &[f32], dy: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
-    let mut dx = vec![0.0f32; planes * h * w];
     if ho * wo == 0 {
-        return dx;
+        return vec![0.0; planes * h * w];
     }
+    let mut dx = Vec::with_capacity(planes * h * w);
     let per_task = (PLANES_PER_TASK * h * w, PLANES_PER_TASK * ho * wo);
-    dx.par_chunks_mut(per_task.0)
+    let vector = super::simd::available();
+    dx.spare_capacity_mut()[..planes * h * w]
+        .par_chunks_mut(per_task.0)
         .zip(x.par_chunks(per_task.0))
         .zip(y.par_chunks(per_task.1).zip(dy.par_chunks(per_task.1)))
         .for_each(|((dxs, xs), (ys, dys))| {
-            avx2(
-                #[inline(always)]
-                || {
-                    let planes = dxs.chunks_exact_mut(h * w).zip(xs.chunks_exact(h * w));
-                    for ((dx, plane), (out, grad)) in
-                        planes.zip(ys.chunks_exact(ho * wo).zip(dys.chunks_exact(ho * wo)))
-                    {
-                        for (oh, (out, grad)) in out.chunks_exact(wo).zip(grad.chunks_exact(wo)).enumerate() {
-                            let (x_top, x_bottom) = rows(plane, w, wo, oh);
-                            let (top, bottom) = dx[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
-                            let dx_rows = top[..2 * wo].chunks_exact_mut(2).zip(bottom[..2 * wo].chunks_exact_mut(2));
-                            let x_rows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
-                            // Zipped pairs, no indexing: the loop becomes SIMD code.
-                            for (((top, bottom), (a, c)), (&m, &g)) in dx_rows.zip(x_rows).zip(out.iter().zip(grad)) {
-                                // `&` and `|`, not `&&` and `||`: no branches on the data.
-                                let is_max = |v: f32| (v == m) | (v.is_nan() & m.is_nan());
-                                let (at_a, at_b, at_c) = (is_max(a[0]), is_max(a[1]), is_max(c[0]));
-                                let (to_b, to_c) = (!at_a & at_b, !at_a & !at_b & at_c);
-                                let to_d = !(at_a | at_b | at_c);
-                                top[0] = if at_a { g } else { 0.0 };
-                                top[1] = if to_b { g } else { 0.0 };
-                                bottom[0] = if to_c { g } else { 0.0 };
-                                bottom[1] = if to_d { g } else { 0.0 };
-                            }
-                        }
-                    }
-                },
-            )
+            let planes = dxs.chunks_exact_mut(h * w).zip(xs.chunks_exact(h * w));
+            for ((dx, plane), (out, grad)) in planes.zip(ys.chunks_exact(ho * wo).zip(dys.chunks_exact(ho * wo))) {
+                for (oh, (out, grad)) in out.chunks_exact(wo).zip(grad.chunks_exact(wo)).enumerate() {
+                    let x_rows = rows(plane, w, wo, oh);
+                    let (top, bottom) = dx[2 * oh * w..(2 * oh + 2) * w].split_at_mut(w);
+                    // An odd width's last column is in no window.
+                    top[2 * wo..].iter_mut().chain(&mut bottom[2 * wo..]).for_each(|v| _ = v.write(0.0));
+                    let dx_rows = (&mut top[..2 * wo], &mut bottom[..2 * wo]);
+                    let done = match vector {
+                        // SAFETY: the CPU has AVX2 (`simd::available`).
+                        true => unsafe { window_grads_avx2(x_rows, out, grad, dx_rows.0, dx_rows.1) },
+                        false => 0,
+                    };
+                    window_grads(
+                        (&x_rows.0[2 * done..], &x_rows.1[2 * done..]),
+                        &out[done..],
+                        &grad[done..],
+                        &mut dx_rows.0[2 * done..],
+                        &mut dx_rows.1[2 * done..],
+                    );
+                }
+                // As is an odd height's last row.
+                dx[2 * ho * w..].iter_mut().for_each(|v| _ = v.write(0.0));
+            }
         });
+    // SAFETY: every element was written above: each plane's windows, and the rows and
+    // columns past them. Not zeroing ∂x first saves a pass.
+    unsafe { dx.set_len(planes * h * w) };
     dx
+}
+
+type Uninit = std::mem::MaybeUninit<f32>;
+
+/// One output row's windows of [`max_pool_2x2_backward`]: `x` the two input rows (2·wo
+/// values each), `out` and `grad` the row's outputs and their gradients, `top` and `bottom`
+/// the two rows of ∂x they write.
+fn window_grads(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Uninit], bottom: &mut [Uninit]) {
+    let dx_rows = top.chunks_exact_mut(2).zip(bottom.chunks_exact_mut(2));
+    for (((top, bottom), (a, c)), (&m, &g)) in
+        dx_rows.zip(x.0.chunks_exact(2).zip(x.1.chunks_exact(2))).zip(out.iter().zip(grad))
+    {
+        // `&` and `|`, not `&&` and `||`: no branches on the data.
+        let is_max = |v: f32| (v == m) | (v.is_nan() & m.is_nan());
+        let (at_a, at_b, at_c) = (is_max(a[0]), is_max(a[1]), is_max(c[0]));
+        let (to_b, to_c) = (!at_a & at_b, !at_a & !at_b & at_c);
+        let to_d = !(at_a | at_b | at_c);
+        top[0].write(if at_a { g } else { 0.0 });
+        top[1].write(if to_b { g } else { 0.0 });
+        bottom[0].write(if to_c { g } else { 0.0 });
+        bottom[1].write(if to_d { g } else { 0.0 });
+    }
+}
+
+/// [`window_grads`] for the row's windows eight at a time, in AVX2 registers; returns how many
+/// windows it did (the rest, fewer than eight, are left to [`window_grads`]). The compiler does
+/// not vectorize the pairwise loop above: it was 4–6× the forward pass's time.
+///
+/// Eight windows span 16 input values, two registers. `_mm256_shuffle_ps` takes their even
+/// and odd elements (each window's left and right value) in the window order 0 1 4 5 2 3 6 7;
+/// the outputs and gradients are put in the same order with one 64-bit permute, and
+/// `_mm256_unpack{lo,hi}_ps` undo the order when the results are interleaved again.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn window_grads_avx2(
+    x: (&[f32], &[f32]),
+    out: &[f32],
+    grad: &[f32],
+    top: &mut [Uninit],
+    bottom: &mut [Uninit],
+) -> usize {
+    use std::arch::x86_64::*;
+    let windows = out.len() / 8 * 8;
+    assert!(x.0.len() >= 2 * windows && x.1.len() >= 2 * windows && grad.len() >= windows);
+    assert!(top.len() >= 2 * windows && bottom.len() >= 2 * windows);
+    let scrambled = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+    let is_nan = |v: __m256| _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+    for k in (0..windows).step_by(8) {
+        let m = scrambled(_mm256_loadu_ps(out.as_ptr().add(k)));
+        let g = scrambled(_mm256_loadu_ps(grad.as_ptr().add(k)));
+        let (t0, t1) = (_mm256_loadu_ps(x.0.as_ptr().add(2 * k)), _mm256_loadu_ps(x.0.as_ptr().add(2 * k + 8)));
+        let (b0, b1) = (_mm256_loadu_ps(x.1.as_ptr().add(2 * k)), _mm256_loadu_ps(x.1.as_ptr().add(2 * k + 8)));
+        let (a, b) = (_mm256_shuffle_ps::<0b10_00_10_00>(t0, t1), _mm256_shuffle_ps::<0b11_01_11_01>(t0, t1));
+        let c = _mm256_shuffle_ps::<0b10_00_10_00>(b0, b1);
+        let m_nan = is_nan(m);
+        let is_max = |v: __m256| _mm256_or_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v, m), _mm256_and_ps(is_nan(v), m_nan));
+        let (at_a, at_b, at_c) = (is_max(a), is_max(b), is_max(c));
+        let to_b = _mm256_andnot_ps(at_a, at_b);
+        let a_or_b = _mm256_or_ps(at_a, at_b);
+        let to_c = _mm256_andnot_ps(a_or_b, at_c);
+        let to_d = _mm256_andnot_ps(_mm256_or_ps(a_or_b, at_c), _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
+        let (ga, gb, gc, gd) =
+            (_mm256_and_ps(at_a, g), _mm256_and_ps(to_b, g), _mm256_and_ps(to_c, g), _mm256_and_ps(to_d, g));
+        _mm256_storeu_ps(top.as_mut_ptr().cast::<f32>().add(2 * k), _mm256_unpacklo_ps(ga, gb));
+        _mm256_storeu_ps(top.as_mut_ptr().cast::<f32>().add(2 * k + 8), _mm256_unpackhi_ps(ga, gb));
+        _mm256_storeu_ps(bottom.as_mut_ptr().cast::<f32>().add(2 * k), _mm256_unpacklo_ps(gc, gd));
+        _mm256_storeu_ps(bottom.as_mut_ptr().cast::<f32>().add(2 * k + 8), _mm256_unpackhi_ps(gc, gd));
+    }
+    windows
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn window_grads_avx2(_: (&[f32], &[f32]), _: &[f32], _: &[f32], _: &mut [Uninit], _: &mut [Uninit]) -> usize {
+    0
 }
 
 /// Any other max pooling: a kh×kw window moved by a stride over a plane padded with −∞ (as
@@ -156,37 +232,45 @@ impl PoolWindow {
         }
         Some(best)
     }
-
-    /// The maximum of window (oh, ow) (NaN if it holds one), −∞ for a window with no element
-    /// inside the plane.
-    #[inline(always)]
-    fn max(&self, plane: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> f32 {
-        let ((row0, rows), (col0, cols)) = (self.taps(oh, 0, h), self.taps(ow, 1, w));
-        let mut max = f32::NEG_INFINITY;
-        for r in 0..rows.len() {
-            let base = (row0 + r) * w + col0;
-            for &v in &plane[base..base + cols.len()] {
-                max = max_nan(max, v);
-            }
-        }
-        max
-    }
 }
 
-/// Max pooling with `window` over `planes` planes of h×w.
+/// Max pooling with `window` over `planes` planes of h×w. Max is separable: each output row
+/// first takes the maximum down the window's rows for every column (a contiguous loop that
+/// becomes SIMD code) into a row padded with −∞, where every window is whole, then across
+/// each window's columns of that row; on DenseNet's stem 2.8× faster than taking each
+/// window's nine values in turn.
 pub fn max_pool(x: &[f32], planes: usize, h: usize, w: usize, window: &PoolWindow) -> Vec<f32> {
     let [ho, wo] = window.out_size(h, w);
     let mut y = vec![0.0f32; planes * ho * wo];
     if ho * wo == 0 || h * w == 0 {
         return y;
     }
-    y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(out, plane)| {
-        for oh in 0..ho {
-            for ow in 0..wo {
-                out[oh * wo + ow] = window.max(plane, h, w, oh, ow);
-            }
-        }
-    });
+    let ([kw, sw], pad) = ([window.kernel[1], window.stride[1]], window.padding[1]);
+    y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each_init(
+        || vec![f32::NEG_INFINITY; w + 2 * pad],
+        |padded, (out, plane)| {
+            avx2(
+                #[inline(always)]
+                || {
+                    for (oh, out) in out.chunks_exact_mut(wo).enumerate() {
+                        let (row0, rows) = window.taps(oh, 0, h);
+                        let down = &mut padded[pad..pad + w];
+                        down.fill(f32::NEG_INFINITY);
+                        for row in plane.chunks_exact(w).skip(row0).take(rows.len()) {
+                            down.iter_mut().zip(row).for_each(|(m, &v)| *m = max_nan(*m, v));
+                        }
+                        for (ow, o) in out.iter_mut().enumerate() {
+                            let taps = &padded[ow * sw..ow * sw + kw];
+                            *o = match taps {
+                                &[a, b, c] => max_nan(max_nan(a, b), c),
+                                _ => taps.iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v)),
+                            };
+                        }
+                    }
+                },
+            )
+        },
+    );
     y
 }
 
@@ -209,6 +293,7 @@ pub fn max_pool_backward(
     if ho * wo == 0 || h * w == 0 {
         return dx;
     }
+    let three_by_three = window.kernel == [3, 3];
     let planes = dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w));
     planes.zip(y.par_chunks(ho * wo).zip(dy.par_chunks(ho * wo))).for_each(|((dx, plane), (out, grad))| {
         for oh in 0..ho {
@@ -216,19 +301,13 @@ pub fn max_pool_backward(
             for ow in 0..wo {
                 let (col0, cols) = window.taps(ow, 1, w);
                 let m = out[oh * wo + ow];
-                let at = match m.is_nan() {
-                    true => window.argmax(plane, h, w, oh, ow),
-                    false => {
-                        // Backwards, so that the last match kept is the first in row-major order.
-                        let mut at = usize::MAX;
-                        for r in (0..rows.len()).rev() {
-                            let base = (row0 + r) * w + col0;
-                            for (i, &v) in plane[base..base + cols.len()].iter().enumerate().rev() {
-                                at = if v == m { base + i } else { at };
-                            }
-                        }
-                        (at != usize::MAX).then_some(at)
-                    }
+                let at = if m.is_nan() {
+                    window.argmax(plane, h, w, oh, ow)
+                } else if three_by_three && rows.len() == 3 && cols.len() == 3 {
+                    // The stems' window inside the plane: a loop of known length, unrolled.
+                    first_equal::<3>(plane, w, row0 * w + col0, [3, 3], m)
+                } else {
+                    first_equal::<0>(plane, w, row0 * w + col0, [rows.len(), cols.len()], m)
                 };
                 if let Some(i) = at {
                     dx[i] += grad[oh * wo + ow];
@@ -237,4 +316,28 @@ pub fn max_pool_backward(
         }
     });
     dx
+}
+
+/// The index in `plane` (rows of `w`) of the first element equal to `m`, in row-major order,
+/// of the rows×cols block that starts at `base`; `None` if there is none. With `K` > 0 the
+/// block is K×K and the loops have a known length. Comparisons with a known value are
+/// independent of one another, where a running maximum makes each wait for the one before.
+#[inline(always)]
+fn first_equal<const K: usize>(
+    plane: &[f32],
+    w: usize,
+    base: usize,
+    [rows, cols]: [usize; 2],
+    m: f32,
+) -> Option<usize> {
+    let (rows, cols) = if K > 0 { (K, K) } else { (rows, cols) };
+    let mut at = usize::MAX;
+    // Backwards, so that the last match kept is the first in row-major order.
+    for r in (0..rows).rev() {
+        let start = base + r * w;
+        for (i, &v) in plane[start..start + cols].iter().enumerate().rev() {
+            at = if v == m { start + i } else { at };
+        }
+    }
+    (at != usize::MAX).then_some(at)
 }

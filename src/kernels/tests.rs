@@ -77,7 +77,9 @@ fn max_pool_matches_burns_max_pool_in_value_and_gradient() {
         [([2, 2], [2, 2], [0, 0]), ([3, 3], [2, 2], [1, 1]), ([3, 3], [1, 1], [1, 1]), ([2, 3], [1, 2], [1, 0])];
     for (kernel, stride, [ph, pw]) in windows {
         let options = MaxPoolOptions::new(kernel).with_stride(stride).with_padding([ph, pw]);
-        for (shape, constant) in [([2, 3, 8, 8], false), ([1, 2, 7, 9], false), ([1, 2, 4, 6], true)] {
+        // Rows of 17 and 16 windows: 2×2's vector path (8 windows at a time) and its tail.
+        let shapes = [([2, 3, 8, 8], false), ([1, 2, 7, 9], false), ([1, 2, 4, 6], true), ([2, 3, 6, 35], false)];
+        for (shape, constant) in shapes.into_iter().chain([([1, 2, 4, 32], true)]) {
             let what = format!("{kernel:?} stride {stride:?} padding {:?} on {shape:?}", [ph, pw]);
             let x = if constant { Tensor::ones(shape, &device) } else { random(shape, &device) }.require_grad();
             let ours = max_pool2d(x.clone(), options.clone());
@@ -102,6 +104,29 @@ fn max_pool_propagates_nan() {
     assert!(y[0].is_nan());
     let dx = pool::max_pool_2x2_backward(&x, &y, &[5.0], 1, 2, 2);
     assert_eq!(dx, [0.0, 5.0, 0.0, 0.0]);
+    // 2×2 rows of 17 windows (the vector path and its tail), a NaN at each of a window's
+    // four places and two in one window: the gradient goes to the first NaN.
+    let (h, w) = (2, 34);
+    let mut x: Vec<f32> = (0..h * w).map(|i| i as f32).collect();
+    for (window, places) in [(0, &[0][..]), (3, &[1]), (9, &[2]), (12, &[3]), (16, &[3]), (5, &[3, 1])] {
+        for &place in places {
+            x[(place / 2) * w + 2 * window + place % 2] = f32::NAN;
+        }
+    }
+    let y = pool::max_pool_2x2(&x, 1, h, w);
+    let dy: Vec<f32> = (1..=17).map(|g| g as f32).collect();
+    let dx = pool::max_pool_2x2_backward(&x, &y, &dy, 1, h, w);
+    for window in 0..17 {
+        let places = [0, 1, w, w + 1].map(|o| 2 * window + o);
+        let first_nan = places.iter().position(|&i| x[i].is_nan());
+        // Without a NaN the maximum of 0..68 laid out this way is the bottom right.
+        let expected = first_nan.unwrap_or(3);
+        assert_eq!(y[window].is_nan(), first_nan.is_some(), "window {window}");
+        for (place, &i) in places.iter().enumerate() {
+            let want = if place == expected { dy[window] } else { 0.0 };
+            assert_eq!(dx[i], want, "window {window}, place {place}");
+        }
+    }
 }
 
 #[test]
