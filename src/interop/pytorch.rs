@@ -1,11 +1,5 @@
-//! PyTorch `state_dict` ↔ deepcnn network.
-//!
-//! Every tensor of a deepcnn network has a burn path (`LeNet.norm1.Builtin.gamma`,
-//! `ResNet18.stages.0.residuals.1.conv2.weight`); [`torch_key`] gives the key the book's PyTorch
-//! module stores it under (`1.weight`, `resnet_block1.1.conv2.weight`). Two layouts differ:
-//! `nn.Linear` keeps its weight out×in where burn keeps in×out, and the book's from-scratch
-//! BN keeps γ, β and the moving statistics as 1×C (after a linear layer) or 1×C×1×1 (after a
-//! conv) where deepcnn keeps C values.
+//! PyTorch `state_dict` ↔ deepcnn network, with the keys and layouts each network's file
+//! declares ([`crate::models::torch_names`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,6 +11,7 @@ use burn::store::ModuleSnapshot;
 use burn::tensor::{Bytes, DType};
 use safetensors::{Dtype, SafeTensors};
 
+use crate::models::torch_names::{TorchLayout, TorchName};
 use crate::models::{ModelKind, Network};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,132 +21,15 @@ pub struct InteropError {
     pub reason: String,
 }
 
-/// How a tensor's PyTorch layout differs from deepcnn's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Layout {
-    Same,
-    /// Linear weight: transposed.
-    Transposed,
-    /// From-scratch BN tensor: PyTorch adds unit dimensions around the channels.
-    Channels {
-        rank: usize,
-    },
-}
-
-impl Layout {
-    /// PyTorch's shape of a tensor deepcnn holds with `shape`.
-    fn torch_shape(self, shape: &[usize]) -> Vec<usize> {
-        match self {
-            Layout::Same => shape.to_vec(),
-            Layout::Transposed => vec![shape[1], shape[0]],
-            Layout::Channels { rank: 2 } => vec![1, shape[0]],
-            Layout::Channels { .. } => vec![1, shape[0], 1, 1],
-        }
-    }
-
-    /// A linear layer's weight is transposed, its bias is not.
-    fn linear(tensor: &str) -> Self {
-        if tensor == "weight" {
-            Layout::Transposed
-        } else {
-            Layout::Same
-        }
-    }
-}
-
-/// The PyTorch key of the deepcnn tensor at burn `path` in a `kind` network.
+/// The PyTorch key of the deepcnn tensor at burn `path` in a `kind` network (each network's
+/// file declares them: [`crate::models::NetworkSpec::torch_name`]).
 pub fn torch_key(kind: ModelKind, path: &str) -> Option<String> {
-    torch_key_and_layout(kind, path).map(|(k, _)| k)
+    kind.torch_name(path).map(|name| name.key)
 }
 
-fn torch_key_and_layout(kind: ModelKind, path: &str) -> Option<(String, Layout)> {
-    let (_variant, rest) = path.split_once('.')?;
-    let (module, tensor) = rest.rsplit_once('.')?;
-    let parts: Vec<&str> = module.split('.').collect();
-    // Burn's BatchNorm calls PyTorch's weight/bias gamma/beta; its running statistics match.
-    fn builtin_bn(t: &str) -> &str {
-        match t {
-            "gamma" => "weight",
-            "beta" => "bias",
-            other => other,
-        }
-    }
-    let bn_or_conv = |m: &str, t: &'static str| -> String {
-        if m.starts_with("bn") {
-            builtin_bn(t).to_string()
-        } else {
-            t.to_string()
-        }
-    };
-    let tensor: &'static str = match tensor {
-        "weight" => "weight",
-        "bias" => "bias",
-        "gamma" => "gamma",
-        "beta" => "beta",
-        "running_mean" => "running_mean",
-        "running_var" => "running_var",
-        "moving_mean" => "moving_mean",
-        "moving_var" => "moving_var",
-        _ => return None,
-    };
-    let stem = |m: &str| match m {
-        "conv" => Some(format!("0.{tensor}")),
-        "bn" => Some(format!("1.{}", builtin_bn(tensor))),
-        _ => None,
-    };
-    let key = match (kind, parts.as_slice()) {
-        (ModelKind::LeNet | ModelKind::LeNetBnScratch | ModelKind::LeNetBn, _) => {
-            let bn = kind != ModelKind::LeNet;
-            let index = |layer: &str| -> Option<usize> {
-                Some(match (layer, bn) {
-                    ("conv1", _) => 0,
-                    ("norm1", true) => 1,
-                    ("conv2", true) => 4,
-                    ("conv2", false) => 3,
-                    ("norm2", true) => 5,
-                    ("fc1", true) => 9,
-                    ("fc1", false) => 7,
-                    ("norm3", true) => 10,
-                    ("fc2", true) => 12,
-                    ("fc2", false) => 9,
-                    ("norm4", true) => 13,
-                    ("fc3", true) => 15,
-                    ("fc3", false) => 11,
-                    _ => return None,
-                })
-            };
-            match parts.as_slice() {
-                [layer] if layer.starts_with("fc") => {
-                    return Some((format!("{}.{tensor}", index(layer)?), Layout::linear(tensor)));
-                }
-                [layer] => format!("{}.{tensor}", index(layer)?),
-                [layer, "Builtin"] => format!("{}.{}", index(layer)?, builtin_bn(tensor)),
-                [layer, "Scratch"] => {
-                    let rank = if matches!(*layer, "norm1" | "norm2") { 4 } else { 2 };
-                    return Some((format!("{}.{tensor}", index(layer)?), Layout::Channels { rank }));
-                }
-                _ => return None,
-            }
-        }
-        (ModelKind::ResNet18 | ModelKind::DenseNet, ["stem", m]) => stem(m)?,
-        (ModelKind::ResNet18 | ModelKind::DenseNet, ["head", "fc"]) => {
-            return Some((format!("fc.1.{tensor}"), Layout::linear(tensor)));
-        }
-        (ModelKind::ResNet18, ["stages", s, "residuals", r, m]) => {
-            format!("resnet_block{}.{r}.{m}.{}", s.parse::<usize>().ok()? + 1, bn_or_conv(m, tensor))
-        }
-        (ModelKind::DenseNet, ["dense_blocks", i, "net", j, m]) => {
-            let position = if *m == "bn" { 0 } else { 2 };
-            format!("DenseBlosk_{i}.net.{j}.{position}.{}", bn_or_conv(m, tensor))
-        }
-        (ModelKind::DenseNet, ["transitions", i, m]) => {
-            let position = if *m == "bn" { 0 } else { 2 };
-            format!("transition_block_{i}.{position}.{}", bn_or_conv(m, tensor))
-        }
-        (ModelKind::DenseNet, ["bn"]) => format!("BN.{}", builtin_bn(tensor)),
-        _ => return None,
-    };
-    Some((key, Layout::Same))
+/// The PyTorch key and layout of the tensor at `path`: every tensor of a network has one.
+fn torch_name(kind: ModelKind, path: &str) -> TorchName {
+    kind.torch_name(path).unwrap_or_else(|| panic!("{kind} declares no PyTorch name for {path}"))
 }
 
 /// A tensor as read from a PyTorch file: its shape, and its values as f32 where it holds
@@ -238,8 +116,7 @@ pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &De
     let mut model = Network::new(kind, device);
     let mut tensors = Vec::new();
     for target in model.collect(None, None, false) {
-        let (key, layout) =
-            torch_key_and_layout(kind, &target.name).unwrap_or_else(|| panic!("no PyTorch name for {}", target.name));
+        let TorchName { key, layout } = torch_name(kind, &target.name);
         let source = torch.remove(&key).ok_or_else(|| error(format!("no `{key}`: not a {kind} state_dict")))?;
         let want: Vec<usize> = target.shape.to_vec();
         let expected_torch_shape = layout.torch_shape(&want);
@@ -264,7 +141,7 @@ pub fn import_tensors(kind: ModelKind, file: TorchFile, path: &Path, device: &De
             }
         }
         let values = match layout {
-            Layout::Transposed => transpose(&values, want[1], want[0]),
+            TorchLayout::Transposed => transpose(&values, want[1], want[0]),
             _ => values,
         };
         let bytes = Bytes::from_elems(values);
@@ -321,13 +198,12 @@ pub fn export_safetensors(kind: ModelKind, model: &Network, image_size: usize) -
     let mut entries: Vec<(String, Vec<usize>, Vec<u8>, Dtype)> = Vec::new();
     let mut builtin_bns = BTreeSet::new();
     for t in model.valid().collect(None, None, false) {
-        let (key, layout) =
-            torch_key_and_layout(kind, &t.name).unwrap_or_else(|| panic!("no PyTorch name for {}", t.name));
+        let TorchName { key, layout } = torch_name(kind, &t.name);
         let shape: Vec<usize> = t.shape.to_vec();
         let bytes = t.to_bytes().expect("tensor bytes").to_vec();
         let torch_shape = layout.torch_shape(&shape);
         let bytes = match layout {
-            Layout::Transposed => {
+            TorchLayout::Transposed => {
                 transpose(&f32s(&bytes), shape[0], shape[1]).iter().flat_map(|v| v.to_le_bytes()).collect()
             }
             _ => bytes,

@@ -7,8 +7,41 @@ use burn::prelude::*;
 
 use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
+use super::torch_names::{builtin_bn, layer_tensor, TorchName};
+use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 use crate::nn::Trace;
+
+/// DenseNet (§5.12): it cannot take 28×28, so it is trained and printed at the book's 96×96.
+pub const SPEC: NetworkSpec = NetworkSpec {
+    name: "densenet",
+    inputs: InputSizes::AtLeast(DenseNet::min_input),
+    train_size: 96,
+    summary_size: 96,
+    has_batch_norm: true,
+    build: |device| Network::DenseNet(DenseNet::new(device)),
+    torch_name,
+};
+
+/// The keys of the book's `nn.Sequential`: the stem by index, `DenseBlosk_{i}` (the book's
+/// spelling) and `transition_block_{i}` whose BN is at index 0 and convolution at 2 (the
+/// ReLU is 1), then `BN`.
+fn torch_name(module: &[&str], tensor: &'static str) -> Option<TorchName> {
+    let position = |layer: &str| if layer == "bn" { 0 } else { 2 };
+    let key = match module {
+        ["stem", layer] => return Stem::torch_name(layer, tensor),
+        ["head", layer] => return Head::torch_name(layer, tensor),
+        ["dense_blocks", i, "net", j, layer] => {
+            format!("DenseBlosk_{i}.net.{j}.{}.{}", position(layer), layer_tensor(layer, tensor))
+        }
+        ["transitions", i, layer] => {
+            format!("transition_block_{i}.{}.{}", position(layer), layer_tensor(layer, tensor))
+        }
+        ["bn"] => format!("BN.{}", builtin_bn(tensor)),
+        _ => return None,
+    };
+    Some(TorchName::same(key))
+}
 
 /// The book's configuration: 4 dense blocks of 4 convolutions, growth rate 32.
 pub const CONVS_PER_BLOCK: [usize; 4] = [4, 4, 4, 4];

@@ -4,6 +4,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
+use super::torch_names::TorchName;
 use crate::data::NUM_CLASSES;
 use crate::nn::Trace;
 
@@ -28,5 +29,11 @@ impl Head {
         let x = self.fc.forward(x.flatten(1, 3));
         t.named("fc", &x, &self.fc);
         x
+    }
+
+    /// The PyTorch name of the head's tensor `tensor` of layer `module`: the book's head is
+    /// `nn.Sequential(nn.Flatten(), nn.Linear(...))` under `fc`.
+    pub fn torch_name(module: &str, tensor: &str) -> Option<TorchName> {
+        (module == "fc").then(|| TorchName::linear(format!("fc.1.{tensor}"), tensor))
     }
 }

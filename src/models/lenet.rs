@@ -4,6 +4,8 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
+use super::torch_names::{builtin_bn, TorchLayout, TorchName};
+use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::batch_norm::{Rank, StatisticsAxes};
 use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
@@ -12,6 +14,74 @@ use crate::nn::{Norm, Trace};
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
 /// features for the first linear layer.
 pub const LENET_INPUT: usize = 28;
+
+/// The book's three LeNets: with sigmoid and max-pooling (§5.5), with deepcnn's from-scratch
+/// batch normalization (§5.10.3), and with the framework's built-in one (§5.10.4).
+pub const PLAIN: NetworkSpec =
+    spec("lenet", None, |d| Network::LeNet(LeNet::new(None, d)), |m, t| torch_name(false, m, t));
+pub const BN_SCRATCH: NetworkSpec = spec(
+    "lenet-bn-scratch",
+    Some(NormKind::Scratch),
+    |d| Network::LeNet(LeNet::new(Some(NormKind::Scratch), d)),
+    |m, t| torch_name(true, m, t),
+);
+pub const BN: NetworkSpec = spec(
+    "lenet-bn",
+    Some(NormKind::Builtin),
+    |d| Network::LeNet(LeNet::new(Some(NormKind::Builtin), d)),
+    |m, t| torch_name(true, m, t),
+);
+
+const fn spec(
+    name: &'static str,
+    norm: Option<NormKind>,
+    build: fn(&Device) -> Network,
+    torch_name: fn(&[&str], &'static str) -> Option<TorchName>,
+) -> NetworkSpec {
+    NetworkSpec {
+        name,
+        inputs: InputSizes::Exactly(LENET_INPUT),
+        train_size: LENET_INPUT,
+        summary_size: LENET_INPUT,
+        has_batch_norm: norm.is_some(),
+        build,
+        torch_name,
+    }
+}
+
+/// The keys of the book's `nn.Sequential`: each layer's index in it, which the sigmoids,
+/// poolings and flatten between them (and the BN layers, where there are) take up too.
+fn torch_name(bn: bool, module: &[&str], tensor: &'static str) -> Option<TorchName> {
+    let index = |layer: &str| -> Option<usize> {
+        Some(match (layer, bn) {
+            ("conv1", _) => 0,
+            ("norm1", true) => 1,
+            ("conv2", true) => 4,
+            ("conv2", false) => 3,
+            ("norm2", true) => 5,
+            ("fc1", true) => 9,
+            ("fc1", false) => 7,
+            ("norm3", true) => 10,
+            ("fc2", true) => 12,
+            ("fc2", false) => 9,
+            ("norm4", true) => 13,
+            ("fc3", true) => 15,
+            ("fc3", false) => 11,
+            _ => return None,
+        })
+    };
+    Some(match module {
+        [layer] if layer.starts_with("fc") => TorchName::linear(format!("{}.{tensor}", index(layer)?), tensor),
+        [layer] => TorchName::same(format!("{}.{tensor}", index(layer)?)),
+        [layer, "Builtin"] => TorchName::same(format!("{}.{}", index(layer)?, builtin_bn(tensor))),
+        [layer, "Scratch"] => {
+            // After a convolution the book's BN keeps 1×C×1×1 tensors, after a linear layer 1×C.
+            let rank = if matches!(*layer, "norm1" | "norm2") { 4 } else { 2 };
+            TorchName { key: format!("{}.{tensor}", index(layer)?), layout: TorchLayout::Channels { rank } }
+        }
+        _ => return None,
+    })
+}
 
 #[derive(Module, Debug)]
 pub struct LeNet {

@@ -2,217 +2,56 @@
 
 pub mod densenet;
 pub mod head;
+mod kind;
 pub mod lenet;
 pub mod resnet;
 pub mod stem;
-
-use std::fmt;
-use std::str::FromStr;
+pub mod torch_names;
 
 use burn::prelude::*;
 
 pub use densenet::{conv_block, transition_block, DenseBlock, DenseNet};
+pub use kind::{InputSizeError, InputSizes, ModelKind, NetworkSpec, MAX_IMAGE_SIZE};
 pub use lenet::LeNet;
 pub use resnet::{ResNet18, Residual, ResnetBlock};
 
-use crate::nn::norm::NormKind;
 use crate::nn::{LayerRow, Trace};
 
-/// The networks deepcnn can build, by their command-line names (also their name in run files).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(into = "String", try_from = "String")]
-pub enum ModelKind {
-    /// LeNet with sigmoid and max-pooling (§5.5).
-    LeNet,
-    /// LeNet with deepcnn's from-scratch batch normalization (§5.10.3).
-    LeNetBnScratch,
-    /// LeNet with burn's built-in batch normalization (§5.10.4).
-    LeNetBn,
-    /// ResNet-18 (§5.11).
-    ResNet18,
-    /// DenseNet (§5.12).
-    DenseNet,
-}
+/// The registry, one line a network: its [`Network`] variant, its type, and the
+/// [`NetworkSpec`]s its file declares (LeNet's declares the book's three variants). Adding a
+/// network is its file and a line here.
+macro_rules! networks {
+    ($($variant:ident($network:ty) => [$($spec:expr),+],)+) => {
+        /// Every network deepcnn can build, in the order the command line lists them.
+        pub const NETWORKS: &[&NetworkSpec] = &[$($(&$spec),+),+];
 
-impl ModelKind {
-    pub const ALL: [ModelKind; 5] =
-        [ModelKind::LeNet, ModelKind::LeNetBnScratch, ModelKind::LeNetBn, ModelKind::ResNet18, ModelKind::DenseNet];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ModelKind::LeNet => "lenet",
-            ModelKind::LeNetBnScratch => "lenet-bn-scratch",
-            ModelKind::LeNetBn => "lenet-bn",
-            ModelKind::ResNet18 => "resnet18",
-            ModelKind::DenseNet => "densenet",
+        /// Any of deepcnn's networks: N×1×S×S images in, N×10 logits out.
+        // Moved once per training step, so its size is immaterial next to a forward pass.
+        #[allow(clippy::large_enum_variant)]
+        #[derive(Module, Debug)]
+        pub enum Network {
+            $($variant($network),)+
         }
-    }
 
-    /// The image size trained on when no `--resize` is given: 28 (Fashion-MNIST's own), except
-    /// DenseNet, which cannot take 28×28 and is trained at the book's 96×96.
-    pub fn default_train_size(self) -> usize {
-        match self {
-            ModelKind::DenseNet => 96,
-            _ => 28,
-        }
-    }
-
-    /// The input size `summary` uses by default: the one the book prints the network at.
-    pub fn default_summary_size(self) -> usize {
-        match self {
-            ModelKind::ResNet18 => 224,
-            ModelKind::DenseNet => 96,
-            _ => lenet::LENET_INPUT,
-        }
-    }
-
-    /// Whether the network has batch normalization (all but plain LeNet).
-    pub fn has_batch_norm(self) -> bool {
-        self != ModelKind::LeNet
-    }
-
-    /// Checks that the network can take `size`×`size` images (at most [`MAX_IMAGE_SIZE`]).
-    pub fn check_input(self, size: usize) -> Result<(), InputSizeError> {
-        let ok = match self {
-            ModelKind::LeNet | ModelKind::LeNetBnScratch | ModelKind::LeNetBn => size == lenet::LENET_INPUT,
-            ModelKind::ResNet18 => (ResNet18::min_input()..=MAX_IMAGE_SIZE).contains(&size),
-            ModelKind::DenseNet => (DenseNet::min_input()..=MAX_IMAGE_SIZE).contains(&size),
-        };
-        if ok {
-            return Ok(());
-        }
-        let needs = match self {
-            ModelKind::ResNet18 | ModelKind::DenseNet if size > MAX_IMAGE_SIZE => {
-                format!("at most {MAX_IMAGE_SIZE}×{MAX_IMAGE_SIZE}")
+        impl Network {
+            fn forward_traced(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+                match self {
+                    $(Network::$variant(net) => net.forward(x, t),)+
+                }
             }
-            ModelKind::ResNet18 => format!("at least {0}×{0}", ResNet18::min_input()),
-            ModelKind::DenseNet => format!("at least {0}×{0}", DenseNet::min_input()),
-            _ => format!("exactly {0}×{0}", lenet::LENET_INPUT),
-        };
-        Err(InputSizeError { model: self, size, needs, flag: Some("--resize") })
-    }
-
-    /// About how many bytes a training step of `batch` images of `size`×`size` needs: the
-    /// layer outputs kept for the backward pass, their gradients and the convolutions'
-    /// buffers, plus weights, gradients and Adam's two moments. `size` must be one the network
-    /// takes ([`check_input`](Self::check_input)).
-    pub fn training_memory(self, batch: usize, size: usize) -> u64 {
-        let (floats, params) = self.output_floats(size);
-        (batch as u64)
-            .saturating_mul(floats)
-            .saturating_mul(TRAINING_BYTES_PER_OUTPUT_FLOAT)
-            .saturating_add(params * 4 * 4)
-    }
-
-    /// About how many bytes an evaluation-mode forward pass of `batch` images needs: oneDNN's
-    /// copies of every convolution's input and output, plus the weights.
-    pub fn inference_memory(self, batch: usize, size: usize) -> u64 {
-        let (floats, params) = self.output_floats(size);
-        (batch as u64)
-            .saturating_mul(floats)
-            .saturating_mul(INFERENCE_BYTES_PER_OUTPUT_FLOAT)
-            .saturating_add(params * 4)
-    }
-
-    /// Bytes of all the network's values as f32: weights and batch-normalization statistics.
-    /// Counted once per network (it builds one), however many files are checked against it.
-    pub fn parameter_bytes(self) -> u64 {
-        static COUNTED: [std::sync::OnceLock<u64>; ModelKind::ALL.len()] = [const { std::sync::OnceLock::new() }; 5];
-        let index = ModelKind::ALL.iter().position(|&k| k == self).expect("every kind is in ALL");
-        *COUNTED[index].get_or_init(|| Network::new(self, &Device::flex()).num_params() as u64 * 4)
-    }
-
-    /// Floats of one image's layer outputs at `size` (the summary's rows), and the number of
-    /// trainable parameters.
-    fn output_floats(self, size: usize) -> (u64, u64) {
-        let rows = Network::new(self, &Device::flex().autodiff()).summary(size);
-        let floats = rows.iter().map(|r| r.shape.iter().product::<usize>() as u64).sum();
-        let params = rows.iter().map(|r| r.params as u64).sum();
-        (floats, params)
-    }
+        }
+    };
 }
 
-/// The largest image side any network takes: far beyond real images, and small enough that
-/// no tensor size computed from it can overflow.
-pub const MAX_IMAGE_SIZE: usize = 1 << 20;
-
-#[derive(Debug, thiserror::Error)]
-#[error("{model} cannot take {size}×{size} images: it needs {needs}{}", .flag.map(|f| format!(" (see {f})")).unwrap_or_default())]
-pub struct InputSizeError {
-    pub model: ModelKind,
-    pub size: usize,
-    pub needs: String,
-    /// The flag that sets the size (`--resize` for training, `--input` for summary and bench),
-    /// or `None` where the size does not come from a flag (a saved run's `run.json`).
-    pub flag: Option<&'static str>,
-}
-
-impl InputSizeError {
-    /// The same error, pointing to `flag`, or to no flag.
-    pub fn for_flag(self, flag: Option<&'static str>) -> Self {
-        Self { flag, ..self }
-    }
-}
-
-/// How many bytes a training step and an evaluation pass need per float of one image's layer
-/// outputs (as `summary` lists them), measured as peak memory less weights and Adam's state
-/// (2026-12-01, with oneDNN's convolutions, which keep blocked copies of each layer's input
-/// and output between calls): training 20–27 bytes a float (resnet18 b256 at 64×64, densenet
-/// b64 at 96×96), evaluation 7 (resnet18, eval with batch 2000). Rounded down, so that the
-/// estimate errs on the side of running.
-const TRAINING_BYTES_PER_OUTPUT_FLOAT: u64 = 20;
-const INFERENCE_BYTES_PER_OUTPUT_FLOAT: u64 = 6;
-
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ModelKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ModelKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let names: Vec<_> = ModelKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown model '{s}' (choose one of: {})", names.join(", "))
-        })
-    }
-}
-
-impl From<ModelKind> for String {
-    fn from(kind: ModelKind) -> String {
-        kind.name().to_string()
-    }
-}
-
-impl TryFrom<String> for ModelKind {
-    type Error = String;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-/// Any of the book's networks: N×1×S×S images in, N×10 logits out.
-// Moved once per training step, so its 2 KB size is immaterial next to a forward pass.
-#[allow(clippy::large_enum_variant)]
-#[derive(Module, Debug)]
-pub enum Network {
-    LeNet(LeNet),
-    ResNet18(ResNet18),
-    DenseNet(DenseNet),
+networks! {
+    LeNet(LeNet) => [lenet::PLAIN, lenet::BN_SCRATCH, lenet::BN],
+    ResNet18(ResNet18) => [resnet::SPEC],
+    DenseNet(DenseNet) => [densenet::SPEC],
 }
 
 impl Network {
     pub fn new(kind: ModelKind, device: &Device) -> Self {
-        match kind {
-            ModelKind::LeNet => Network::LeNet(LeNet::new(None, device)),
-            ModelKind::LeNetBnScratch => Network::LeNet(LeNet::new(Some(NormKind::Scratch), device)),
-            ModelKind::LeNetBn => Network::LeNet(LeNet::new(Some(NormKind::Builtin), device)),
-            ModelKind::ResNet18 => Network::ResNet18(ResNet18::new(device)),
-            ModelKind::DenseNet => Network::DenseNet(DenseNet::new(device)),
-        }
+        kind.build(device)
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
@@ -251,14 +90,6 @@ impl Network {
             row.shape[0] = 1;
         }
         rows
-    }
-
-    fn forward_traced(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
-        match self {
-            Network::LeNet(net) => net.forward(x, t),
-            Network::ResNet18(net) => net.forward(x, t),
-            Network::DenseNet(net) => net.forward(x, t),
-        }
     }
 }
 
@@ -353,27 +184,5 @@ mod tests {
         // Both BN variants have the same trainable parameters; plain LeNet lacks γ and β.
         assert_eq!(layer_shapes(ModelKind::LeNetBn, 28).1, params);
         assert_eq!(layer_shapes(ModelKind::LeNet, 28).1, 44_426);
-    }
-
-    #[test]
-    fn input_sizes_are_checked() {
-        assert!(ModelKind::LeNetBn.check_input(28).is_ok());
-        assert!(ModelKind::ResNet18.check_input(28).is_ok());
-        assert!(ModelKind::DenseNet.check_input(96).is_ok());
-        let err = ModelKind::DenseNet.check_input(28).unwrap_err().to_string();
-        assert_eq!(err, "densenet cannot take 28×28 images: it needs at least 29×29 (see --resize)");
-        let err = ModelKind::LeNet.check_input(96).unwrap_err().to_string();
-        assert!(err.contains("exactly 28×28"), "{err}");
-        let err = ModelKind::ResNet18.check_input(MAX_IMAGE_SIZE + 1).unwrap_err().for_flag(None).to_string();
-        assert_eq!(err, "resnet18 cannot take 1048577×1048577 images: it needs at most 1048576×1048576");
-    }
-
-    #[test]
-    fn model_names_round_trip() {
-        for kind in ModelKind::ALL {
-            assert_eq!(kind.name().parse::<ModelKind>(), Ok(kind));
-        }
-        let err = "resnet50".parse::<ModelKind>().unwrap_err();
-        assert!(err.contains("lenet-bn-scratch") && err.contains("densenet"), "{err}");
     }
 }

@@ -8,8 +8,36 @@ use burn::tensor::activation::relu;
 
 use super::head::Head;
 use super::stem::Stem;
+use super::torch_names::{layer_tensor, TorchName};
+use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
 use crate::nn::Trace;
+
+/// ResNet-18 (§5.11): trained at Fashion-MNIST's 28×28, printed at the book's 224×224.
+pub const SPEC: NetworkSpec = NetworkSpec {
+    name: "resnet18",
+    inputs: InputSizes::AtLeast(ResNet18::min_input),
+    train_size: 28,
+    summary_size: 224,
+    has_batch_norm: true,
+    build: |device| Network::ResNet18(ResNet18::new(device)),
+    torch_name,
+};
+
+/// The keys of the book's `nn.Sequential(b1, b2, …, b5, global_avg_pool, fc)`: the stem's
+/// layers by index, the stages as `resnet_block1` to `resnet_block4`.
+fn torch_name(module: &[&str], tensor: &'static str) -> Option<TorchName> {
+    match module {
+        ["stem", layer] => Stem::torch_name(layer, tensor),
+        ["head", layer] => Head::torch_name(layer, tensor),
+        ["stages", stage, "residuals", residual, layer] => Some(TorchName::same(format!(
+            "resnet_block{}.{residual}.{layer}.{}",
+            stage.parse::<usize>().ok()? + 1,
+            layer_tensor(layer, tensor)
+        ))),
+        _ => None,
+    }
+}
 
 /// `Residual(in, out, use_1x1conv, stride)`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
 #[derive(Module, Debug)]

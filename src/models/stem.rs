@@ -4,6 +4,7 @@
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 
+use super::torch_names::{builtin_bn, TorchName};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::Trace;
 
@@ -42,6 +43,16 @@ impl Stem {
         let x = self.pool.forward(x);
         t.stateless(&x);
         x
+    }
+
+    /// The PyTorch name of the stem's tensor `tensor` of layer `module`: the book's
+    /// `nn.Sequential` numbers the convolution 0 and its BN 1.
+    pub fn torch_name(module: &str, tensor: &str) -> Option<TorchName> {
+        match module {
+            "conv" => Some(TorchName::same(format!("0.{tensor}"))),
+            "bn" => Some(TorchName::same(format!("1.{}", builtin_bn(tensor)))),
+            _ => None,
+        }
     }
 
     /// Output height (= width) for an input of `size`: `None` where the input is too small.
