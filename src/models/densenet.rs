@@ -10,7 +10,8 @@ use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
-use crate::nn::Trace;
+use crate::nn::stage::logits;
+use crate::nn::Stage;
 
 /// DenseNet (§5.12): it cannot take 28×28, so it is trained and printed at the book's 96×96.
 pub const SPEC: NetworkSpec = NetworkSpec {
@@ -147,21 +148,26 @@ impl DenseNet {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
-        let mut x = self.stem.forward(x, t);
+    /// The book's `b1` (the stem's four layers), then each `DenseBlock_{i}` and
+    /// `transition_block_{i}`, `BN`, `relu` (computed in one pass with the BN),
+    /// `global_avg_pool` and `fc`.
+    pub fn named_stages(&self) -> Vec<Stage<'_>> {
+        let mut stages = Vec::from(self.stem.stages());
         for (i, block) in self.dense_blocks.iter().enumerate() {
-            x = block.forward(x);
-            t.named(&format!("DenseBlock_{i}"), &x, block);
+            stages.push(Stage::layer(format!("DenseBlock_{i}"), block, move |x: Tensor<4>| block.forward(x)));
             if let Some(transition) = self.transitions.get(i) {
-                x = transition.forward(x);
-                t.named(&format!("transition_block_{i}"), &x, transition);
+                let run = move |x: Tensor<4>| transition.forward(x);
+                stages.push(Stage::layer(format!("transition_block_{i}"), transition, run));
             }
         }
-        // BN and ReLU in one pass; both rows of the printout have its shape.
-        let x = self.bn.forward_relu(x);
-        t.named("BN", &x, &self.bn);
-        t.named_stateless("relu", &x);
-        self.head.forward(x, t)
+        stages.push(Stage::layer("BN", &self.bn, move |x: Tensor<4>| self.bn.forward_relu(x)));
+        stages.push(Stage::fused_into_previous("relu"));
+        stages.extend(self.head.stages());
+        stages
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        logits(&self.named_stages(), x)
     }
 
     /// Smallest input height/width the network can take: each of the three transitions
@@ -199,7 +205,7 @@ mod tests {
         let device = Device::flex();
         let min = DenseNet::min_input();
         assert_eq!(min, 29, "28×28 Fashion-MNIST needs resizing for DenseNet");
-        let logits = DenseNet::new(&device).forward(Tensor::zeros([1, 1, min, min], &device), &mut Trace::off());
+        let logits = DenseNet::new(&device).forward(Tensor::zeros([1, 1, min, min], &device));
         assert_eq!(logits.dims(), [1, 10]);
     }
 }

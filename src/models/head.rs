@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use super::torch_names::TorchName;
 use crate::data::NUM_CLASSES;
-use crate::nn::Trace;
+use crate::nn::Stage;
 
 #[derive(Module, Debug)]
 pub struct Head {
@@ -22,13 +22,12 @@ impl Head {
         }
     }
 
-    /// Printed as the book's `global_avg_pool` and `fc`.
-    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
-        let x = self.global_avg_pool.forward(x);
-        t.named_stateless("global_avg_pool", &x);
-        let x = self.fc.forward(x.flatten(1, 3));
-        t.named("fc", &x, &self.fc);
-        x
+    /// The book's `global_avg_pool` and `fc` (flatten, then the linear layer).
+    pub fn stages(&self) -> [Stage<'_>; 2] {
+        [
+            Stage::stateless("global_avg_pool", move |x: Tensor<4>| self.global_avg_pool.forward(x)),
+            Stage::layer("fc", &self.fc, move |x: Tensor<4>| self.fc.forward(x.flatten::<2>(1, 3))),
+        ]
     }
 
     /// The PyTorch name of the head's tensor `tensor` of layer `module`: the book's head is

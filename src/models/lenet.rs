@@ -6,10 +6,10 @@ use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchLayout, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
-use crate::nn::batch_norm::{Rank, StatisticsAxes};
 use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
-use crate::nn::{Norm, Trace};
+use crate::nn::stage::{logits, numbered};
+use crate::nn::{Norm, Stage};
 
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
 /// features for the first linear layer.
@@ -115,48 +115,31 @@ impl LeNet {
         }
     }
 
-    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
-        let x = self.conv_stage(x, &self.conv1, &self.norm1, t);
-        let x = self.conv_stage(x, &self.conv2, &self.norm2, t);
-        let x: Tensor<2> = x.flatten(1, 3);
-        t.stateless(&x);
-        let x = dense_stage(x, &self.fc1, &self.norm3, t);
-        let x = dense_stage(x, &self.fc2, &self.norm4, t);
-        let x = self.fc3.forward(x);
-        t.layer(&x, &self.fc3);
-        x
+    /// The book's `nn.Sequential`, numbered as it is: twice conv → [BN] → sigmoid →
+    /// max-pool 2×2, flatten, twice linear → [BN] → sigmoid, linear.
+    pub fn named_stages(&self) -> Vec<Stage<'_>> {
+        let mut stages = Vec::new();
+        for (conv, norm) in [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)] {
+            stages.push(Stage::layer("", conv, move |x: Tensor<4>| conv.forward(x)));
+            if let Some(norm) = norm {
+                stages.push(Stage::layer("", norm, move |x: Tensor<4>| norm.forward(x)));
+            }
+            stages.push(Stage::stateless("", |x: Tensor<4>| sigmoid(x)));
+            stages.push(Stage::stateless("", move |x: Tensor<4>| self.pool.forward(x)));
+        }
+        stages.push(Stage::stateless("", |x: Tensor<4>| -> Tensor<2> { x.flatten(1, 3) }));
+        for (linear, norm) in [(&self.fc1, &self.norm3), (&self.fc2, &self.norm4)] {
+            stages.push(Stage::layer("", linear, move |x: Tensor<2>| linear.forward(x)));
+            if let Some(norm) = norm {
+                stages.push(Stage::layer("", norm, move |x: Tensor<2>| norm.forward(x)));
+            }
+            stages.push(Stage::stateless("", |x: Tensor<2>| sigmoid(x)));
+        }
+        stages.push(Stage::layer("", &self.fc3, move |x: Tensor<2>| self.fc3.forward(x)));
+        numbered(stages)
     }
 
-    /// conv → [BN] → sigmoid → max-pool 2×2.
-    fn conv_stage(&self, x: Tensor<4>, conv: &Conv2d, norm: &Option<Norm>, t: &mut Trace) -> Tensor<4> {
-        let x = conv.forward(x);
-        t.layer(&x, conv);
-        let x = maybe_norm(x, norm, t);
-        let x = sigmoid(x);
-        t.stateless(&x);
-        let x = self.pool.forward(x);
-        t.stateless(&x);
-        x
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        logits(&self.named_stages(), x)
     }
-}
-
-/// linear → [BN] → sigmoid.
-fn dense_stage(x: Tensor<2>, linear: &Linear, norm: &Option<Norm>, t: &mut Trace) -> Tensor<2> {
-    let x = linear.forward(x);
-    t.layer(&x, linear);
-    let x = maybe_norm(x, norm, t);
-    let x = sigmoid(x);
-    t.stateless(&x);
-    x
-}
-
-/// Batch normalization where the variant has it; the plain LeNet passes `x` through.
-fn maybe_norm<const D: usize>(x: Tensor<D>, norm: &Option<Norm>, t: &mut Trace) -> Tensor<D>
-where
-    Rank<D>: StatisticsAxes,
-{
-    let Some(norm) = norm else { return x };
-    let x = norm.forward(x);
-    t.layer(&x, norm);
-    x
 }

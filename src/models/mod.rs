@@ -15,7 +15,7 @@ pub use kind::{InputSizeError, InputSizes, ModelKind, NetworkSpec, MAX_IMAGE_SIZ
 pub use lenet::LeNet;
 pub use resnet::{ResNet18, Residual, ResnetBlock};
 
-use crate::nn::{LayerRow, Trace};
+use crate::nn::{stage, LayerRow, Stage};
 
 /// The registry, one line a network: its [`Network`] variant, its type, and the
 /// [`NetworkSpec`]s its file declares (LeNet's declares the book's three variants). Adding a
@@ -34,9 +34,10 @@ macro_rules! networks {
         }
 
         impl Network {
-            fn forward_traced(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
+            /// The network's named top-level stages, as the book prints them.
+            pub fn named_stages(&self) -> Vec<Stage<'_>> {
                 match self {
-                    $(Network::$variant(net) => net.forward(x, t),)+
+                    $(Network::$variant(net) => net.named_stages(),)+
                 }
             }
         }
@@ -54,8 +55,9 @@ impl Network {
         kind.build(device)
     }
 
+    /// Class scores: `x` folded through the stages.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.forward_traced(x, &mut Trace::off())
+        stage::logits(&self.named_stages(), x)
     }
 
     /// The first weight (or batch-normalization statistic) that is NaN or ±∞, if any: a
@@ -83,9 +85,7 @@ impl Network {
     /// allocates nothing, so any size the network can take is summarised at no cost.
     pub fn summary(&self, size: usize) -> Vec<LayerRow> {
         let device = self.devices().into_iter().next().unwrap_or_default();
-        let mut trace = Trace::on();
-        self.forward_traced(Tensor::zeros([0, 1, size, size], &device), &mut trace);
-        let mut rows = trace.rows();
+        let mut rows = stage::rows(&self.named_stages(), Tensor::<4>::zeros([0, 1, size, size], &device).into());
         for row in &mut rows {
             row.shape[0] = 1;
         }

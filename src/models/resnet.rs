@@ -11,7 +11,8 @@ use super::stem::Stem;
 use super::torch_names::{layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
-use crate::nn::Trace;
+use crate::nn::stage::logits;
+use crate::nn::Stage;
 
 /// ResNet-18 (§5.11): trained at Fashion-MNIST's 28×28, printed at the book's 224×224.
 pub const SPEC: NetworkSpec = NetworkSpec {
@@ -127,13 +128,17 @@ impl ResNet18 {
         Self { stem: Stem::new(device), stages, head: Head::new(512, device) }
     }
 
-    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<2> {
-        let mut x = self.stem.forward(x, t);
-        for (i, stage) in self.stages.iter().enumerate() {
-            x = stage.forward(x);
-            t.named(&format!("resnet_block{}", i + 1), &x, stage);
-        }
-        self.head.forward(x, t)
+    /// The book's `b1` (the stem's four layers), `resnet_block1` to `resnet_block4`,
+    /// `global_avg_pool` and `fc`.
+    pub fn named_stages(&self) -> Vec<Stage<'_>> {
+        let blocks = self.stages.iter().enumerate().map(|(i, block)| {
+            Stage::layer(format!("resnet_block{}", i + 1), block, move |x: Tensor<4>| block.forward(x))
+        });
+        self.stem.stages().into_iter().chain(blocks).chain(self.head.stages()).collect()
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        logits(&self.named_stages(), x)
     }
 
     /// Smallest input height/width the network can take.
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn resnet18_takes_fashion_mnist_sized_input() {
         let device = Device::flex();
-        let logits = ResNet18::new(&device).forward(Tensor::zeros([2, 1, 28, 28], &device), &mut Trace::off());
+        let logits = ResNet18::new(&device).forward(Tensor::zeros([2, 1, 28, 28], &device));
         assert_eq!(logits.dims(), [2, 10]);
     }
 }

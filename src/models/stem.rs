@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchName};
 use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
-use crate::nn::Trace;
+use crate::nn::Stage;
 
 pub const STEM_CHANNELS: usize = 64;
 
@@ -32,17 +32,14 @@ impl Stem {
         }
     }
 
-    /// Printed as the book's layers 0 to 3.
-    pub fn forward(&self, x: Tensor<4>, t: &mut Trace) -> Tensor<4> {
-        let x = self.conv.forward(x);
-        t.layer(&x, &self.conv);
-        // BN and ReLU in one pass; both rows of the printout have its shape.
-        let x = self.bn.forward_relu(x);
-        t.layer(&x, &self.bn);
-        t.stateless(&x);
-        let x = self.pool.forward(x);
-        t.stateless(&x);
-        x
+    /// The book's layers 0 to 3: conv, BN, ReLU (computed in one pass with the BN), max-pool.
+    pub fn stages(&self) -> [Stage<'_>; 4] {
+        [
+            Stage::layer("0", &self.conv, move |x: Tensor<4>| self.conv.forward(x)),
+            Stage::layer("1", &self.bn, move |x: Tensor<4>| self.bn.forward_relu(x)),
+            Stage::fused_into_previous("2"),
+            Stage::stateless("3", move |x: Tensor<4>| self.pool.forward(x)),
+        ]
     }
 
     /// The PyTorch name of the stem's tensor `tensor` of layer `module`: the book's

@@ -4,8 +4,8 @@
 pub mod batch_norm;
 pub mod layers;
 pub mod norm;
-pub mod trace;
+pub mod stage;
 
 pub use batch_norm::{BatchNorm, BatchNormConfig};
 pub use norm::Norm;
-pub use trace::{LayerRow, Trace};
+pub use stage::{LayerRow, Stage};
