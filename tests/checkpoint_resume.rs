@@ -6,7 +6,7 @@ use burn::prelude::*;
 use deepcnn::checkpoint::{load_network_bytes, network_bytes, CheckpointError, RunDir, RUN_FILE};
 use deepcnn::data::{synthetic::two_class_dataset, FashionMnist};
 use deepcnn::models::ModelKind;
-use deepcnn::train::{train, Augment, EpochMetrics, Observer, Schedule, TrainConfig, TrainState};
+use deepcnn::train::{train, Augment, EpochMetrics, Observer, ObserverError, Schedule, TrainConfig, TrainState};
 
 /// burn-flex's random generator is process-wide, and these tests compare seeded runs, so they
 /// take turns rather than draw from it at the same time on several threads.
@@ -24,7 +24,7 @@ fn data() -> FashionMnist {
 struct Saver<'a>(&'a RunDir, &'a TrainConfig);
 
 impl Observer for Saver<'_> {
-    fn epoch_done(&mut self, _: &EpochMetrics, state: &TrainState) -> anyhow::Result<()> {
+    fn epoch_done(&mut self, _: &EpochMetrics, state: &TrainState) -> Result<(), ObserverError> {
         self.0.save(self.1, state, &[])?;
         Ok(())
     }
@@ -93,10 +93,12 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
 struct StopAfter<O>(usize, O);
 
 impl<O: Observer> Observer for StopAfter<O> {
-    fn epoch_done(&mut self, m: &EpochMetrics, state: &TrainState) -> anyhow::Result<()> {
+    fn epoch_done(&mut self, m: &EpochMetrics, state: &TrainState) -> Result<(), ObserverError> {
         self.1.epoch_done(m, state)?;
-        anyhow::ensure!(m.epoch < self.0, "stopped after epoch {}", m.epoch);
-        Ok(())
+        match m.epoch < self.0 {
+            true => Ok(()),
+            false => Err(format!("stopped after epoch {}", m.epoch).into()),
+        }
     }
 }
 

@@ -285,6 +285,28 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     }
 }
 
+/// A reader that goes away (`deepcnn train | head -1`) stops the run quietly: the epoch line
+/// that cannot be printed is the observer's error, which must reach `main` as the closed
+/// pipe it is.
+#[test]
+fn training_into_a_closed_pipe_stops_quietly() {
+    let data = synthetic_dir(64, 16);
+    let runs = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deepcnn"))
+        .args(["train", "--model", "lenet", "--data-dir", path(data.path()), "--epochs", "3", "--batch-size", "32"])
+        .args(["--out", path(&runs.path().join("run"))])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The header is printed before training starts; the reader leaves after it.
+    let mut header = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut header).unwrap();
+    assert!(header.starts_with("training lenet"), "{header}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{:?}: {}", out.status, stderr(&out));
+}
+
 #[test]
 fn predict_reads_images_and_idx_files_and_refuses_the_rest() {
     let (data, runs) = trained_run("1");

@@ -15,8 +15,8 @@ use burn::optim::SgdConfig;
 use burn::prelude::*;
 use deepcnn::bench::RandomBatch;
 use deepcnn::device::{describe_gpu, ComputeDevice};
-use deepcnn::models::ModelKind;
-use deepcnn::train::{optimizer, seeded_network, train_step};
+use deepcnn::models::{ModelKind, Network};
+use deepcnn::train::{optimizer, train_step};
 
 /// Written past the test harness's capture of `eprintln!`, so it shows.
 fn say_skipped(reason: &str) {
@@ -52,7 +52,7 @@ enum Optim {
 fn train_on(kind: ModelKind, device: &Device, batch: &RandomBatch, steps: usize, optim: Optim) -> (Vec<f64>, Vec<f32>) {
     let device = device.clone().autodiff();
     // The same seed gives the same weights on every device (they are drawn on the CPU).
-    let mut model = seeded_network(kind, 0, &device);
+    let mut model = Network::seeded(kind, 0, &device);
     let (mut optim, lr) = match optim {
         Optim::Adam => (optimizer(), 1e-3),
         Optim::Sgd => (SgdConfig::new().init(), 0.01),

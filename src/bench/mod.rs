@@ -8,8 +8,8 @@ use burn::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::data::Batch;
-use crate::models::ModelKind;
-use crate::train::{optimizer, seeded_network, train_step};
+use crate::models::{ModelKind, Network};
+use crate::train::{optimizer, train_step};
 
 /// What to time.
 #[derive(Debug, Clone, Copy)]
@@ -96,7 +96,7 @@ impl RandomBatch {
 /// ends, warm-up steps included (i counts from 0).
 pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: impl FnMut(usize, f64)) -> BenchReport {
     let device = device.clone().autodiff();
-    let mut model = seeded_network(config.model, 0, &device);
+    let mut model = Network::seeded(config.model, 0, &device);
     let mut optim = optimizer();
     let data = RandomBatch::new(config.batch_size, config.size, 0);
     let mut step_seconds = Vec::with_capacity(config.steps);
@@ -153,7 +153,7 @@ pub fn profile_training_step(config: &BenchConfig, device: &Device) -> StepProfi
     use crate::kernels::Kernel;
 
     let device = device.clone().autodiff();
-    let mut model = seeded_network(config.model, 0, &device);
+    let mut model = Network::seeded(config.model, 0, &device);
     let mut optim = optimizer();
     let data = RandomBatch::new(config.batch_size, config.size, 0);
     let mut phases = [("forward (with loss)", 0.0), ("backward", 0.0), ("optimizer (Adam)", 0.0)];

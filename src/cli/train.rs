@@ -14,7 +14,9 @@ use crate::device::Precision;
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
-use crate::train::{self, ConfigError, EpochMetrics, Observer, Schedule, TrainConfig, TrainError, TrainState};
+use crate::train::{
+    self, ConfigError, EpochMetrics, Observer, ObserverError, Schedule, TrainConfig, TrainError, TrainState,
+};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -163,7 +165,10 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         // The observer's own error (a closed stdout, a full disk) as it is, so that a reader who
         // went away (`deepcnn train | head`) is recognised as such.
-        Err(TrainError::Observer(e)) => Err(e),
+        Err(TrainError::Observer(e)) => Err(match e.downcast::<std::io::Error>() {
+            Ok(io) => anyhow::Error::new(*io),
+            Err(other) => anyhow::Error::from_boxed(other),
+        }),
         Err(
             e @ (TrainError::NonFiniteLoss { .. }
             | TrainError::NonFiniteWeights { .. }
@@ -302,7 +307,7 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         }
     }
 
-    fn epoch_done(&mut self, metrics: &EpochMetrics, state: &TrainState) -> anyhow::Result<()> {
+    fn epoch_done(&mut self, metrics: &EpochMetrics, state: &TrainState) -> Result<(), ObserverError> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }

@@ -8,6 +8,9 @@ pub mod resnet;
 pub mod stem;
 pub mod torch_names;
 
+use std::sync::Mutex;
+
+use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 
 pub use densenet::{conv_block, transition_block, DenseBlock, DenseNet};
@@ -53,6 +56,36 @@ networks! {
 impl Network {
     pub fn new(kind: ModelKind, device: &Device) -> Self {
         kind.build(device)
+    }
+
+    /// A `kind` network initialised from `seed`, on `device`.
+    ///
+    /// burn draws initial weights from the backend's process-wide random generator, and only when
+    /// a parameter is first used. So the weights are drawn here, right after seeding and under a
+    /// lock: a seeded network then does not depend on random numbers drawn later, or by other
+    /// threads building networks at the same time. They are always drawn on the CPU and then moved
+    /// to `device`, because each backend has its own generator: a seed gives the same network on
+    /// every device.
+    pub fn seeded(kind: ModelKind, seed: u64, device: &Device) -> Self {
+        struct Materialize;
+        impl ModuleVisitor for Materialize {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        static INIT: Mutex<()> = Mutex::new(());
+        let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
+        cpu.seed(seed);
+        let model = Network::new(kind, &cpu);
+        model.visit(&mut Materialize);
+        if &cpu == device {
+            model
+        } else {
+            // `fork`, not `to_device`: a moved module keeps the move in its autodiff graph and
+            // cannot be trained (its first backward pass consumes the graph the next one needs).
+            model.fork(device)
+        }
     }
 
     /// Class scores: `x` folded through the stages.

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::metrics::Tally;
-use super::{float_values, int_values, READ_BACK_EVERY};
+use super::read_back::{read_back, Unread, READ_BACK_EVERY};
 use crate::data::{Batcher, Dataset, CLASS_NAMES, NUM_CLASSES};
 use crate::models::Network;
 
@@ -63,23 +63,18 @@ pub fn evaluate_report(model: &Network, data: &Dataset, batcher: &Batcher, batch
     let loss_fn = CrossEntropyLossConfig::new().init(&batcher.device);
     let order: Vec<usize> = (0..data.len()).collect();
     let mut counts = Counts { confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES], loss_sum: 0.0, next_example: 0 };
-    let mut unread = Vec::new();
+    // Each batch's mean loss and predicted classes, still on the device.
+    let mut unread: Unread = Vec::new();
     for batch in batcher.batches(data, &order, batch_size) {
         let logits = model.forward(batch.images);
         let loss = loss_fn.forward(logits.clone(), batch.labels);
-        unread.push(UnreadBatch { loss: loss.reshape([1]), predicted: logits.argmax(1).flatten(0, 1) });
+        unread.push((loss.reshape([1]), logits.argmax(1).flatten(0, 1)));
         if unread.len() == READ_BACK_EVERY {
             counts.read_back(&mut unread, data);
         }
     }
     counts.read_back(&mut unread, data);
     EvalReport::from_confusion(counts.confusion, counts.loss_sum)
-}
-
-/// A batch's mean loss and predicted classes, still on the device.
-struct UnreadBatch {
-    loss: Tensor<1>,
-    predicted: Tensor<1, Int>,
 }
 
 /// What evaluation has read back so far; examples come in the data set's order.
@@ -92,19 +87,13 @@ struct Counts {
 impl Counts {
     /// Reads the unread batches back with one wait for the device, as the training loop does
     /// (a read per batch would stall a GPU after every batch).
-    fn read_back(&mut self, unread: &mut Vec<UnreadBatch>, data: &Dataset) {
-        if unread.is_empty() {
-            return;
-        }
-        let sizes: Vec<usize> = unread.iter().map(|b| b.predicted.dims()[0]).collect();
-        let (losses, predicted): (Vec<_>, Vec<_>) =
-            std::mem::take(unread).into_iter().map(|b| (b.loss, b.predicted)).unzip();
-        for (loss, n) in float_values(Tensor::cat(losses, 0)).into_iter().zip(sizes) {
-            self.loss_sum += loss * n as f64;
-        }
-        for guess in int_values(Tensor::cat(predicted, 0)) {
-            self.confusion[data.label(self.next_example) as usize][guess as usize] += 1;
-            self.next_example += 1;
+    fn read_back(&mut self, unread: &mut Unread, data: &Dataset) {
+        for (loss, predicted) in read_back(unread) {
+            self.loss_sum += loss * predicted.len() as f64;
+            for guess in predicted {
+                self.confusion[data.label(self.next_example) as usize][guess as usize] += 1;
+                self.next_example += 1;
+            }
         }
     }
 }

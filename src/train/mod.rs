@@ -8,11 +8,9 @@ pub mod config;
 pub mod evaluate;
 pub mod metrics;
 pub mod precise_bn;
+mod read_back;
 
-use std::sync::Mutex;
 use std::time::Instant;
-
-use burn::module::{ModuleVisitor, Param};
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
@@ -22,8 +20,10 @@ pub use config::{Augment, ConfigError, Schedule, TrainConfig};
 pub use evaluate::{correct_count, evaluate, evaluate_report, EvalReport};
 pub use metrics::{EpochMetrics, Tally};
 
+use read_back::{Unread, READ_BACK_EVERY};
+
 use crate::data::{batcher::shuffled, Batch, Batcher, FashionMnist};
-use crate::models::{ModelKind, Network};
+use crate::models::Network;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -41,8 +41,12 @@ pub enum TrainError {
     NonFiniteLoss { epoch: usize, step: usize, loss: f64 },
     /// The observer's own error (saving a checkpoint, say), shown as it is.
     #[error(transparent)]
-    Observer(anyhow::Error),
+    Observer(ObserverError),
 }
+
+/// An observer's own failure (saving a checkpoint, printing a line): any error, kept as it is
+/// so that the caller can still tell what it was (a closed stdout, a full disk).
+pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything a run needs to continue: the network (on an autodiff device), the optimizer's
 /// state, and the metrics of the epochs done so far. The random state is not stored here
@@ -57,42 +61,12 @@ pub struct TrainState {
 impl TrainState {
     /// A fresh network initialised from `config.seed` on `device`'s autodiff wrapper.
     pub fn fresh(config: &TrainConfig, device: &Device) -> Self {
-        let model = seeded_network(config.model, config.seed, &device.clone().autodiff());
+        let model = Network::seeded(config.model, config.seed, &device.clone().autodiff());
         Self { model, optim: optimizer_for(config), history: Vec::new() }
     }
 
     pub fn epochs_done(&self) -> usize {
         self.history.len()
-    }
-}
-
-/// A `kind` network initialised from `seed`, on `device`.
-///
-/// burn draws initial weights from the backend's process-wide random generator, and only when
-/// a parameter is first used. So the weights are drawn here, right after seeding and under a
-/// lock: a seeded network then does not depend on random numbers drawn later, or by other
-/// threads building networks at the same time. They are always drawn on the CPU and then moved
-/// to `device`, because each backend has its own generator: a seed gives the same network on
-/// every device.
-pub fn seeded_network(kind: ModelKind, seed: u64, device: &Device) -> Network {
-    struct Materialize;
-    impl ModuleVisitor for Materialize {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let _ = param.val();
-        }
-    }
-    static INIT: Mutex<()> = Mutex::new(());
-    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
-    cpu.seed(seed);
-    let model = Network::new(kind, &cpu);
-    model.visit(&mut Materialize);
-    if &cpu == device {
-        model
-    } else {
-        // `fork`, not `to_device`: a moved module keeps the move in its autodiff graph and
-        // cannot be trained (its first backward pass consumes the graph the next one needs).
-        model.fork(device)
     }
 }
 
@@ -105,7 +79,7 @@ pub trait Observer {
     /// Training of the epoch is done; the test set is being evaluated.
     fn evaluating(&mut self) {}
     /// The epoch is complete and `state` includes it. An error stops the run.
-    fn epoch_done(&mut self, _metrics: &EpochMetrics, _state: &TrainState) -> anyhow::Result<()> {
+    fn epoch_done(&mut self, _metrics: &EpochMetrics, _state: &TrainState) -> Result<(), ObserverError> {
         Ok(())
     }
 }
@@ -114,7 +88,7 @@ pub trait Observer {
 pub struct OnEpoch<F: FnMut(&EpochMetrics)>(pub F);
 
 impl<F: FnMut(&EpochMetrics)> Observer for OnEpoch<F> {
-    fn epoch_done(&mut self, metrics: &EpochMetrics, _state: &TrainState) -> anyhow::Result<()> {
+    fn epoch_done(&mut self, metrics: &EpochMetrics, _state: &TrainState) -> Result<(), ObserverError> {
         (self.0)(metrics);
         Ok(())
     }
@@ -161,10 +135,10 @@ pub fn train(
             unread.push(out);
             steps_done = step + 1;
             if unread.len() == READ_BACK_EVERY {
-                read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
+                tally_steps(&mut unread, epoch, steps_done, &mut tally, observer)?;
             }
         }
-        read_back(&mut unread, epoch, steps_done, &mut tally, observer)?;
+        tally_steps(&mut unread, epoch, steps_done, &mut tally, observer)?;
         // The loss is checked before each update; the epoch's last update is checked here.
         if let Some(value) = state.model.first_non_finite() {
             return Err(TrainError::NonFiniteWeights { epoch, value });
@@ -195,7 +169,7 @@ pub fn train(
 
 /// Reads the unread steps' results, which end with step `last_step` of `epoch`, into `tally`
 /// and tells `observer`; a non-finite loss stops training, naming its step.
-fn read_back(
+fn tally_steps(
     unread: &mut Vec<StepOutput>,
     epoch: usize,
     last_step: usize,
@@ -229,21 +203,6 @@ pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
     }
 }
 
-/// The training loop reads the steps' losses and accuracies back from the device this many
-/// steps at a time: each read makes the host wait for the device, and on a GPU that wait would
-/// otherwise stall every step (the host could not queue the next step while the GPU works).
-pub(crate) const READ_BACK_EVERY: usize = 16;
-
-/// A float tensor's values on the host, as f64 (one read from the device).
-pub(crate) fn float_values(t: Tensor<1>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_to_vec::<f64>().expect("float tensor converted to f64")
-}
-
-/// An int tensor's values on the host, as i64 (one read from the device).
-pub(crate) fn int_values(t: Tensor<1, Int>) -> Vec<i64> {
-    t.into_data().convert::<i64>().try_to_vec::<i64>().expect("int tensor converted to i64")
-}
-
 /// What one training step reports, still on the device (see [`StepOutput::read`]).
 pub struct StepOutput {
     /// Examples in the batch.
@@ -263,14 +222,10 @@ impl StepOutput {
 
     /// Examples, mean loss and correct predictions of each step, with one read from the device.
     pub fn read_all(steps: Vec<StepOutput>) -> Vec<(usize, f64, usize)> {
-        if steps.is_empty() {
-            return Vec::new();
-        }
         let examples: Vec<usize> = steps.iter().map(|s| s.examples).collect();
-        let (losses, correct): (Vec<_>, Vec<_>) = steps.into_iter().map(|s| (s.loss, s.correct)).unzip();
-        let losses = float_values(Tensor::cat(losses, 0));
-        let correct = int_values(Tensor::cat(correct, 0));
-        examples.into_iter().zip(losses).zip(correct).map(|((n, l), c)| (n, l, c as usize)).collect()
+        let mut unread: Unread = steps.into_iter().map(|s| (s.loss, s.correct)).collect();
+        let values = read_back::read_back(&mut unread);
+        examples.into_iter().zip(values).map(|(n, (loss, correct))| (n, loss, correct[0] as usize)).collect()
     }
 }
 

@@ -146,7 +146,6 @@ mod tests {
     use crate::nn::batch_norm::BatchNormConfig;
     use crate::nn::Norm;
     use crate::test_util::{assert_close, values};
-    use crate::train::seeded_network;
     use burn::tensor::Distribution;
 
     /// The first batch normalization of a LeNet-BN: its statistics become the average of the
@@ -159,15 +158,15 @@ mod tests {
             (0..3).map(|_| Tensor::random([8, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device)).collect();
         // The third network's first layer has another momentum, which the function measures.
         let other_momentum = || {
-            let mut model = seeded_network(ModelKind::LeNetBnScratch, 1, &device);
+            let mut model = Network::seeded(ModelKind::LeNetBnScratch, 1, &device);
             if let Network::LeNet(lenet) = &mut model {
                 lenet.norm1 = Some(Norm::Scratch(BatchNormConfig::new(6).with_momentum(0.5).init(&device)));
             }
             ("momentum 0.5", model)
         };
         let networks = [
-            ("lenet-bn", seeded_network(ModelKind::LeNetBn, 1, &device)),
-            ("lenet-bn-scratch", seeded_network(ModelKind::LeNetBnScratch, 1, &device)),
+            ("lenet-bn", Network::seeded(ModelKind::LeNetBn, 1, &device)),
+            ("lenet-bn-scratch", Network::seeded(ModelKind::LeNetBnScratch, 1, &device)),
             other_momentum(),
         ];
         for (kind, model) in networks {
@@ -214,7 +213,7 @@ mod tests {
             found.sort_by(|a, b| a.0.cmp(&b.0));
             found
         };
-        let model = seeded_network(ModelKind::LeNetBn, 2, &device);
+        let model = Network::seeded(ModelKind::LeNetBn, 2, &device);
         let from_evaluation_mode = statistics(model.valid());
         let from_training_mode = statistics(model);
         assert_eq!(from_evaluation_mode.len(), 8);
@@ -233,7 +232,7 @@ mod tests {
         device.seed(6);
         for (kind, layers) in [(ModelKind::ResNet18, 17), (ModelKind::DenseNet, 21)] {
             let x = Tensor::random([2, 1, 32, 32], Distribution::Uniform(0.0, 1.0), &device);
-            let model = precise_batch_norm(seeded_network(kind, 1, &device), [x]);
+            let model = precise_batch_norm(Network::seeded(kind, 1, &device), [x]);
             let mut reader = StatisticsReader::default();
             model.valid().visit(&mut reader);
             assert_eq!(reader.found.len(), 2 * layers, "{kind}: {:?}", reader.found.keys());
