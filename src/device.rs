@@ -8,7 +8,8 @@ use std::fmt;
 use burn::prelude::*;
 
 /// The `--device` of the commands that compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum ComputeDevice {
     /// The CPU, on all its cores.
     #[default]
@@ -27,7 +28,8 @@ impl fmt::Display for ComputeDevice {
 }
 
 /// The `--precision` of the commands that compute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Precision {
     /// Everything in f32.
     #[default]

@@ -18,6 +18,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod data;
 pub mod device;

@@ -33,7 +33,7 @@ pub struct BenchArgs {
     /// Use burn's own operations instead of deepcnn's kernels for these (comma-separated:
     /// conv, batch-norm, sigmoid, adam, max-pool), to measure what each kernel brings.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KERNELS")]
-    pub burn_ops: Vec<KernelFlag>,
+    pub burn_ops: Vec<Kernel>,
     /// Also break the step down: forward, backward and optimizer, and within them the time in
     /// deepcnn's kernels (convolution, batch normalization, sigmoid, max pooling, Adam) and in all
     /// other operations.
@@ -47,31 +47,6 @@ pub struct BenchArgs {
     pub device: DeviceArgs,
 }
 
-/// The kernels `--burn-ops` names: [`Kernel`], as flag values (the library knows no clap).
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum KernelFlag {
-    Conv,
-    BatchNorm,
-    Sigmoid,
-    Adam,
-    MaxPool,
-    /// oneDNN's convolutions (deepcnn's own im2col + GEMM ones take their place).
-    Onednn,
-}
-
-impl From<KernelFlag> for Kernel {
-    fn from(flag: KernelFlag) -> Self {
-        match flag {
-            KernelFlag::Conv => Kernel::Conv,
-            KernelFlag::BatchNorm => Kernel::BatchNorm,
-            KernelFlag::Sigmoid => Kernel::Sigmoid,
-            KernelFlag::Adam => Kernel::Adam,
-            KernelFlag::MaxPool => Kernel::MaxPool,
-            KernelFlag::Onednn => Kernel::Onednn,
-        }
-    }
-}
-
 pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let Some(model) = args.model else { return peak(args.json, out) };
     let size = args.input.unwrap_or(model.default_train_size());
@@ -83,7 +58,7 @@ pub fn run(args: BenchArgs, out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     let config = BenchConfig { model, batch_size: args.batch_size, size, steps: args.steps, warmup: args.warmup };
     for &kernel in &args.burn_ops {
-        set_kernel_enabled(kernel.into(), false);
+        set_kernel_enabled(kernel, false);
     }
     let device = args.device.open()?;
     let gpu = describe_gpu(&device);

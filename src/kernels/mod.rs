@@ -34,6 +34,7 @@ pub use extension::FastOps;
 /// --burn-ops` turns them off one by one to time burn's own operations in their place) and of
 /// their entries in profiles ([`profile`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Kernel {
     Conv,
     BatchNorm,

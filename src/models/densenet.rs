@@ -9,7 +9,8 @@ use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
-use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
+use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
+use crate::nn::layers::{Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
 use crate::nn::Stage;
 
@@ -51,13 +52,13 @@ pub const GROWTH_RATE: usize = 32;
 /// `conv_block(in, out)`: BN → ReLU → conv 3×3 pad 1.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
-    pub bn: BatchNorm,
+    pub bn: FusedBatchNorm,
     pub conv: Conv2d,
 }
 
 pub fn conv_block(in_channels: usize, out_channels: usize, device: &Device) -> ConvBlock {
     ConvBlock {
-        bn: BatchNormConfig::new(in_channels).init(device),
+        bn: FusedBatchNormConfig::new(in_channels).init(device),
         conv: Conv2dConfig::new([in_channels, out_channels], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(device),
@@ -98,14 +99,14 @@ impl DenseBlock {
 /// `transition_block(in, out)`: BN → ReLU → conv 1×1 → avg-pool 2×2 stride 2.
 #[derive(Module, Debug)]
 pub struct TransitionBlock {
-    pub bn: BatchNorm,
+    pub bn: FusedBatchNorm,
     pub conv: Conv2d,
     pub pool: AvgPool2d,
 }
 
 pub fn transition_block(in_channels: usize, out_channels: usize, device: &Device) -> TransitionBlock {
     TransitionBlock {
-        bn: BatchNormConfig::new(in_channels).init(device),
+        bn: FusedBatchNormConfig::new(in_channels).init(device),
         conv: Conv2dConfig::new([in_channels, out_channels], [1, 1]).init(device),
         pool: AvgPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
     }
@@ -122,7 +123,7 @@ pub struct DenseNet {
     pub stem: Stem,
     pub dense_blocks: Vec<DenseBlock>,
     pub transitions: Vec<TransitionBlock>,
-    pub bn: BatchNorm,
+    pub bn: FusedBatchNorm,
     pub head: Head,
 }
 
@@ -143,7 +144,7 @@ impl DenseNet {
             stem: Stem::new(device),
             dense_blocks,
             transitions,
-            bn: BatchNormConfig::new(channels).init(device),
+            bn: FusedBatchNormConfig::new(channels).init(device),
             head: Head::new(channels, device),
         }
     }

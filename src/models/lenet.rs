@@ -27,8 +27,8 @@ pub const BN_SCRATCH: NetworkSpec = spec(
 );
 pub const BN: NetworkSpec = spec(
     "lenet-bn",
-    Some(NormKind::Builtin),
-    |d| Network::LeNet(LeNet::new(Some(NormKind::Builtin), d)),
+    Some(NormKind::Fused),
+    |d| Network::LeNet(LeNet::new(Some(NormKind::Fused), d)),
     |m, t| torch_name(true, m, t),
 );
 

@@ -10,7 +10,8 @@ use super::head::Head;
 use super::stem::Stem;
 use super::torch_names::{layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
-use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig};
+use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
+use crate::nn::layers::{Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
 use crate::nn::Stage;
 
@@ -44,9 +45,9 @@ fn torch_name(module: &[&str], tensor: &'static str) -> Option<TorchName> {
 #[derive(Module, Debug)]
 pub struct Residual {
     pub conv1: Conv2d,
-    pub bn1: BatchNorm,
+    pub bn1: FusedBatchNorm,
     pub conv2: Conv2d,
-    pub bn2: BatchNorm,
+    pub bn2: FusedBatchNorm,
     pub conv3: Option<Conv2d>,
 }
 
@@ -60,9 +61,9 @@ impl Residual {
         };
         Self {
             conv1: conv3x3(in_channels, stride),
-            bn1: BatchNormConfig::new(out_channels).init(device),
+            bn1: FusedBatchNormConfig::new(out_channels).init(device),
             conv2: conv3x3(out_channels, 1),
-            bn2: BatchNormConfig::new(out_channels).init(device),
+            bn2: FusedBatchNormConfig::new(out_channels).init(device),
             conv3: use_1x1conv.then(|| {
                 Conv2dConfig::new([in_channels, out_channels], [1, 1]).with_stride([stride, stride]).init(device)
             }),

@@ -5,7 +5,8 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchName};
-use crate::nn::layers::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
+use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
+use crate::nn::layers::{Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::Stage;
 
 pub const STEM_CHANNELS: usize = 64;
@@ -13,7 +14,7 @@ pub const STEM_CHANNELS: usize = 64;
 #[derive(Module, Debug)]
 pub struct Stem {
     pub conv: Conv2d,
-    pub bn: BatchNorm,
+    pub bn: FusedBatchNorm,
     pub pool: MaxPool2d,
 }
 
@@ -24,7 +25,7 @@ impl Stem {
                 .with_stride([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
                 .init(device),
-            bn: BatchNormConfig::new(STEM_CHANNELS).init(device),
+            bn: FusedBatchNormConfig::new(STEM_CHANNELS).init(device),
             pool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))

@@ -26,7 +26,7 @@ use burn::prelude::*;
 
 /// Builds a [`BatchNorm`].
 #[derive(Config, Debug)]
-pub struct BatchNormConfig {
+pub struct ScratchBatchNormConfig {
     /// Features (dense input) or channels (convolutional input).
     pub num_features: usize,
     /// Added to the variance so the division is defined.
@@ -40,7 +40,7 @@ pub struct BatchNormConfig {
 
 /// Batch normalization layer; see the module documentation for the formulas.
 #[derive(Module, Debug)]
-pub struct BatchNorm {
+pub struct ScratchBatchNorm {
     /// Scale γ, one per feature, initialised to 1. Stored as a vector of C values and viewed as
     /// 1×C or 1×C×1×1 for broadcasting, so one layer type serves both ranks.
     pub gamma: Param<Tensor<1>>,
@@ -76,10 +76,10 @@ impl StatisticsAxes for Rank<4> {
     const AXES: &'static [usize] = &[0, 2, 3];
 }
 
-impl BatchNormConfig {
-    pub fn init(&self, device: &Device) -> BatchNorm {
+impl ScratchBatchNormConfig {
+    pub fn init(&self, device: &Device) -> ScratchBatchNorm {
         let c = self.num_features;
-        BatchNorm {
+        ScratchBatchNorm {
             gamma: Param::from_tensor(Tensor::ones([c], device)),
             beta: Param::from_tensor(Tensor::zeros([c], device)),
             moving_mean: RunningState::new(Tensor::zeros([c], device)),
@@ -91,7 +91,10 @@ impl BatchNormConfig {
     }
 }
 
-impl BatchNorm {
+impl ScratchBatchNorm {
+    /// The fields that hold the moving statistics, which precise BN re-estimates.
+    pub const MOVING_STATISTICS: [&'static str; 2] = ["moving_mean", "moving_var"];
+
     /// Normalises `x` (N×C or N×C×H×W). Training behaviour (batch statistics, moving averages
     /// updated) is used when gradients are being recorded and the layer is in training mode;
     /// otherwise the moving averages are used and nothing changes.
@@ -164,8 +167,8 @@ mod tests {
         Device::flex().autodiff()
     }
 
-    fn bn_with(gamma: [f32; 2], beta: [f32; 2], device: &Device) -> BatchNorm {
-        let mut bn = BatchNormConfig::new(2).init(device);
+    fn bn_with(gamma: [f32; 2], beta: [f32; 2], device: &Device) -> ScratchBatchNorm {
+        let mut bn = ScratchBatchNormConfig::new(2).init(device);
         bn.gamma = Param::from_tensor(Tensor::from_floats(gamma, device));
         bn.beta = Param::from_tensor(Tensor::from_floats(beta, device));
         bn
@@ -223,7 +226,7 @@ mod tests {
     #[test]
     fn evaluation_uses_and_keeps_the_moving_averages() {
         let device = training_device();
-        let bn = BatchNormConfig::new(3).init(&device);
+        let bn = ScratchBatchNormConfig::new(3).init(&device);
         let x = Tensor::<4>::random([4, 3, 5, 5], Distribution::Normal(3.0, 2.0), &device);
         for _ in 0..3 {
             bn.forward(x.clone());
@@ -252,7 +255,7 @@ mod tests {
     #[test]
     fn moving_averages_are_saved_but_not_trained() {
         let device = training_device();
-        let bn = BatchNormConfig::new(4).init(&device);
+        let bn = ScratchBatchNormConfig::new(4).init(&device);
         let x = Tensor::<2>::random([8, 4], Distribution::Default, &device);
         let grads = bn.forward(x).mul_scalar(3.0).sum().backward();
         assert!(bn.gamma.val().grad(&grads).is_some());
@@ -260,7 +263,7 @@ mod tests {
         // Saved with the module: a record round trip restores them. burn's `RunningState` folds
         // a forward pass's update in lazily and `into_record` does not, so a model is saved
         // through `valid()`, which does.
-        let restored = BatchNormConfig::new(4).init(&device).load_record(bn.valid().into_record());
+        let restored = ScratchBatchNormConfig::new(4).init(&device).load_record(bn.valid().into_record());
         assert_eq!(values(restored.moving_mean.value_sync()), values(bn.moving_mean.value_sync()));
         assert_eq!(values(restored.moving_var.value_sync()), values(bn.moving_var.value_sync()));
     }
@@ -272,7 +275,7 @@ mod tests {
         let device = training_device();
         device.seed(3);
         let (n, c) = (6, 2);
-        let mut bn = BatchNormConfig::new(c).init(&device);
+        let mut bn = ScratchBatchNormConfig::new(c).init(&device);
         bn.gamma = Param::from_tensor(Tensor::from_floats([1.5, 0.5], &device));
         let x = Tensor::<2>::random([n, c], Distribution::Normal(2.0, 3.0), &device).require_grad();
         let dy = Tensor::<2>::random([n, c], Distribution::Normal(0.0, 1.0), &device);
@@ -312,7 +315,7 @@ mod tests {
         let device = training_device();
         device.seed(7);
         let c = shape[1];
-        let ours = BatchNormConfig::new(c).init(&device);
+        let ours = ScratchBatchNormConfig::new(c).init(&device);
         let builtin = burn::nn::BatchNormConfig::new(c).init(&device);
         for step in 0..5 {
             let x = Tensor::<D>::random(shape, Distribution::Normal(1.5, 2.0), &device).require_grad();
@@ -360,7 +363,7 @@ mod tests {
     fn running_variance_convention_of_pytorch() {
         let device = training_device();
         let x = Tensor::<4>::random([2, 1, 3, 3], Distribution::Normal(0.0, 1.0), &device);
-        let bn = BatchNormConfig::new(1).init(&device);
+        let bn = ScratchBatchNormConfig::new(1).init(&device);
         bn.forward(x.clone());
         let xs = values(x);
         let n = xs.len() as f32;

@@ -3,28 +3,32 @@
 
 use burn::prelude::*;
 
-use super::batch_norm::{BatchNorm, BatchNormConfig, Rank, StatisticsAxes};
+use super::batch_norm::{Rank, ScratchBatchNorm, ScratchBatchNormConfig, StatisticsAxes};
+use super::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 
 /// Which batch normalization to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NormKind {
-    /// deepcnn's [`BatchNorm`], written from tensor operations.
+    /// deepcnn's [`ScratchBatchNorm`], written from tensor operations.
     Scratch,
-    /// burn's `nn::BatchNorm` (its parameters and semantics, on deepcnn's fused kernel).
-    Builtin,
+    /// The framework's layer: burn's `nn::BatchNorm` (its parameters and semantics) on
+    /// deepcnn's fused kernel, [`FusedBatchNorm`].
+    Fused,
 }
 
 #[derive(Module, Debug)]
 pub enum Norm {
-    Scratch(BatchNorm),
-    Builtin(super::layers::BatchNorm),
+    Scratch(ScratchBatchNorm),
+    /// [`NormKind::Fused`]. Named `Builtin` in checkpoints and exports (the book's "built-in"
+    /// BN), so the variant keeps that name.
+    Builtin(FusedBatchNorm),
 }
 
 impl Norm {
     pub fn new(kind: NormKind, features: usize, device: &Device) -> Self {
         match kind {
-            NormKind::Scratch => Norm::Scratch(BatchNormConfig::new(features).init(device)),
-            NormKind::Builtin => Norm::Builtin(super::layers::BatchNormConfig::new(features).init(device)),
+            NormKind::Scratch => Norm::Scratch(ScratchBatchNormConfig::new(features).init(device)),
+            NormKind::Fused => Norm::Builtin(FusedBatchNormConfig::new(features).init(device)),
         }
     }
 

@@ -16,10 +16,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
 use crate::models::Network;
-
-/// The moving statistics' field names in deepcnn's two batch normalizations (the from-scratch
-/// layer's, and burn's built-in one's).
-const MOVING_STATISTICS: [&str; 4] = ["moving_mean", "moving_var", "running_mean", "running_var"];
+use crate::nn::{FusedBatchNorm, ScratchBatchNorm};
 
 /// `model` with every batch normalization's moving statistics set to the mean of the batch
 /// statistics of `batches`. The weights do not change. The batch variances are averaged as they
@@ -81,54 +78,89 @@ fn statistics_after(model: Network, start: f32, images: Tensor<4>) -> (Network, 
 /// `model` (with no update pending) with each moving statistic replaced by
 /// `value(path, current)`.
 fn set_statistics(model: Network, value: impl FnMut(&str, Tensor<1>) -> Tensor<1>) -> Network {
-    model.map(&mut StatisticsWriter { path: Vec::new(), value })
+    model.map(&mut StatisticsWriter { place: Place::default(), value })
 }
 
-fn is_moving_statistic(path: &[String]) -> bool {
-    path.last().is_some_and(|name| MOVING_STATISTICS.contains(&name.as_str()))
+/// Whether a tensor met as field `field` of a module of type `container` (burn's visitors
+/// name it `Struct:Type`) is a batch normalization's moving statistic: each layer type says
+/// which of its fields are. Any network's layers are found this way, whatever it calls them.
+fn is_moving_statistic(container: &str, field: &str) -> bool {
+    let fields: &[&str] = match container.strip_prefix("Struct:") {
+        Some("ScratchBatchNorm") => &ScratchBatchNorm::MOVING_STATISTICS,
+        Some("FusedBatchNorm") => &FusedBatchNorm::MOVING_STATISTICS,
+        _ => &[],
+    };
+    fields.contains(&field)
+}
+
+/// A visitor's place in the network: the path of field names, and the type of the module that
+/// holds the last one.
+#[derive(Default)]
+struct Place {
+    path: Vec<String>,
+    containers: Vec<String>,
+}
+
+impl Place {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        self.path.push(name.to_string());
+        self.containers.push(container_type.to_string());
+    }
+
+    fn exit(&mut self) {
+        self.path.pop();
+        self.containers.pop();
+    }
+
+    fn at_moving_statistic(&self) -> bool {
+        match (self.containers.last(), self.path.last()) {
+            (Some(container), Some(field)) => is_moving_statistic(container, field),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Default)]
 struct StatisticsReader {
-    path: Vec<String>,
+    place: Place,
     found: HashMap<String, Tensor<1>>,
 }
 
 impl ModuleVisitor for StatisticsReader {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.place.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.place.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if is_moving_statistic(&self.path) {
-            self.found.insert(self.path.join("."), param.val().without_autodiff().reshape([-1]));
+        if self.place.at_moving_statistic() {
+            self.found.insert(self.place.path.join("."), param.val().without_autodiff().reshape([-1]));
         }
     }
 }
 
 struct StatisticsWriter<F> {
-    path: Vec<String>,
+    place: Place,
     value: F,
 }
 
 impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for StatisticsWriter<F> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.place.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.place.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !is_moving_statistic(&self.path) {
+        if !self.place.at_moving_statistic() {
             return param;
         }
-        let path = self.path.join(".");
+        let path = self.place.path.join(".");
         param.map(|current| {
             let shape = current.shape();
             let autodiff = current.is_autodiff();
@@ -143,7 +175,7 @@ impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for StatisticsWriter<F
 mod tests {
     use super::*;
     use crate::models::ModelKind;
-    use crate::nn::batch_norm::BatchNormConfig;
+    use crate::nn::batch_norm::ScratchBatchNormConfig;
     use crate::nn::Norm;
     use crate::test_util::{assert_close, values};
     use burn::tensor::Distribution;
@@ -160,7 +192,7 @@ mod tests {
         let other_momentum = || {
             let mut model = Network::seeded(ModelKind::LeNetBnScratch, 1, &device);
             if let Network::LeNet(lenet) = &mut model {
-                lenet.norm1 = Some(Norm::Scratch(BatchNormConfig::new(6).with_momentum(0.5).init(&device)));
+                lenet.norm1 = Some(Norm::Scratch(ScratchBatchNormConfig::new(6).with_momentum(0.5).init(&device)));
             }
             ("momentum 0.5", model)
         };
