@@ -14,11 +14,11 @@ use crate::models::ModelKind;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    #[arg(long, required_unless_present = "peak")]
+    #[arg(long, help = super::model_names(), required_unless_present = "peak")]
     pub model: Option<ModelKind>,
     #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]
     pub batch_size: usize,
-    /// Input height and width. Default: 28, or 96 for densenet.
+    /// Input height and width. Default: the network's training size (28; 96 for densenet).
     #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub input: Option<usize>,
     /// Timed steps.

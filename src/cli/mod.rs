@@ -51,9 +51,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
-    #[arg(long)]
+    #[arg(long, help = model_names())]
     pub model: ModelKind,
-    /// Input height and width. Default: the book's (28 for LeNet, 224 for resnet18, 96 for densenet).
+    /// Input height and width. Default: the size the book prints the network at (28 for LeNet, 224 for resnet18, 96 for densenet).
     #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true)]
     pub input: Option<usize>,
 }
@@ -155,6 +155,12 @@ fn write_summary(rows: &[LayerRow], out: &mut impl Write) -> std::io::Result<()>
         writeln!(out, "{:width$}  {:<22} {:>10}", row.name, format!("[{}]", shape.join(", ")), row.params)?;
     }
     writeln!(out, "total trainable parameters: {total}")
+}
+
+/// `--model`'s help: the registry's names, so that a new network is listed without an edit here.
+fn model_names() -> String {
+    let names: Vec<&str> = ModelKind::ALL.iter().map(|k| k.name()).collect();
+    format!("The network: {}", names.join(", "))
 }
 
 #[cfg(test)]

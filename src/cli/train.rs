@@ -20,8 +20,7 @@ use crate::train::{
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// lenet, lenet-bn-scratch, lenet-bn, resnet18 or densenet.
-    #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
+    #[arg(long, help = super::model_names(), required_unless_present = "resume", conflicts_with = "resume")]
     pub model: Option<ModelKind>,
     /// Total number of epochs [default: 5]. With --resume: the new total.
     #[arg(long, value_parser = positive, allow_negative_numbers = true)]
@@ -32,7 +31,7 @@ pub struct TrainArgs {
     /// Adam learning rate (the peak rate under --schedule) [default: 0.001].
     #[arg(long, value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub lr: Option<f64>,
-    /// Resize images to S×S (bilinear). Default: 28, or 96 for densenet (the book's size).
+    /// Resize images to S×S (bilinear). Default: the network's training size (28; 96 for densenet, the book's).
     #[arg(long, value_name = "S", value_parser = positive, allow_negative_numbers = true, conflicts_with = "resume")]
     pub resize: Option<usize>,
     /// Seed for weight initialisation, shuffling and augmentation [default: 0].

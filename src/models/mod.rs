@@ -1,10 +1,7 @@
 //! The book's networks, and [`Network`], the one type the training loop and CLI work with.
 
-pub mod densenet;
 pub mod head;
 mod kind;
-pub mod lenet;
-pub mod resnet;
 pub mod stem;
 pub mod torch_names;
 
@@ -20,20 +17,22 @@ pub use resnet::{ResNet18, Residual, ResnetBlock};
 
 use crate::nn::{stage, LayerRow, Stage};
 
-/// The registry, one line a network: its [`Network`] variant, its type, and the
-/// [`NetworkSpec`]s its file declares (LeNet's declares the book's three variants). Adding a
-/// network is its file and a line here.
+/// The registry, one line a network: its file (a module of `models/`), its [`Network`]
+/// variant and type, and the [`NetworkSpec`]s the file declares (LeNet's declares the book's
+/// three variants). Adding a network is its file and a line here.
 macro_rules! networks {
-    ($($variant:ident($network:ty) => [$($spec:expr),+],)+) => {
+    ($($module:ident: $variant:ident($network:ident) => [$($spec:ident),+],)+) => {
+        $(pub mod $module;)+
+
         /// Every network deepcnn can build, in the order the command line lists them.
-        pub const NETWORKS: &[&NetworkSpec] = &[$($(&$spec),+),+];
+        pub const NETWORKS: &[&NetworkSpec] = &[$($(&$module::$spec),+),+];
 
         /// Any of deepcnn's networks: N×1×S×S images in, N×10 logits out.
         // Moved once per training step, so its size is immaterial next to a forward pass.
         #[allow(clippy::large_enum_variant)]
         #[derive(Module, Debug)]
         pub enum Network {
-            $($variant($network),)+
+            $($variant($module::$network),)+
         }
 
         impl Network {
@@ -48,9 +47,9 @@ macro_rules! networks {
 }
 
 networks! {
-    LeNet(LeNet) => [lenet::PLAIN, lenet::BN_SCRATCH, lenet::BN],
-    ResNet18(ResNet18) => [resnet::SPEC],
-    DenseNet(DenseNet) => [densenet::SPEC],
+    lenet: LeNet(LeNet) => [PLAIN, BN_SCRATCH, BN],
+    resnet: ResNet18(ResNet18) => [SPEC],
+    densenet: DenseNet(DenseNet) => [SPEC],
 }
 
 impl Network {
