@@ -165,7 +165,7 @@ fn bias_grad(dy: &[f32], g: &ConvGeometry) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::max_diff;
+    use crate::test_util::{max_diff, pattern};
 
     /// Calls `term(x, w, y)` with the flat indices of every product X[x]·W[w] that the
     /// definition of the convolution adds into Y[y]: the one loop the references below share.
@@ -215,12 +215,6 @@ mod tests {
         dw
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1 << 24) as f32 - 0.5)
-            .collect()
-    }
-
     /// The forward pass, ∂W and ∂b (each by im2col and directly), and both ways of computing ∂X
     /// (col2im, and the transposed convolution) against the definition, with and without ∂X, with non-square kernels,
     /// strides 1 to 3 and paddings from 0 to k − 1 (im2col's edge cases: taps that read only
@@ -248,9 +242,9 @@ mod tests {
             let g = ConvGeometry { batch: 3, c_in, h, w, c_out, kh, kw, stride, padding };
             by_convolution += input_grad_is_a_convolution(&g) as usize;
             direct += direct::fits(&g) as usize;
-            let x = values(g.batch * g.in_len(), 1);
-            let weight = values(c_out * g.k(), 2);
-            let dy = values(g.batch * g.out_len(), 3);
+            let x = pattern(g.batch * g.in_len(), 1);
+            let weight = pattern(c_out * g.k(), 2);
+            let dy = pattern(g.batch * g.out_len(), 3);
             let y = forward(&x, &weight, &vec![0.0; c_out], &g);
             let diff = max_diff(&y, &naive_forward(&x, &weight, &g));
             assert!(diff < 1e-5, "{g:?}: Y differs by {diff}");
