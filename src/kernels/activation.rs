@@ -33,7 +33,23 @@ fn exp_nonpositive(x: f32) -> f32 {
     e_r * f32::from_bits(rounded.to_bits().wrapping_add(127) << 23)
 }
 
-/// σ(x) = 1/(1 + e^(−x)), from e^(−|x|) so that the exponential never overflows.
+/// σ(v) = 1/(1 + e^(−v)), from e^(−|v|) so that the exponential never overflows; branch-free
+/// so that loops over it become SIMD code (batch normalization's fused pass calls it too).
+#[inline(always)]
+pub fn logistic(v: f32) -> f32 {
+    let e = exp_nonpositive(-v.abs());
+    let s = 1.0 / (1.0 + e);
+    // σ(v) for v ≥ 0, σ(−|v|) = 1 − σ(|v|) = e·σ(|v|) for v < 0; NaN stays NaN.
+    if v >= 0.0 {
+        s
+    } else if v < 0.0 {
+        e * s
+    } else {
+        v
+    }
+}
+
+/// The sigmoid of every element, over all cores.
 pub fn sigmoid(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| {
@@ -41,16 +57,7 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
             #[inline(always)]
             || {
                 for (o, &v) in ys.iter_mut().zip(xs) {
-                    let e = exp_nonpositive(-v.abs());
-                    let s = 1.0 / (1.0 + e);
-                    // σ(x) for x ≥ 0, σ(−|x|) = 1 − σ(|x|) = e·σ(|x|) for x < 0; NaN stays NaN.
-                    *o = if v >= 0.0 {
-                        s
-                    } else if v < 0.0 {
-                        e * s
-                    } else {
-                        v
-                    };
+                    *o = logistic(v);
                 }
             },
         )

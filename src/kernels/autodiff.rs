@@ -10,6 +10,7 @@ use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::{tensor::FloatTensor, AutodiffBackend, Backend};
 
+use super::batch_norm::Activation;
 use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
 use super::{adam, pool};
 
@@ -58,8 +59,18 @@ fn layer_grads<B: Backend>(g: LayerGrads<B>) -> [FloatTensor<B>; 3] {
     [g.input, g.weight, g.bias]
 }
 
-/// x, γ, β, the batch's mean and variance, ε, and whether a ReLU follows.
-type BatchNormState<B> = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64, bool);
+/// What batch normalization's backward needs: x, γ, β, the batch's mean and variance, ε, the
+/// activation after it, and for a sigmoid the output (σ' = σ·(1 − σ); a ReLU's mask is
+/// recomputed from x instead).
+#[derive(Debug, Clone)]
+struct BatchNormState<B: Backend> {
+    inputs: [FloatTensor<B>; 3],
+    mean: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    epsilon: f64,
+    activation: Activation,
+    sigmoid_output: Option<FloatTensor<B>>,
+}
 
 impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     fn fused_batch_norm_train(
@@ -67,16 +78,28 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> BatchNormTrainOutput<Self> {
         let inputs = [x.node(), gamma.node(), beta.node()];
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
-        let r = B::fused_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon, relu);
-        let state: BatchNormState<B> = (x, gamma, beta, r.mean.clone(), r.variance.clone(), epsilon, relu);
-        let output =
-            record::<B, C, _, 3>(inputs, state, r.output, |(x, gamma, beta, mean, var, eps, relu), grad, _| {
-                layer_grads(B::fused_batch_norm_train_backward(x, gamma, beta, mean, var, eps, relu, grad))
-            });
+        let r = B::fused_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon, activation);
+        let state = BatchNormState::<B> {
+            inputs: [x, gamma, beta],
+            mean: r.mean.clone(),
+            variance: r.variance.clone(),
+            epsilon,
+            activation,
+            sigmoid_output: (activation == Activation::Sigmoid).then(|| r.output.clone()),
+        };
+        let output = record::<B, C, _, 3>(inputs, state, r.output, |s, grad, _| {
+            let grad = match s.sigmoid_output {
+                Some(output) => B::fast_sigmoid_backward(output, grad),
+                None => grad,
+            };
+            let [x, gamma, beta] = s.inputs;
+            let relu = s.activation == Activation::Relu;
+            layer_grads(B::fused_batch_norm_train_backward(x, gamma, beta, s.mean, s.variance, s.epsilon, relu, grad))
+        });
         BatchNormTrainOutput {
             output,
             mean: <Self as AutodiffBackend>::from_inner(r.mean),
@@ -104,14 +127,16 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> FloatTensor<Self> {
         // Evaluation mode on an autodiff device (rare: evaluation normally runs on `valid()`):
         // burn's differentiable composition.
+        use burn::backend::ops::ActivationOps;
         let y = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon);
-        match relu {
-            true => <Self as burn::backend::ops::ActivationOps<Self>>::relu(y),
-            false => y,
+        match activation {
+            Activation::Identity => y,
+            Activation::Relu => <Self as ActivationOps<Self>>::relu(y),
+            Activation::Sigmoid => <Self as ActivationOps<Self>>::sigmoid(y),
         }
     }
 

@@ -13,6 +13,7 @@
 //! run of one channel the sums are kept in 8 interleaved lanes, one SIMD register, in a fixed
 //! order: a single running sum would make every addition wait for the one before.
 
+use super::activation::logistic;
 use super::simd::avx2;
 use rayon::prelude::*;
 
@@ -139,9 +140,17 @@ fn relu_grad(y: f32, g: f32) -> f32 {
     }
 }
 
-/// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics, followed by a
-/// ReLU where `relu` (one pass instead of two: BN is followed by a ReLU in every ResNet and
-/// DenseNet block).
+/// The activation that follows a batch normalization, computed in the same pass: a ReLU in
+/// every ResNet and DenseNet block, the sigmoid in LeNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Sigmoid,
+}
+
+/// `y = γ·(x − mean)/√(var + ε) + β` with the given per-channel statistics, followed by
+/// `activation` (one pass instead of two).
 #[allow(clippy::too_many_arguments)]
 pub fn normalize(
     x: &[f32],
@@ -151,7 +160,7 @@ pub fn normalize(
     mean: &[f32],
     var: &[f32],
     eps: f64,
-    relu: bool,
+    activation: Activation,
 ) -> Vec<f32> {
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     let mut y = Vec::with_capacity(x.len());
@@ -164,9 +173,11 @@ pub fn normalize(
                 || {
                     for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
                         let (a, b) = (scale[ch], shift[ch]);
-                        match relu {
-                            true => yr.iter_mut().zip(xr).for_each(|(o, &v)| _ = o.write(self::relu(v * a + b))),
-                            false => yr.iter_mut().zip(xr).for_each(|(o, &v)| _ = o.write(v * a + b)),
+                        let pairs = yr.iter_mut().zip(xr);
+                        match activation {
+                            Activation::Identity => pairs.for_each(|(o, &v)| _ = o.write(v * a + b)),
+                            Activation::Relu => pairs.for_each(|(o, &v)| _ = o.write(relu(v * a + b))),
+                            Activation::Sigmoid => pairs.for_each(|(o, &v)| _ = o.write(logistic(v * a + b))),
                         }
                     }
                 },
@@ -182,23 +193,24 @@ fn inv_std(var: f32, eps: f64) -> f32 {
     (1.0 / (var as f64 + eps).sqrt()) as f32
 }
 
-/// Training-mode forward (with a ReLU after it where `relu`): the output and the batch
-/// statistics (mean, biased variance).
+/// Training-mode forward, followed by `activation`: the output and the batch statistics
+/// (mean, biased variance).
 pub fn forward_train(
     x: &[f32],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
     eps: f64,
-    relu: bool,
+    activation: Activation,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (mean, var) = statistics(x, shape);
-    let y = normalize(x, shape, gamma, beta, &mean, &var, eps, relu);
+    let y = normalize(x, shape, gamma, beta, &mean, &var, eps, activation);
     (y, mean, var)
 }
 
 /// Gradients of the training-mode forward (with its ReLU where `relu`): (dx, dγ, dβ). The
-/// ReLU's mask is recomputed from x and the statistics rather than stored.
+/// ReLU's mask is recomputed from x and the statistics rather than stored. (A sigmoid's
+/// backward needs its output: the autodiff node applies it to ∂y first, then calls this.)
 #[allow(clippy::too_many_arguments)]
 pub fn backward_train(
     x: &[f32],

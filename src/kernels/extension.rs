@@ -5,6 +5,7 @@
 
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, ExtensionType};
 
+use super::batch_norm::Activation;
 use super::{adam, pool};
 
 /// The outputs of training-mode batch normalization.
@@ -34,17 +35,18 @@ pub struct AdamUpdate<B: Backend> {
 /// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements.
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
-    /// Batch normalization with the batch's own statistics (biased variance), followed by a
-    /// ReLU where `relu`.
+    /// Batch normalization with the batch's own statistics (biased variance), followed by
+    /// `activation`.
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> BatchNormTrainOutput<Self>;
 
-    /// Gradients of [`FastOps::fused_batch_norm_train`] for x, γ and β.
+    /// Gradients of [`FastOps::fused_batch_norm_train`] for x, γ and β, with its ReLU where
+    /// `relu` (a sigmoid's gradient is applied to `output_grad` before).
     #[allow(clippy::too_many_arguments)]
     fn fused_batch_norm_train_backward(
         x: FloatTensor<Self>,
@@ -57,7 +59,7 @@ pub trait FastOps: Backend {
         output_grad: FloatTensor<Self>,
     ) -> LayerGrads<Self>;
 
-    /// Batch normalization with given statistics (evaluation mode), with a ReLU where `relu`.
+    /// Batch normalization with given statistics (evaluation mode), followed by `activation`.
     fn fused_batch_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -65,7 +67,7 @@ pub trait FastOps: Backend {
         mean: FloatTensor<Self>,
         variance: FloatTensor<Self>,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> FloatTensor<Self>;
 
     /// One Adam update of a parameter (no gradient is recorded); see [`adam`].

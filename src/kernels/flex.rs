@@ -6,7 +6,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::prelude::*;
 
-use super::batch_norm::{self, NcsShape};
+use super::batch_norm::{self, Activation, NcsShape};
 use super::conv::{self, ConvGeometry};
 use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
 use super::profile::{self, Pass};
@@ -59,12 +59,12 @@ impl FastOps for Flex {
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
         let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
-            batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon, relu)
+            batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon, activation)
         });
         BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
     }
@@ -104,13 +104,13 @@ impl FastOps for Flex {
         mean: FlexTensor,
         variance: FlexTensor,
         epsilon: f64,
-        relu: bool,
+        activation: Activation,
     ) -> FlexTensor {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
         let y = profile::timed(Kernel::BatchNorm, Pass::Evaluation, || {
             let (x, gamma, beta, mean, variance) = (f32s(&x), f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
-            batch_norm::normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, relu)
+            batch_norm::normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, activation)
         });
         flex(y, &shape)
     }

@@ -28,6 +28,7 @@ use burn::prelude::*;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::DType;
 
+pub use batch_norm::Activation;
 pub use extension::FastOps;
 
 /// deepcnn's kernels, by what they compute: the names of their switches (`deepcnn bench
@@ -79,32 +80,40 @@ fn fast_path<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
         && x.dtype() == DType::F32
 }
 
-/// Training-mode batch normalization, with a ReLU after it where `relu`: the output, and the
-/// batch's per-channel mean and biased variance (what the running statistics are updated with).
+/// `activation` applied on its own, where batch normalization could not fuse it.
+fn activate<const D: usize>(y: Tensor<D>, activation: Activation) -> Tensor<D> {
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Sigmoid => sigmoid(y),
+    }
+}
+
+/// Training-mode batch normalization, followed by `activation`: the output, and the batch's
+/// per-channel mean and biased variance (what the running statistics are updated with).
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
-    relu: bool,
+    activation: Activation,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     if !fast_path(Kernel::BatchNorm, &x) {
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
-        let output = if relu { burn::tensor::activation::relu(r.output) } else { r.output };
-        return (output, r.mean, r.variance);
+        return (activate(r.output, activation), r.mean, r.variance);
     }
     let r = <Dispatch as FastOps>::fused_batch_norm_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
-        relu,
+        activation,
     );
     (Tensor::from_dispatch(r.output), Tensor::from_dispatch(r.mean), Tensor::from_dispatch(r.variance))
 }
 
-/// Evaluation-mode batch normalization with the given per-channel statistics, with a ReLU
-/// after it where `relu`.
+/// Evaluation-mode batch normalization with the given per-channel statistics, followed by
+/// `activation`.
 pub fn batch_norm<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
@@ -112,11 +121,10 @@ pub fn batch_norm<const D: usize>(
     mean: Tensor<1>,
     variance: Tensor<1>,
     epsilon: f64,
-    relu: bool,
+    activation: Activation,
 ) -> Tensor<D> {
     if !fast_path(Kernel::BatchNorm, &x) {
-        let y = burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon);
-        return if relu { burn::tensor::activation::relu(y) } else { y };
+        return activate(burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon), activation);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fused_batch_norm(
         x.into_dispatch(),
@@ -125,7 +133,7 @@ pub fn batch_norm<const D: usize>(
         mean.into_dispatch(),
         variance.into_dispatch(),
         epsilon,
-        relu,
+        activation,
     ))
 }
 

@@ -169,7 +169,7 @@ fn batch_norm_train_matches_burns_batch_norm_train() {
         let x = x.require_grad();
         let gamma = random([c], &device).require_grad();
         let beta = random([c], &device).require_grad();
-        let (y, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, false);
+        let (y, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, Activation::Identity);
         let r = burn::tensor::module::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
         assert!(max_diff(y.clone(), r.output.clone()) < 1e-5, "{shape:?}: output");
         assert!(max_diff(mean, r.mean) < 1e-6, "{shape:?}: mean");
@@ -190,7 +190,7 @@ fn batch_norm_statistics_stay_exact_for_large_offsets() {
     let x = Tensor::<4>::random([64, 2, 8, 8], Distribution::Normal(1000.0, 0.01), &device);
     let gamma = Tensor::<1>::ones([2], &device);
     let beta = Tensor::<1>::zeros([2], &device);
-    let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5, false);
+    let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5, Activation::Identity);
     for v in var.into_data().try_to_vec::<f32>().unwrap() {
         assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
     }

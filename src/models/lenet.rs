@@ -8,7 +8,8 @@ use super::torch_names::{builtin_bn, TorchLayout, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
-use crate::nn::stage::{logits, numbered};
+use crate::nn::batch_norm::{Rank, StatisticsAxes};
+use crate::nn::stage::{logits, numbered, Activations, StageInput};
 use crate::nn::{Norm, Stage};
 
 /// LeNet takes 28×28 images: two 5×5 convolutions and two 2×2 poolings leave 16×4×4 = 256
@@ -121,19 +122,13 @@ impl LeNet {
         let mut stages = Vec::new();
         for (conv, norm) in [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)] {
             stages.push(Stage::layer("", conv, move |x: Tensor<4>| conv.forward(x)));
-            if let Some(norm) = norm {
-                stages.push(Stage::layer("", norm, move |x: Tensor<4>| norm.forward(x)));
-            }
-            stages.push(Stage::stateless("", |x: Tensor<4>| sigmoid(x)));
+            stages.extend(sigmoid_after::<4>(norm));
             stages.push(Stage::stateless("", move |x: Tensor<4>| self.pool.forward(x)));
         }
         stages.push(Stage::stateless("", |x: Tensor<4>| -> Tensor<2> { x.flatten(1, 3) }));
         for (linear, norm) in [(&self.fc1, &self.norm3), (&self.fc2, &self.norm4)] {
             stages.push(Stage::layer("", linear, move |x: Tensor<2>| linear.forward(x)));
-            if let Some(norm) = norm {
-                stages.push(Stage::layer("", norm, move |x: Tensor<2>| norm.forward(x)));
-            }
-            stages.push(Stage::stateless("", |x: Tensor<2>| sigmoid(x)));
+            stages.extend(sigmoid_after::<2>(norm));
         }
         stages.push(Stage::layer("", &self.fc3, move |x: Tensor<2>| self.fc3.forward(x)));
         numbered(stages)
@@ -141,5 +136,21 @@ impl LeNet {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         logits(&self.named_stages(), x)
+    }
+}
+
+/// [BN] → sigmoid: with batch normalization, the sigmoid computed in its pass (the book's
+/// separate sigmoid row passes its input on); without, the sigmoid on its own.
+fn sigmoid_after<const D: usize>(norm: &Option<Norm>) -> Vec<Stage<'_>>
+where
+    Rank<D>: StatisticsAxes,
+    Tensor<D>: StageInput + Into<Activations>,
+{
+    match norm {
+        Some(norm) => vec![
+            Stage::layer("", norm, move |x: Tensor<D>| norm.forward_sigmoid(x)),
+            Stage::fused_into_previous(""),
+        ],
+        None => vec![Stage::stateless("", |x: Tensor<D>| sigmoid(x))],
     }
 }

@@ -7,7 +7,7 @@
 use burn::module::{Flag, Param, RunningState};
 use burn::prelude::*;
 
-use crate::kernels;
+use crate::kernels::{self, Activation};
 
 /// burn's `BatchNormConfig` (ε = 1e-5, momentum 0.1 in burn's and PyTorch's convention, which
 /// is the book's 0.9 written the other way), building a [`FusedBatchNorm`].
@@ -52,23 +52,28 @@ impl FusedBatchNorm {
     pub const MOVING_STATISTICS: [&'static str; 2] = ["running_mean", "running_var"];
 
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        self.forward_with(input, false)
+        self.forward_with(input, Activation::Identity)
     }
 
     /// `relu(self.forward(input))` in one pass over the data, forward and backward.
     pub fn forward_relu<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        self.forward_with(input, true)
+        self.forward_with(input, Activation::Relu)
     }
 
-    fn forward_with<const D: usize>(&self, input: Tensor<D>, relu: bool) -> Tensor<D> {
+    /// `sigmoid(self.forward(input))`, the forward in one pass over the data.
+    pub fn forward_sigmoid<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_with(input, Activation::Sigmoid)
+    }
+
+    fn forward_with<const D: usize>(&self, input: Tensor<D>, activation: Activation) -> Tensor<D> {
         let device = input.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             let mean = self.running_mean.value().to_device(&device);
             let var = self.running_var.value().to_device(&device);
-            return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon, relu);
+            return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon, activation);
         }
         let (output, mean, variance) =
-            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon, relu);
+            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon, activation);
         let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
             let running = state.value_sync().to_device(&device);
             let next = running.mul_scalar(1.0 - self.momentum).add(batch.detach().mul_scalar(self.momentum));
@@ -142,26 +147,38 @@ mod tests {
 
     /// The fused ReLU against burn's ReLU after the layer: in training (output and every
     /// gradient, with about half the outputs cut) and in evaluation mode.
+    /// The fused activations against the same layer followed by burn's ReLU or sigmoid:
+    /// output, ∂x, ∂γ and ∂β in training mode, and the output in evaluation mode.
     #[test]
-    fn forward_relu_matches_a_relu_after_forward() {
-        use burn::tensor::activation::relu;
-        let device = Device::flex().autodiff();
-        let (fused, plain) = (FusedBatchNormConfig::new(3).init(&device), FusedBatchNormConfig::new(3).init(&device));
-        let shape = [4, 3, 5, 6];
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
-        let weights = Tensor::<4>::random(shape, Distribution::Default, &device);
-        let (a, b) = (fused.forward_relu(x.clone()), relu(plain.forward(x.clone())));
-        let zeros = values(a.clone()).iter().filter(|&&v| v == 0.0).count();
-        assert!(zeros > 100 && zeros < 260, "{zeros} of 360 outputs cut by the ReLU");
-        assert_close(values(a.clone()), values(b.clone()), 1e-6, "output");
-        let (ga, gb) = ((a * weights.clone()).sum().backward(), (b * weights).sum().backward());
-        assert_close(values(x.grad(&ga).unwrap()), values(x.grad(&gb).unwrap()), 1e-5, "∂x");
-        for (name, p, q) in [("γ", &fused.gamma, &plain.gamma), ("β", &fused.beta, &plain.beta)] {
-            assert_close(values(p.val().grad(&ga).unwrap()), values(q.val().grad(&gb).unwrap()), 1e-5, name);
+    fn fused_activations_match_the_activation_after_forward() {
+        use burn::tensor::activation::{relu, sigmoid};
+        type Fused = fn(&FusedBatchNorm, Tensor<4>) -> Tensor<4>;
+        type After = fn(Tensor<4>) -> Tensor<4>;
+        let cases: [(&str, Fused, After); 2] =
+            [("relu", |bn, x| bn.forward_relu(x), relu), ("sigmoid", |bn, x| bn.forward_sigmoid(x), sigmoid)];
+        for (what, fused_forward, after) in cases {
+            let device = Device::flex().autodiff();
+            let (fused, plain) =
+                (FusedBatchNormConfig::new(3).init(&device), FusedBatchNormConfig::new(3).init(&device));
+            let shape = [4, 3, 5, 6];
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
+            let weights = Tensor::<4>::random(shape, Distribution::Default, &device);
+            let (a, b) = (fused_forward(&fused, x.clone()), after(plain.forward(x.clone())));
+            if what == "relu" {
+                let zeros = values(a.clone()).iter().filter(|&&v| v == 0.0).count();
+                assert!(zeros > 100 && zeros < 260, "{zeros} of 360 outputs cut by the ReLU");
+            }
+            assert_close(values(a.clone()), values(b.clone()), 1e-6, &format!("{what}: output"));
+            let (ga, gb) = ((a * weights.clone()).sum().backward(), (b * weights).sum().backward());
+            assert_close(values(x.grad(&ga).unwrap()), values(x.grad(&gb).unwrap()), 1e-5, &format!("{what}: ∂x"));
+            for (name, p, q) in [("γ", &fused.gamma, &plain.gamma), ("β", &fused.beta, &plain.beta)] {
+                let (gp, gq) = (values(p.val().grad(&ga).unwrap()), values(q.val().grad(&gb).unwrap()));
+                assert_close(gp, gq, 1e-5, &format!("{what}: ∂{name}"));
+            }
+            let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &Device::flex());
+            let (a, b) = (fused_forward(&fused.valid(), x.clone()), after(plain.valid().forward(x)));
+            assert_close(values(a), values(b), 1e-6, &format!("{what}: evaluation mode"));
         }
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &Device::flex());
-        let (a, b) = (fused.valid().forward_relu(x.clone()), relu(plain.valid().forward(x)));
-        assert_close(values(a), values(b), 1e-6, "evaluation mode");
     }
 
     /// And against burn's own `BatchNorm`, whose parameters and records the layer shares.

@@ -41,4 +41,16 @@ impl Norm {
             Norm::Builtin(bn) => bn.forward(x),
         }
     }
+
+    /// `sigmoid(self.forward(x))`: in one pass with the fused layer, as written with the
+    /// from-scratch one.
+    pub fn forward_sigmoid<const D: usize>(&self, x: Tensor<D>) -> Tensor<D>
+    where
+        Rank<D>: StatisticsAxes,
+    {
+        match self {
+            Norm::Scratch(bn) => crate::kernels::sigmoid(bn.forward(x)),
+            Norm::Builtin(bn) => bn.forward_sigmoid(x),
+        }
+    }
 }
