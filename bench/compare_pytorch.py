@@ -80,7 +80,7 @@ def main():
                     r = run_json([a.deepcnn, "bench", "--json"] + common)
                 elif side == "burn-ops":
                     # The same binary with every deepcnn kernel switched off: burn-flex's own ops.
-                    r = run_json([a.deepcnn, "bench", "--json", "--burn-ops", "conv,batch-norm,sigmoid,adam,max-pool"] + common)
+                    r = run_json([a.deepcnn, "bench", "--json", "--burn-ops", "conv,batch-norm,sigmoid,adam,max-pool,avg-pool"] + common)
                 else:
                     r = run_json([sys.executable, os.path.join(HERE, "torch_step.py")] + common)
                     torch_version = r["torch"]

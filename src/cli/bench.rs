@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Use burn's own operations instead of deepcnn's kernels for these (comma-separated:
-    /// conv, batch-norm, sigmoid, adam, max-pool), to measure what each kernel brings.
+    /// conv, batch-norm, sigmoid, adam, max-pool, avg-pool), to measure what each kernel brings.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KERNELS")]
     pub burn_ops: Vec<Kernel>,
     /// Also break the step down: forward, backward and optimizer, and within them the time in

@@ -181,6 +181,18 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         unimplemented!("second derivatives of max pooling are not supported")
     }
 
+    fn fast_avg_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let inputs = [x.node()];
+        let x = x.into_primitive();
+        let shape: [usize; 4] = burn::backend::TensorMetadata::shape(&x).dims();
+        let output = B::fast_avg_pool2d_2x2(x);
+        record::<B, C, _, 1>(inputs, shape, output, |shape, grad, _| [B::fast_avg_pool2d_2x2_backward(grad, shape)])
+    }
+
+    fn fast_avg_pool2d_2x2_backward(_output_grad: FloatTensor<Self>, _input_shape: [usize; 4]) -> FloatTensor<Self> {
+        unimplemented!("second derivatives of average pooling are not supported")
+    }
+
     fn fast_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let inputs = [x.node()];
         let output = B::fast_sigmoid(x.into_primitive());

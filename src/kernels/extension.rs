@@ -82,6 +82,12 @@ pub trait FastOps: Backend {
     /// Max pooling on N×C×H×W (no dilation, floor).
     fn fast_max_pool2d(x: FloatTensor<Self>, window: pool::PoolWindow) -> FloatTensor<Self>;
 
+    /// 2×2 average pooling with stride 2, no padding, rounding down.
+    fn fast_avg_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradient of [`FastOps::fast_avg_pool2d_2x2`] for an input of `input_shape`.
+    fn fast_avg_pool2d_2x2_backward(output_grad: FloatTensor<Self>, input_shape: [usize; 4]) -> FloatTensor<Self>;
+
     /// Gradient of [`FastOps::fast_max_pool2d`] from its input and output.
     fn fast_max_pool2d_backward(
         x: FloatTensor<Self>,

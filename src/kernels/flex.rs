@@ -160,6 +160,21 @@ impl FastOps for Flex {
         flex(dx, &d)
     }
 
+    fn fast_avg_pool2d_2x2(x: FlexTensor) -> FlexTensor {
+        let d = dims(&x);
+        let y =
+            profile::timed(Kernel::AvgPool, Pass::Forward, || pool::avg_pool_2x2(&f32s(&x), d[0] * d[1], d[2], d[3]));
+        flex(y, &[d[0], d[1], d[2] / 2, d[3] / 2])
+    }
+
+    fn fast_avg_pool2d_2x2_backward(output_grad: FlexTensor, input_shape: [usize; 4]) -> FlexTensor {
+        let [n, c, h, w] = input_shape;
+        let dx = profile::timed(Kernel::AvgPool, Pass::Backward, || {
+            pool::avg_pool_2x2_backward(&f32s(&output_grad), n * c, h, w)
+        });
+        flex(dx, &input_shape)
+    }
+
     fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
         let shape = dims(&x);
         flex(profile::timed(Kernel::Sigmoid, Pass::Forward, || activation::sigmoid(&f32s(&x))), &shape)

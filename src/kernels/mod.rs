@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::prelude::*;
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::DType;
 
 pub use batch_norm::Activation;
@@ -42,6 +42,7 @@ pub enum Kernel {
     Sigmoid,
     Adam,
     MaxPool,
+    AvgPool,
     /// oneDNN's convolutions: off, deepcnn's own im2col + GEMM ones take their place.
     Onednn,
 }
@@ -55,13 +56,14 @@ impl Kernel {
             Kernel::Sigmoid => "sigmoid",
             Kernel::Adam => "adam",
             Kernel::MaxPool => "max pool",
+            Kernel::AvgPool => "avg pool",
             Kernel::Onednn => "oneDNN",
         }
     }
 }
 
 // One per variant (`Kernel::Onednn`'s own switch lives in `onednn`).
-static DISABLED: [AtomicBool; 6] = [const { AtomicBool::new(false) }; 6];
+static DISABLED: [AtomicBool; 7] = [const { AtomicBool::new(false) }; 7];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
@@ -179,6 +181,18 @@ pub fn max_pool2d(x: Tensor<4>, options: MaxPoolOptions<2>) -> Tensor<4> {
         return burn::tensor::module::max_pool2d(x, options);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_max_pool2d(x.into_dispatch(), window))
+}
+
+/// 2-D average pooling. The kernel takes DenseNet's 2×2 window with stride 2 (no padding,
+/// rounding down); anything else goes to burn's `avg_pool2d`.
+pub fn avg_pool2d(x: Tensor<4>, options: AvgPoolOptions<2>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let two_by_two = options.kernel_size == [2, 2] && options.stride == [2, 2] && h >= 2 && w >= 2;
+    let plain = options.padding == [(0, 0), (0, 0)] && !options.ceil_mode;
+    if !(two_by_two && plain && fast_path(Kernel::AvgPool, &x)) {
+        return burn::tensor::module::avg_pool2d(x, options);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_avg_pool2d_2x2(x.into_dispatch()))
 }
 
 /// The logistic sigmoid.

@@ -1,6 +1,7 @@
 //! The kernels through the tensor-level functions, against burn's own operations.
 
 use super::*;
+use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::Distribution;
 
 use crate::test_util::values;
@@ -92,6 +93,29 @@ fn max_pool_matches_burns_max_pool_in_value_and_gradient() {
             let d = max_diff(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
             let tolerance = if kernel == [2, 2] { 0.0 } else { 1e-5 };
             assert!(d <= tolerance, "{what}: gradients differ by {d}");
+        }
+    }
+}
+
+/// 2×2 average pooling against burn's, in value and gradient: even and odd sizes (the last
+/// row and column dropped), and windows burn must take (3×3, padding, stride 1).
+#[test]
+fn avg_pool_matches_burns_avg_pool_in_value_and_gradient() {
+    let device = Device::flex().autodiff();
+    for (kernel, stride, padding) in [([2, 2], [2, 2], [0, 0]), ([3, 3], [1, 1], [1, 1]), ([2, 2], [1, 1], [0, 0])] {
+        let options = AvgPoolOptions::new(kernel).with_stride(stride).with_padding(padding);
+        for shape in [[2, 3, 8, 8], [1, 2, 7, 9], [2, 2, 3, 35]] {
+            let what = format!("{kernel:?} stride {stride:?} padding {padding:?} on {shape:?}");
+            let x = random(shape, &device).require_grad();
+            let ours = avg_pool2d(x.clone(), options.clone());
+            let theirs = burn::tensor::module::avg_pool2d(x.clone(), options.clone());
+            assert_eq!(ours.dims(), theirs.dims(), "{what}");
+            assert!(max_diff(ours.clone(), theirs.clone()) < 1e-6, "{what}: values");
+            let weights = random(ours.dims(), &device);
+            let g_ours = (ours * weights.clone()).sum().backward();
+            let g_theirs = (theirs * weights).sum().backward();
+            let d = max_diff(x.grad(&g_ours).unwrap(), x.grad(&g_theirs).unwrap());
+            assert!(d < 1e-6, "{what}: gradients differ by {d}");
         }
     }
 }

@@ -1,7 +1,6 @@
 //! DenseNet (book §5.12): dense blocks whose convolutions each see the concatenation of all
 //! earlier outputs, and transition layers that halve channels, height and width between them.
 
-use burn::nn::pool::{AvgPool2d, AvgPool2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 
@@ -10,7 +9,7 @@ use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
-use crate::nn::layers::{Conv2d, Conv2dConfig};
+use crate::nn::layers::{AvgPool2d, AvgPool2dConfig, Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
 use crate::nn::Stage;
 

@@ -1,4 +1,4 @@
-//! burn's `Conv2d` and `MaxPool2d` layers and the sigmoid, computed by deepcnn's kernels
+//! burn's `Conv2d`, `MaxPool2d` and `AvgPool2d` layers and the sigmoid, computed by deepcnn's kernels
 //! ([`crate::kernels`]) where those apply and by burn's own operations elsewhere (burn's
 //! `BatchNorm` likewise: [`super::fused_batch_norm`]). Each is built by burn's own config
 //! (the same initialisation, drawing the same random numbers) and has burn's fields, so a
@@ -7,7 +7,7 @@
 use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 
 use crate::kernels;
 
@@ -78,6 +78,56 @@ fn padding_pair(padding: &PaddingConfig2d, dim: usize, size: usize, kernel: usiz
             let total = needed.saturating_sub(size);
             (total / 2, total - total / 2)
         }
+    }
+}
+
+/// burn's `AvgPool2dConfig`, building an [`AvgPool2d`].
+#[derive(Debug, Clone)]
+pub struct AvgPool2dConfig(burn::nn::pool::AvgPool2dConfig);
+
+impl AvgPool2dConfig {
+    pub fn new(kernel_size: [usize; 2]) -> Self {
+        Self(burn::nn::pool::AvgPool2dConfig::new(kernel_size))
+    }
+
+    pub fn with_strides(self, strides: [usize; 2]) -> Self {
+        Self(self.0.with_strides(strides))
+    }
+
+    pub fn init(&self) -> AvgPool2d {
+        let p = self.0.init();
+        AvgPool2d {
+            stride: p.stride,
+            kernel_size: p.kernel_size,
+            padding: p.padding,
+            count_include_pad: p.count_include_pad,
+            ceil_mode: p.ceil_mode,
+        }
+    }
+}
+
+/// 2-D average pooling with burn's `AvgPool2d` fields.
+#[derive(Module, Debug)]
+pub struct AvgPool2d {
+    pub stride: [usize; 2],
+    pub kernel_size: [usize; 2],
+    #[module(skip)]
+    pub padding: PaddingConfig2d,
+    pub count_include_pad: bool,
+    pub ceil_mode: bool,
+}
+
+impl AvgPool2d {
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let [_, _, height, width] = input.dims();
+        let pairs =
+            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let options = AvgPoolOptions::new(self.kernel_size)
+            .with_stride(self.stride)
+            .with_padding_pairs(pairs)
+            .with_count_include_pad(self.count_include_pad)
+            .with_ceil_mode(self.ceil_mode);
+        kernels::avg_pool2d(input, options)
     }
 }
 
