@@ -225,17 +225,23 @@ fn batch_norm_statistics_stay_exact_for_large_offsets() {
 #[test]
 fn general_max_pool_sends_a_nan_windows_gradient_where_burn_does() {
     let device = Device::flex().autodiff();
-    let mut values = (0..36).map(|i| ((i * 7) % 11) as f32).collect::<Vec<_>>();
-    values[7] = f32::NAN;
-    values[14] = f32::NAN;
-    let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 6, 6]), &device).require_grad();
-    let options = MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]);
-    let (ours, theirs) = (max_pool2d(x.clone(), options.clone()), burn::tensor::module::max_pool2d(x.clone(), options));
-    let bits =
-        |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-    assert!(ours.clone().into_data().try_to_vec::<f32>().unwrap().iter().any(|v| v.is_nan()));
-    assert_eq!(bits(ours.clone()), bits(theirs.clone()), "values");
-    let weights = random(ours.dims(), &device);
-    let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
-    assert_eq!(x.grad(&g1).unwrap().to_data(), x.grad(&g2).unwrap().to_data(), "gradients");
+    // 6×6, and 6×20, whose rows have a block of eight windows inside the plane (the stem's
+    // vector path) with a NaN among them.
+    for (w, nans) in [(6, [7, 14]), (20, [27, 49])] {
+        let mut values = (0..6 * w).map(|i| ((i * 7) % 11) as f32).collect::<Vec<_>>();
+        for i in nans {
+            values[i] = f32::NAN;
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(values, [1, 1, 6, w]), &device).require_grad();
+        let options = MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]);
+        let ours = max_pool2d(x.clone(), options.clone());
+        let theirs = burn::tensor::module::max_pool2d(x.clone(), options);
+        let bits =
+            |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(ours.clone().into_data().try_to_vec::<f32>().unwrap().iter().any(|v| v.is_nan()));
+        assert_eq!(bits(ours.clone()), bits(theirs.clone()), "{w}: values");
+        let weights = random(ours.dims(), &device);
+        let (g1, g2) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+        assert_eq!(x.grad(&g1).unwrap().to_data(), x.grad(&g2).unwrap().to_data(), "{w}: gradients");
+    }
 }
