@@ -342,7 +342,8 @@ fn plot_overlays_runs_and_import_export_round_trip() {
     let run = runs.path().join("run");
     let chart = runs.path().join("both");
     ok(&["plot", path(&run), path(&run), "--out", path(&chart)]);
-    assert!(std::fs::read_to_string(chart.with_extension("svg")).unwrap().contains("run: test acc"));
+    let svg = std::fs::read_to_string(chart.with_extension("svg")).unwrap();
+    assert!(svg.contains("2 runs") && svg.contains("test accuracy") && svg.matches(">\nrun\n<").count() == 2, "{svg}");
     assert!(image::open(chart.with_extension("png")).is_ok());
     assert_fails_with(&["plot", path(&run), path(&run)], "--out");
 

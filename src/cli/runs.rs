@@ -43,7 +43,12 @@ pub fn plot(args: PlotArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (None, [one]) => one.join("training"),
         (None, _) => bail!("several runs are overlaid into one chart: say where with --out OUT"),
     };
-    let curves = Curves { runs: records.iter().map(|(label, r)| (label.clone(), r.history.as_slice())).collect() };
+    let title = match records.as_slice() {
+        [(label, record)] => format!("{label} ({})", record.config.model),
+        _ => format!("{} runs", records.len()),
+    };
+    let curves =
+        Curves { title, runs: records.iter().map(|(label, r)| (label.clone(), r.history.as_slice())).collect() };
     // A chart of one's own choosing is not replaced without --force (a run's own is derived).
     if args.out.is_some() {
         for ext in ["svg", "png"] {

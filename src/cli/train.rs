@@ -102,7 +102,7 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
             // What a kill between two writes may have left out of step with run.json is
             // rewritten from it.
             if !record.history.is_empty() {
-                for (name, bytes) in derived_files(&record.history) {
+                for (name, bytes) in derived_files(&record.config, &record.history) {
                     run_dir.write(name, &bytes)?;
                 }
             }
@@ -256,10 +256,11 @@ fn check_training_memory(config: &TrainConfig, n_train: usize, resumed: bool) ->
 
 /// The files derived from a run's history: the metrics table and, where it can be drawn, the
 /// chart (a failure to draw it, fonts say, is reported but does not stop training).
-fn derived_files(history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
+fn derived_files(config: &TrainConfig, history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
     let [metrics, svg, png] = DERIVED_FILES;
     let mut files = vec![(metrics, metrics_csv(history).into_bytes())];
-    let curves = Curves { runs: vec![(String::new(), history)] };
+    let title = format!("{}: batch {}, lr {}, seed {}", config.model, config.batch_size, config.lr, config.seed);
+    let curves = Curves { title, runs: vec![(String::new(), history)] };
     for (file, bytes) in [(svg, draw_svg(&curves).map(String::into_bytes)), (png, draw_png(&curves))] {
         match bytes {
             Ok(bytes) => files.push((file, bytes)),
@@ -312,7 +313,7 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         }
         // Saved first: a printed epoch line means the epoch is on disk.
         if let Some(run) = self.run_dir {
-            run.save(self.config, state, &derived_files(&state.history))?;
+            run.save(self.config, state, &derived_files(self.config, &state.history))?;
             self.last_saved = Some(metrics.epoch);
         }
         writeln!(self.out, "{metrics}")?;
