@@ -3,6 +3,7 @@
 
 mod bench;
 mod inspect;
+mod progress;
 mod runs;
 mod train;
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
+
+use super::progress::images_bar;
 
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
@@ -284,13 +286,7 @@ struct CliObserver<'a, W: Write> {
 impl<W: Write> Observer for CliObserver<'_, W> {
     fn epoch_started(&mut self, epoch: usize, _steps: usize, examples: usize) {
         if self.show_progress {
-            let bar = ProgressBar::new(examples as u64).with_prefix(format!("epoch {epoch}"));
-            bar.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images, {per_sec}, ETA {eta} {msg}")
-                    .expect("a valid template")
-                    .progress_chars("=> "),
-            );
-            self.bar = Some(bar);
+            self.bar = Some(images_bar(examples, format!("epoch {epoch}")));
         }
     }
 
@@ -301,9 +297,16 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         }
     }
 
-    fn evaluating(&mut self) {
+    fn evaluating(&mut self, examples: usize) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+            self.bar = Some(images_bar(examples, "testing".to_string()));
+        }
+    }
+
+    fn test_step_done(&mut self, examples: usize) {
         if let Some(bar) = &self.bar {
-            bar.set_message("testing…");
+            bar.inc(examples as u64);
         }
     }
 

@@ -12,8 +12,15 @@ use crate::models::Network;
 
 /// Loss and accuracy of `model` on all of `data`. `model` should be in evaluation mode
 /// (`Module::valid()`), so batch normalization uses its moving averages.
-pub fn evaluate(model: &Network, data: &Dataset, batcher: &Batcher, batch_size: usize) -> Tally {
-    let report = evaluate_report(model, data, batcher, batch_size);
+/// `progress` is told how many examples each batch held, once it is computed.
+pub fn evaluate(
+    model: &Network,
+    data: &Dataset,
+    batcher: &Batcher,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Tally {
+    let report = evaluate_report(model, data, batcher, batch_size, progress);
     Tally { examples: report.examples, correct: report.correct(), loss_sum: report.loss * report.examples as f64 }
 }
 
@@ -58,8 +65,14 @@ impl EvalReport {
 }
 
 /// Loss, accuracy, per-class accuracy and confusion matrix of `model` (in evaluation mode) on
-/// all of `data`.
-pub fn evaluate_report(model: &Network, data: &Dataset, batcher: &Batcher, batch_size: usize) -> EvalReport {
+/// all of `data`; `progress` is told how many examples each batch held, once it is computed.
+pub fn evaluate_report(
+    model: &Network,
+    data: &Dataset,
+    batcher: &Batcher,
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize),
+) -> EvalReport {
     let loss_fn = CrossEntropyLossConfig::new().init(&batcher.device);
     let order: Vec<usize> = (0..data.len()).collect();
     let mut counts = Counts { confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES], loss_sum: 0.0, next_example: 0 };
@@ -68,7 +81,9 @@ pub fn evaluate_report(model: &Network, data: &Dataset, batcher: &Batcher, batch
     for batch in batcher.batches(data, &order, batch_size) {
         let logits = model.forward(batch.images);
         let loss = loss_fn.forward(logits.clone(), batch.labels);
-        unread.push((loss.reshape([1]), logits.argmax(1).flatten(0, 1)));
+        let predicted: Tensor<1, Int> = logits.argmax(1).flatten(0, 1);
+        progress(predicted.dims()[0]);
+        unread.push((loss.reshape([1]), predicted));
         if unread.len() == READ_BACK_EVERY {
             counts.read_back(&mut unread, data);
         }
@@ -119,8 +134,8 @@ mod tests {
         let device = Device::flex();
         let model = Network::new(ModelKind::LeNetBn, &device);
         let batcher = Batcher::new(None, &device);
-        let batched = evaluate_report(&model, &data, &batcher, 2);
-        let whole = evaluate_report(&model, &data, &batcher, 37);
+        let batched = evaluate_report(&model, &data, &batcher, 2, &mut |_| {});
+        let whole = evaluate_report(&model, &data, &batcher, 37, &mut |_| {});
         assert_eq!(batched.examples, 37);
         let per_label: Vec<usize> = batched.confusion.iter().map(|row| row.iter().sum()).collect();
         assert_eq!(&per_label[..2], &[19, 18], "labels alternate 0, 1, 0, …");

@@ -76,8 +76,10 @@ pub trait Observer {
     fn epoch_started(&mut self, _epoch: usize, _steps: usize, _examples: usize) {}
     /// A step over `examples` examples is done.
     fn step_done(&mut self, _examples: usize, _loss: f64) {}
-    /// Training of the epoch is done; the test set is being evaluated.
-    fn evaluating(&mut self) {}
+    /// Training of the epoch is done; the test set's `examples` examples are being evaluated.
+    fn evaluating(&mut self, _examples: usize) {}
+    /// A batch of the test pass, of `examples` examples, is done.
+    fn test_step_done(&mut self, _examples: usize) {}
     /// The epoch is complete and `state` includes it. An error stops the run.
     fn epoch_done(&mut self, _metrics: &EpochMetrics, _state: &TrainState) -> Result<(), ObserverError> {
         Ok(())
@@ -148,8 +150,9 @@ pub fn train(
             state.model = precise_bn::precise_batch_norm(state.model, batches.map(|batch| batch.images));
         }
         let train_seconds = start.elapsed().as_secs_f64();
-        observer.evaluating();
-        let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size);
+        observer.evaluating(data.test.len());
+        let mut tested = |examples| observer.test_step_done(examples);
+        let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size, &mut tested);
         if !test.mean_loss().is_finite() {
             return Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() });
         }
