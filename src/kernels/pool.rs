@@ -33,8 +33,10 @@ fn rows(plane: &[f32], w: usize, wo: usize, oh: usize) -> (&[f32], &[f32]) {
     (&plane[2 * oh * w..][..2 * wo], &plane[(2 * oh + 1) * w..][..2 * wo])
 }
 
-/// `planes` planes of h×w in, planes of (h/2)×(w/2) out.
-pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+/// `planes` planes of h×w in, planes of (h/2)×(w/2) out: each output `f` of its window's
+/// top-left, top-right, bottom-left and bottom-right values.
+#[inline(always)]
+fn pool_2x2(x: &[f32], planes: usize, h: usize, w: usize, f: impl Fn(f32, f32, f32, f32) -> f32 + Sync) -> Vec<f32> {
     let (ho, wo) = (h / 2, w / 2);
     let mut y = vec![0.0f32; planes * ho * wo];
     if ho * wo == 0 {
@@ -49,7 +51,7 @@ pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
                         let (top, bottom) = rows(plane, w, wo, oh);
                         // Zipped pairs, no indexing: the loop becomes SIMD code.
                         for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
-                            *o = max_nan(max_nan(max_nan(t[0], t[1]), b[0]), b[1]);
+                            *o = f(t[0], t[1], b[0], b[1]);
                         }
                     }
                 }
@@ -57,6 +59,11 @@ pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
         )
     });
     y
+}
+
+/// LeNet's 2×2 max pooling, stride 2.
+pub fn max_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
+    pool_2x2(x, planes, h, w, |a, b, c, d| max_nan(max_nan(max_nan(a, b), c), d))
 }
 
 /// ∂x from the input, the output and ∂y: each window's ∂y goes to its first element equal to
@@ -184,27 +191,7 @@ unsafe fn window_grads_avx2(_: (&[f32], &[f32]), _: &[f32], _: &[f32], _: &mut [
 /// planes of (h/2)×(w/2) out, an odd last row or column dropped. burn-flex takes it through its
 /// general 3-D path, 4% of DenseNet's step with its backward.
 pub fn avg_pool_2x2(x: &[f32], planes: usize, h: usize, w: usize) -> Vec<f32> {
-    let (ho, wo) = (h / 2, w / 2);
-    let mut y = vec![0.0f32; planes * ho * wo];
-    if ho * wo == 0 {
-        return y;
-    }
-    y.par_chunks_mut(PLANES_PER_TASK * ho * wo).zip(x.par_chunks(PLANES_PER_TASK * h * w)).for_each(|(ys, xs)| {
-        avx2(
-            #[inline(always)]
-            || {
-                for (out, plane) in ys.chunks_exact_mut(ho * wo).zip(xs.chunks_exact(h * w)) {
-                    for (oh, out) in out.chunks_exact_mut(wo).enumerate() {
-                        let (top, bottom) = rows(plane, w, wo, oh);
-                        for ((o, t), b) in out.iter_mut().zip(top.chunks_exact(2)).zip(bottom.chunks_exact(2)) {
-                            *o = (t[0] + t[1] + b[0] + b[1]) * 0.25;
-                        }
-                    }
-                }
-            },
-        )
-    });
-    y
+    pool_2x2(x, planes, h, w, |a, b, c, d| (a + b + c + d) * 0.25)
 }
 
 /// ∂x of [`avg_pool_2x2`] from ∂y: a quarter of each window's gradient to each of its four
