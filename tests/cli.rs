@@ -343,7 +343,10 @@ fn plot_overlays_runs_and_import_export_round_trip() {
     let chart = runs.path().join("both");
     ok(&["plot", path(&run), path(&run), "--out", path(&chart)]);
     let svg = std::fs::read_to_string(chart.with_extension("svg")).unwrap();
-    assert!(svg.contains("2 runs") && svg.contains("test accuracy") && svg.matches(">\nrun\n<").count() == 2, "{svg}");
+    assert!(
+        svg.contains("run and run") && svg.contains("test accuracy") && svg.matches(">\nrun\n<").count() == 2,
+        "{svg}"
+    );
     assert!(image::open(chart.with_extension("png")).is_ok());
     assert_fails_with(&["plot", path(&run), path(&run)], "--out");
 

@@ -43,8 +43,10 @@ pub fn plot(args: PlotArgs, out: &mut impl Write) -> anyhow::Result<()> {
         (None, [one]) => one.join("training"),
         (None, _) => bail!("several runs are overlaid into one chart: say where with --out OUT"),
     };
+    let labels: Vec<&str> = records.iter().map(|(label, _)| label.as_str()).collect();
     let title = match records.as_slice() {
         [(label, record)] => format!("{label} ({})", record.config.model),
+        _ if records.len() <= 3 => labels.join(" and "),
         _ => format!("{} runs", records.len()),
     };
     let curves =
