@@ -59,7 +59,7 @@ fn train_on(kind: ModelKind, device: &Device, batch: &RandomBatch, steps: usize,
     };
     let mut losses = Vec::new();
     for _ in 0..steps {
-        let (next, out) = train_step(model, &mut optim, batch.to_device(&device), lr);
+        let (next, out) = train_step(model, &mut optim, batch.to_device(&device), lr, 0.0);
         losses.push(out.read().0);
         model = next;
     }

@@ -137,7 +137,7 @@ fn one_training_step_lands_where_pytorch_does() {
         labels: Tensor::from_data(TensorData::new(labels.clone(), [labels.len()]), &d),
     };
 
-    let (model, out) = train_step(Network::LeNet(net), &mut optimizer(), batch, LR);
+    let (model, out) = train_step(Network::LeNet(net), &mut optimizer(), batch, LR, 0.0);
     let (loss, _) = out.read();
     assert!(
         (loss as f32 - f.values("step1.loss")[0]).abs() < 1e-5,

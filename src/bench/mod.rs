@@ -109,7 +109,7 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: i
         let start = Instant::now();
         // Read the loss and the correct count back every step, as PyTorch's side does
         // (`bench/torch_step.py`); that also waits for the step to finish.
-        let (next, out) = train_step(model, &mut optim, data.to_device(&device), 1e-3);
+        let (next, out) = train_step(model, &mut optim, data.to_device(&device), 1e-3, 0.0);
         let _ = out.read();
         model = next;
         let _ = device.sync();

@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// Learning-rate schedule [default: constant].
     #[arg(long, value_enum, conflicts_with = "resume")]
     pub schedule: Option<Schedule>,
+    /// Label smoothing of the training loss, α in [0, 1): targets (1 − α)·one-hot + α/classes
+    /// (e.g. 0.1) [default: 0].
+    #[arg(long, value_name = "A", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub label_smoothing: Option<f64>,
     /// Decoupled weight decay (switches Adam to AdamW) [default: 0].
     #[arg(long, value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub weight_decay: Option<f64>,
@@ -91,6 +95,7 @@ impl TrainArgs {
             augment: Augment { crop_padding: self.crop_padding.unwrap_or(0), flip: self.flip },
             schedule: self.schedule.unwrap_or(book.schedule),
             weight_decay: self.weight_decay.unwrap_or(book.weight_decay),
+            label_smoothing: self.label_smoothing.unwrap_or(book.label_smoothing),
             precise_bn: self.precise_bn.unwrap_or(book.precise_bn),
         }
     }
@@ -219,6 +224,9 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
                 config.epochs, config.epochs
             );
         }
+    }
+    if config.label_smoothing > 0.0 {
+        line += &format!("; label smoothing {}", compact(config.label_smoothing));
     }
     if config.precise_bn > 0 {
         // A batch is drawn at most once: an epoch shorter than the request gives what it has.

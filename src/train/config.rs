@@ -40,6 +40,11 @@ pub struct TrainConfig {
     /// they resume as they started.
     #[serde(default)]
     pub precise_bn: usize,
+    /// Label smoothing of the training loss (PyTorch's `label_smoothing`): the targets are
+    /// (1 − α)·one-hot + α/classes. 0 (the book's, and what runs saved before it read as) is
+    /// plain cross-entropy. The test loss is always plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 /// How the learning rate moves over the run's steps.
@@ -98,6 +103,8 @@ pub enum ConfigError {
     BadLearningRate(f64),
     #[error("weight decay must be a finite number ≥ 0, got {0}")]
     BadWeightDecay(f64),
+    #[error("label smoothing must be at least 0 and below 1, got {0}")]
+    BadLabelSmoothing(f64),
     #[error("{0} has no batch normalization, so precise BN has nothing to recompute")]
     NoBatchNorm(ModelKind),
     #[error(
@@ -127,6 +134,7 @@ impl TrainConfig {
             schedule: Schedule::Constant,
             weight_decay: 0.0,
             precise_bn: if model.has_batch_norm() { DEFAULT_PRECISE_BN_BATCHES } else { 0 },
+            label_smoothing: 0.0,
         }
     }
 
@@ -173,6 +181,9 @@ impl TrainConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::BadWeightDecay(self.weight_decay));
         }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(ConfigError::BadLabelSmoothing(self.label_smoothing));
+        }
         if self.precise_bn > 0 && !self.model.has_batch_norm() {
             return Err(ConfigError::NoBatchNorm(self.model));
         }
@@ -202,6 +213,9 @@ mod tests {
             TrainConfig { resize: Some(32), ..ok.clone() },
             TrainConfig { model: ModelKind::DenseNet, resize: Some(28), ..ok.clone() },
             TrainConfig { model: ModelKind::LeNet, precise_bn: 10, ..ok.clone() },
+            TrainConfig { label_smoothing: -0.1, ..ok.clone() },
+            TrainConfig { label_smoothing: 1.0, ..ok.clone() },
+            TrainConfig { label_smoothing: f64::NAN, ..ok.clone() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?} was accepted");
@@ -235,6 +249,14 @@ mod tests {
         let mut json = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
         json.as_object_mut().unwrap().remove("precise_bn");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap().precise_bn, 0);
+    }
+
+    /// Runs saved before label smoothing existed train on as they did: plain cross-entropy.
+    #[test]
+    fn runs_saved_without_label_smoothing_read_as_none() {
+        let mut json = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
+        json.as_object_mut().unwrap().remove("label_smoothing");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap().label_smoothing, 0.0);
     }
 
     #[test]

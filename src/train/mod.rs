@@ -132,7 +132,7 @@ pub fn train(
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
         for (step, batch) in batches.enumerate() {
             let lr = config.schedule.lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps);
-            let (next, out) = train_step(state.model, &mut state.optim, batch, lr);
+            let (next, out) = train_step(state.model, &mut state.optim, batch, lr, config.label_smoothing);
             state.model = next;
             unread.push(out);
             steps_done = step + 1;
@@ -232,12 +232,19 @@ impl StepOutput {
     }
 }
 
-/// One step of the book's training: forward (training mode), cross-entropy, backward, Adam.
-/// Nothing is read back to the host, so on a GPU the step is only queued.
-pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, lr: f64) -> (Network, StepOutput) {
+/// One step of the book's training: forward (training mode), cross-entropy (with
+/// `label_smoothing`, 0 for the book's), backward, Adam. Nothing is read back to the host, so
+/// on a GPU the step is only queued.
+pub fn train_step(
+    model: Network,
+    optim: &mut ModuleOptimizer,
+    batch: Batch,
+    lr: f64,
+    label_smoothing: f64,
+) -> (Network, StepOutput) {
     let examples = batch.labels.dims()[0];
     let logits = model.forward(batch.images);
-    let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), batch.labels.clone());
+    let loss = training_loss(logits.clone(), batch.labels.clone(), label_smoothing);
     let out = StepOutput {
         examples,
         loss: loss.clone().detach().reshape([1]),
@@ -247,9 +254,56 @@ pub fn train_step(model: Network, optim: &mut ModuleOptimizer, batch: Batch, lr:
     (optim.step(lr, model, grads), out)
 }
 
+/// The mean cross-entropy of `logits` against `labels`, the targets smoothed by
+/// `label_smoothing` where it is above 0.
+pub fn training_loss(logits: Tensor<2>, labels: Tensor<1, Int>, label_smoothing: f64) -> Tensor<1> {
+    let config = CrossEntropyLossConfig::new();
+    let config = match label_smoothing > 0.0 {
+        true => config.with_smoothing(Some(label_smoothing as f32)),
+        false => config,
+    };
+    config.init(&logits.device()).forward(logits, labels)
+}
+
 /// The random seed of one epoch (its shuffle, and its augmentation via the complement): a
 /// fixed function of the run's seed and the epoch number, so any epoch can be reproduced on
 /// its own, which is what makes resuming exact.
 fn epoch_seed(seed: u64, epoch: usize) -> u64 {
     seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::values;
+
+    /// Smoothed cross-entropy against its definition, −Σ_c q_c·log softmax(z)_c with
+    /// q = (1 − α)·one-hot + α/C, and α = 0 against plain cross-entropy.
+    #[test]
+    fn label_smoothing_smooths_the_targets() {
+        let device = Device::flex();
+        let rows: [[f32; 4]; 2] = [[2.0, -1.0, 0.5, 0.0], [-0.5, 0.25, 3.0, 1.0]];
+        let labels = [2usize, 0];
+        let logits = Tensor::<2>::from_data(TensorData::new(rows.concat(), [2, 4]), &device);
+        let label_tensor =
+            Tensor::<1, Int>::from_data(TensorData::new(labels.map(|l| l as i64).to_vec(), [2]), &device);
+        for alpha in [0.0, 0.1, 0.3] {
+            let expected: f64 = rows
+                .iter()
+                .zip(labels)
+                .map(|(z, label)| {
+                    let log_sum = z.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+                    (0..4)
+                        .map(|c| {
+                            let q = (1.0 - alpha) * f64::from(u8::from(c == label)) + alpha / 4.0;
+                            -q * (z[c] as f64 - log_sum)
+                        })
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / 2.0;
+            let got = values(training_loss(logits.clone(), label_tensor.clone(), alpha))[0] as f64;
+            assert!((got - expected).abs() < 1e-5, "α = {alpha}: {got} against {expected}");
+        }
+    }
 }
