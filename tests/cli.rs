@@ -285,6 +285,36 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     }
 }
 
+/// The recipe flags reach the training loop: a warm-up or label smoothing changes the first
+/// epoch's loss, and each is recorded in run.json and named in the header.
+#[test]
+fn warmup_and_label_smoothing_change_the_training() {
+    let data = synthetic_dir(96, 16);
+    let runs = tempfile::tempdir().unwrap();
+    let first_loss = |extra: &[&str], name: &str| {
+        let run = runs.path().join(name);
+        let base =
+            ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "32"];
+        let text = ok(&[&base[..], extra, &["--out", path(&run)]].concat());
+        let record = std::fs::read_to_string(run.join("run.json")).unwrap();
+        // "epoch 1, loss 0.6931, train acc …": the loss and accuracies, not the times.
+        let epoch1 = text.lines().find(|l| l.starts_with("epoch 1,")).unwrap();
+        let epoch1 = epoch1.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", ");
+        (text.lines().next().unwrap().to_string(), epoch1, record)
+    };
+    let (_, plain, _) = first_loss(&[], "plain");
+    let (header, warm, record) = first_loss(&["--warmup-epochs", "1"], "warm");
+    assert!(header.contains("warm-up over 1 epoch") && record.contains("\"warmup_epochs\": 1"), "{header}");
+    assert_ne!(plain, warm);
+    let (header, smooth, record) = first_loss(&["--label-smoothing", "0.2"], "smooth");
+    assert!(header.contains("label smoothing 0.2") && record.contains("\"label_smoothing\": 0.2"), "{header}");
+    assert_ne!(plain, smooth);
+    assert_fails_with(
+        &["train", "--model", "lenet-bn", "--epochs", "2", "--warmup-epochs", "3"],
+        "longer than the run",
+    );
+}
+
 /// A reader that goes away (`deepcnn train | head -1`) stops the run quietly: the epoch line
 /// that cannot be printed is the observer's error, which must reach `main` as the closed
 /// pipe it is.

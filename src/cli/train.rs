@@ -51,6 +51,10 @@ pub struct TrainArgs {
     /// Learning-rate schedule [default: constant].
     #[arg(long, value_enum, conflicts_with = "resume")]
     pub schedule: Option<Schedule>,
+    /// Warm the learning rate up linearly over the first N epochs, with any schedule
+    /// [default: 0].
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub warmup_epochs: Option<usize>,
     /// Label smoothing of the training loss, α in [0, 1): targets (1 − α)·one-hot + α/classes
     /// (e.g. 0.1) [default: 0].
     #[arg(long, value_name = "A", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
@@ -96,6 +100,7 @@ impl TrainArgs {
             schedule: self.schedule.unwrap_or(book.schedule),
             weight_decay: self.weight_decay.unwrap_or(book.weight_decay),
             label_smoothing: self.label_smoothing.unwrap_or(book.label_smoothing),
+            warmup_epochs: self.warmup_epochs.unwrap_or(book.warmup_epochs),
             precise_bn: self.precise_bn.unwrap_or(book.precise_bn),
         }
     }
@@ -224,6 +229,9 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
                 config.epochs, config.epochs
             );
         }
+    }
+    if config.warmup_epochs > 0 {
+        line += &format!("; warm-up over {}", plural(config.warmup_epochs, "epoch", "epochs"));
     }
     if config.label_smoothing > 0.0 {
         line += &format!("; label smoothing {}", compact(config.label_smoothing));

@@ -45,6 +45,11 @@ pub struct TrainConfig {
     /// plain cross-entropy. The test loss is always plain cross-entropy.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Linear warm-up of the learning rate over the first `warmup_epochs` epochs, for any
+    /// schedule: step s of W warm-up steps takes the schedule's rate × (s + 1)/W. 0 (the
+    /// book's, and what runs saved before it read as) is none.
+    #[serde(default)]
+    pub warmup_epochs: usize,
 }
 
 /// How the learning rate moves over the run's steps.
@@ -105,6 +110,8 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("a warm-up of {warmup} epochs is longer than the run's {epochs}")]
+    WarmupTooLong { warmup: usize, epochs: usize },
     #[error("{0} has no batch normalization, so precise BN has nothing to recompute")]
     NoBatchNorm(ModelKind),
     #[error(
@@ -135,6 +142,7 @@ impl TrainConfig {
             weight_decay: 0.0,
             precise_bn: if model.has_batch_norm() { DEFAULT_PRECISE_BN_BATCHES } else { 0 },
             label_smoothing: 0.0,
+            warmup_epochs: 0,
         }
     }
 
@@ -152,6 +160,17 @@ impl TrainConfig {
     /// Height and width of the images the network is trained on.
     pub fn image_size(&self) -> usize {
         self.resize.unwrap_or(self.model.default_train_size())
+    }
+
+    /// The learning rate of step `step` (0-based, counted over the whole run) of `total`, with
+    /// `steps_per_epoch` steps an epoch: the schedule's, ramped up over the warm-up epochs.
+    pub fn lr_at(&self, step: usize, total: usize, steps_per_epoch: usize) -> f64 {
+        let rate = self.schedule.lr(self.lr, step, total);
+        let warmup_steps = self.warmup_epochs * steps_per_epoch;
+        match step < warmup_steps {
+            true => rate * (step + 1) as f64 / warmup_steps as f64,
+            false => rate,
+        }
     }
 
     /// How many of `available` training examples a run uses (`limit` caps it).
@@ -180,6 +199,9 @@ impl TrainConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(ConfigError::BadWeightDecay(self.weight_decay));
+        }
+        if self.warmup_epochs > self.epochs {
+            return Err(ConfigError::WarmupTooLong { warmup: self.warmup_epochs, epochs: self.epochs });
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(ConfigError::BadLabelSmoothing(self.label_smoothing));
@@ -216,6 +238,7 @@ mod tests {
             TrainConfig { label_smoothing: -0.1, ..ok.clone() },
             TrainConfig { label_smoothing: 1.0, ..ok.clone() },
             TrainConfig { label_smoothing: f64::NAN, ..ok.clone() },
+            TrainConfig { warmup_epochs: 6, ..ok.clone() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?} was accepted");
@@ -249,6 +272,28 @@ mod tests {
         let mut json = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
         json.as_object_mut().unwrap().remove("precise_bn");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap().precise_bn, 0);
+    }
+
+    /// Warm-up ramps any schedule's rate linearly over its steps, then leaves it alone; runs
+    /// saved before it existed read as none.
+    #[test]
+    fn warmup_ramps_the_schedules_rate() {
+        for schedule in [Schedule::Constant, Schedule::Cosine, Schedule::OneCycle] {
+            let c = TrainConfig { schedule, warmup_epochs: 2, epochs: 5, ..TrainConfig::new(ModelKind::LeNetBn) };
+            assert!(c.validate().is_ok());
+            let (per_epoch, total) = (10, 50);
+            for step in 0..total {
+                let plain = schedule.lr(c.lr, step, total);
+                let expected = if step < 20 { plain * (step + 1) as f64 / 20.0 } else { plain };
+                assert!((c.lr_at(step, total, per_epoch) - expected).abs() < 1e-15, "{schedule:?} step {step}");
+            }
+            assert!(c.lr_at(0, total, per_epoch) < c.lr_at(10, total, per_epoch));
+        }
+        let none = TrainConfig::new(ModelKind::LeNetBn);
+        assert_eq!(none.lr_at(0, 50, 10), none.lr);
+        let mut json = serde_json::to_value(none).unwrap();
+        json.as_object_mut().unwrap().remove("warmup_epochs");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap().warmup_epochs, 0);
     }
 
     /// Runs saved before label smoothing existed train on as they did: plain cross-entropy.

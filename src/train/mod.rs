@@ -131,7 +131,7 @@ pub fn train(
         let mut steps_done = 0;
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
         for (step, batch) in batches.enumerate() {
-            let lr = config.schedule.lr(config.lr, (epoch - 1) * steps_per_epoch + step, total_steps);
+            let lr = config.lr_at((epoch - 1) * steps_per_epoch + step, total_steps, steps_per_epoch);
             let (next, out) = train_step(state.model, &mut state.optim, batch, lr, config.label_smoothing);
             state.model = next;
             unread.push(out);
