@@ -59,26 +59,31 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let [_, _, height, width] = input.dims();
-        let pairs =
-            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
         let options = ConvOptions::new_with_padding(self.stride, pairs, self.dilation, self.groups);
         kernels::conv2d(input, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
 }
 
-/// (before, after) padding along dimension `dim` (0: height, 1: width), as burn's `Conv2d` and
-/// `MaxPool2d` work it out (their own helper is private).
-fn padding_pair(padding: &PaddingConfig2d, dim: usize, size: usize, kernel: usize, stride: usize) -> (usize, usize) {
-    match *padding {
+/// (before, after) padding of the height and of the width of `input`, as burn's `Conv2d` and
+/// pooling layers work it out (their own helper is private).
+fn padding_pairs(
+    padding: &PaddingConfig2d,
+    input: &Tensor<4>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> [(usize, usize); 2] {
+    let [_, _, height, width] = input.dims();
+    let sizes = [height, width];
+    [0, 1].map(|d| match *padding {
         PaddingConfig2d::Valid => (0, 0),
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)][dim],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)][d],
         PaddingConfig2d::Same => {
-            let needed = (size.div_ceil(stride).max(1) - 1) * stride + kernel;
-            let total = needed.saturating_sub(size);
+            let needed = (sizes[d].div_ceil(stride[d]).max(1) - 1) * stride[d] + kernel[d];
+            let total = needed.saturating_sub(sizes[d]);
             (total / 2, total - total / 2)
         }
-    }
+    })
 }
 
 /// burn's `AvgPool2dConfig`, building an [`AvgPool2d`].
@@ -119,9 +124,7 @@ pub struct AvgPool2d {
 
 impl AvgPool2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let [_, _, height, width] = input.dims();
-        let pairs =
-            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
         let options = AvgPoolOptions::new(self.kernel_size)
             .with_stride(self.stride)
             .with_padding_pairs(pairs)
@@ -173,9 +176,7 @@ pub struct MaxPool2d {
 
 impl MaxPool2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let [_, _, height, width] = input.dims();
-        let pairs =
-            [0, 1].map(|d| padding_pair(&self.padding, d, [height, width][d], self.kernel_size[d], self.stride[d]));
+        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
         let options = MaxPoolOptions::new(self.kernel_size)
             .with_stride(self.stride)
             .with_padding_pairs(pairs)
