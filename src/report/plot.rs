@@ -2,6 +2,7 @@
 //! one run or several overlaid, as SVG and PNG: a title, loss and accuracy each on its own
 //! labelled axes, and a legend beside the panels.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -66,52 +67,62 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, curves: &Curves) -> R
     let low_acc = all(|m| m.train_accuracy).chain(all(|m| m.test_accuracy)).fold(1.0f64, f64::min);
     let acc_floor = (low_acc * 10.0).floor().clamp(0.0, 9.0) / 10.0;
     let x_labels = epochs.clamp(2, 12);
-    let label_epoch = |x: &f64| if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() };
-
-    let mut loss = ChartBuilder::on(&upper)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x_range.clone(), 0.0..top)
-        .map_err(err)?;
-    loss.configure_mesh()
-        .x_desc("epoch")
-        .y_desc("train loss")
-        .x_labels(x_labels)
-        .x_label_formatter(&label_epoch)
-        .max_light_lines(2)
-        .draw()
-        .map_err(err)?;
-    let mut accuracy = ChartBuilder::on(&lower)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(x_range, acc_floor..1.0)
-        .map_err(err)?;
-    accuracy
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("accuracy")
-        .x_labels(x_labels)
-        .x_label_formatter(&label_epoch)
-        .max_light_lines(2)
-        .draw()
-        .map_err(err)?;
-
+    let mut loss = panel(&upper, x_range.clone(), 0.0..top, "train loss", x_labels).map_err(err)?;
+    let mut accuracy = panel(&lower, x_range, acc_floor..1.0, "accuracy", x_labels).map_err(err)?;
     for (i, (_, history)) in curves.runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let line = color.stroke_width(2);
-        let (train_loss, train_acc, test_acc) =
-            (points(history, |m| m.loss), points(history, |m| m.train_accuracy), points(history, |m| m.test_accuracy));
-        loss.draw_series(LineSeries::new(train_loss.clone(), line)).map_err(err)?;
-        loss.draw_series(train_loss.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
-        // Train accuracy dashed with hollow marks, test accuracy solid with filled ones.
-        accuracy.draw_series(DashedLineSeries::new(train_acc.clone(), 8, 5, line)).map_err(err)?;
-        accuracy.draw_series(train_acc.into_iter().map(|p| Circle::new(p, 3, line))).map_err(err)?;
-        accuracy.draw_series(LineSeries::new(test_acc.clone(), line)).map_err(err)?;
-        accuracy.draw_series(test_acc.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+        curve(&mut loss, points(history, |m| m.loss), color, Style::Solid).map_err(err)?;
+        curve(&mut accuracy, points(history, |m| m.train_accuracy), color, Style::Dashed).map_err(err)?;
+        curve(&mut accuracy, points(history, |m| m.test_accuracy), color, Style::Solid).map_err(err)?;
     }
     draw_legend(&legend, curves).map_err(err)
+}
+
+type Panel<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel: `y` against the epoch, both axes labelled, whole epochs on the x axis.
+fn panel<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    x_labels: usize,
+) -> Result<Panel<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
+    let mut chart =
+        ChartBuilder::on(area).margin(12).x_label_area_size(36).y_label_area_size(56).build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels(x_labels)
+        .x_label_formatter(&|x| if x.fract() == 0.0 { format!("{x:.0}") } else { String::new() })
+        .max_light_lines(2)
+        .draw()?;
+    Ok(chart)
+}
+
+/// Train accuracy dashed with hollow marks; loss and test accuracy solid with filled ones.
+#[derive(Clone, Copy, PartialEq)]
+enum Style {
+    Solid,
+    Dashed,
+}
+
+/// One run's metric as a line with every epoch marked (a line needs two points; a mark does not).
+fn curve<DB: DrawingBackend>(
+    chart: &mut Panel<'_, DB>,
+    points: Vec<(f64, f64)>,
+    color: RGBAColor,
+    style: Style,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    let line = color.stroke_width(2);
+    match style {
+        Style::Solid => chart.draw_series(LineSeries::new(points.clone(), line))?,
+        Style::Dashed => chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, line))?,
+    };
+    let mark = if style == Style::Solid { color.filled() } else { line };
+    chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, mark)))?;
+    Ok(())
 }
 
 /// The legend column: which line is which (train accuracy dashed, test accuracy solid), then
@@ -123,8 +134,9 @@ fn draw_legend<DB: DrawingBackend>(
     let height = area.dim_in_pixel().1 as i32;
     let runs = curves.runs.len().max(1) as i32;
     let keys = [("train accuracy", true), ("test accuracy", false)];
-    let first = 60;
-    let row = ((height - first - 30 * keys.len() as i32 - 20) / runs).clamp(8, 26);
+    let (first, key_row, gap) = (60, 24, 12);
+    let runs_start = first + key_row * keys.len() as i32 + gap;
+    let row = ((height - runs_start - 20) / runs).clamp(8, 26);
     let font = ("sans-serif", (row - 4).clamp(8, 16)).into_font();
     let mut y = first;
     for (name, dashed) in keys {
@@ -133,9 +145,9 @@ fn draw_legend<DB: DrawingBackend>(
             area.draw(&PathElement::new([(from, y), (to, y)], BLACK.stroke_width(2)))?;
         }
         area.draw(&Text::new(name, (48, y - 7), ("sans-serif", 14).into_font()))?;
-        y += 24;
+        y += key_row;
     }
-    y += 12;
+    y += gap;
     // A single unnamed run (a run's own chart) needs no entry: the title names it.
     for (i, (label, _)) in curves.runs.iter().enumerate().filter(|(_, (label, _))| !label.is_empty()) {
         let color = Palette99::pick(i).to_rgba();
