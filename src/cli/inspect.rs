@@ -90,7 +90,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     }
     // On a terminal (standard error), a bar: ResNet-18's 10,000 test images take seconds,
     // DenseNet's at 96×96 most of a minute.
-    let bar = images_bar(test.len(), "testing".to_string());
+    let bar = images_bar(test.len(), "testing");
     let report = evaluate_report(&model, &test, &batcher, args.batch_size, &mut |n| bar.inc(n as u64));
     bar.finish_and_clear();
     if !report.loss.is_finite() {

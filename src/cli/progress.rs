@@ -2,12 +2,13 @@
 //! images, with a rate that reads "142 images/s" and no estimate before there is a rate. They
 //! draw on standard error, and only where it is a terminal.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use indicatif::{HumanDuration, ProgressBar, ProgressState, ProgressStyle};
 
 /// A bar over `images` images, headed by `prefix`.
-pub fn images_bar(images: usize, prefix: String) -> ProgressBar {
+pub fn images_bar(images: usize, prefix: impl Into<Cow<'static, str>>) -> ProgressBar {
     ProgressBar::new(images as u64).with_prefix(prefix).with_style(images_style())
 }
 
@@ -26,10 +27,9 @@ fn images_style() -> ProgressStyle {
 /// The rate as a person reads it: whole images a second (a tenth below 10), or a dash before
 /// the first image is counted.
 fn rate(done: u64, per_sec: f64) -> String {
-    match done {
-        0 => "– images/s".to_string(),
-        _ if !per_sec.is_finite() => "– images/s".to_string(),
-        _ if per_sec < 10.0 => format!("{per_sec:.1} images/s"),
+    match per_sec {
+        _ if done == 0 || !per_sec.is_finite() => "– images/s".to_string(),
+        ..10.0 => format!("{per_sec:.1} images/s"),
         _ => format!("{per_sec:.0} images/s"),
     }
 }

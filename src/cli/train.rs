@@ -8,7 +8,6 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use super::progress::images_bar;
-
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
 use crate::data::{Augment, FashionMnist};
@@ -277,7 +276,8 @@ fn check_training_memory(config: &TrainConfig, n_train: usize, resumed: bool) ->
 fn derived_files(config: &TrainConfig, history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
     let [metrics, svg, png] = DERIVED_FILES;
     let mut files = vec![(metrics, metrics_csv(history).into_bytes())];
-    let title = format!("{}: batch {}, lr {}, seed {}", config.model, config.batch_size, config.lr, config.seed);
+    let title =
+        format!("{}: batch {}, lr {}, seed {}", config.model, config.batch_size, compact(config.lr), config.seed);
     let curves = Curves { title, runs: vec![(String::new(), history)] };
     for (file, bytes) in [(svg, draw_svg(&curves).map(String::into_bytes)), (png, draw_png(&curves))] {
         match bytes {
@@ -316,7 +316,7 @@ impl<W: Write> Observer for CliObserver<'_, W> {
     fn evaluating(&mut self, examples: usize) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
-            self.bar = Some(images_bar(examples, "testing".to_string()));
+            self.bar = Some(images_bar(examples, "testing"));
         }
     }
 

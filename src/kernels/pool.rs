@@ -363,8 +363,7 @@ pub fn max_pool_backward(
 
 /// The index in `plane` (rows of `w`) of the first element equal to `m`, in row-major order,
 /// of the rows×cols block that starts at `base`; `None` if there is none. With `K` > 0 the
-/// block is K×K and the loops have a known length. Comparisons with a known value are
-/// independent of one another, where a running maximum makes each wait for the one before.
+/// block is K×K and the loops have a known length.
 #[inline(always)]
 fn first_equal<const K: usize>(
     plane: &[f32],

@@ -65,10 +65,6 @@ impl ModelKind {
     pub const ResNet18: ModelKind = ModelKind(&super::resnet::SPEC);
     pub const DenseNet: ModelKind = ModelKind(&super::densenet::SPEC);
 
-    pub fn spec(self) -> &'static NetworkSpec {
-        self.0
-    }
-
     pub fn name(self) -> &'static str {
         self.0.name
     }

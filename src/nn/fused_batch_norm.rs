@@ -145,8 +145,6 @@ mod tests {
         matches_scratch([4, 3, 5, 6]);
     }
 
-    /// The fused ReLU against burn's ReLU after the layer: in training (output and every
-    /// gradient, with about half the outputs cut) and in evaluation mode.
     /// The fused activations against the same layer followed by burn's ReLU or sigmoid:
     /// output, ∂x, ∂γ and ∂β in training mode, and the output in evaluation mode.
     #[test]

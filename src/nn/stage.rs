@@ -100,10 +100,6 @@ impl<'a> Stage<'a> {
         Self { name: name.into(), layer: None, run: Box::new(|x| x) }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn run(&self, x: Activations) -> Activations {
         (self.run)(x)
     }
@@ -130,7 +126,7 @@ pub fn numbered<'a>(stages: impl IntoIterator<Item = Stage<'a>>) -> Vec<Stage<'a
 }
 
 /// Runs `x` through `stages` in order.
-pub fn fold(stages: &[Stage<'_>], x: Activations) -> Activations {
+fn fold(stages: &[Stage<'_>], x: Activations) -> Activations {
     stages.iter().fold(x, |x, stage| stage.run(x))
 }
 

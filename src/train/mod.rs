@@ -257,12 +257,8 @@ pub fn train_step(
 /// The mean cross-entropy of `logits` against `labels`, the targets smoothed by
 /// `label_smoothing` where it is above 0.
 pub fn training_loss(logits: Tensor<2>, labels: Tensor<1, Int>, label_smoothing: f64) -> Tensor<1> {
-    let config = CrossEntropyLossConfig::new();
-    let config = match label_smoothing > 0.0 {
-        true => config.with_smoothing(Some(label_smoothing as f32)),
-        false => config,
-    };
-    config.init(&logits.device()).forward(logits, labels)
+    let smoothing = (label_smoothing > 0.0).then_some(label_smoothing as f32);
+    CrossEntropyLossConfig::new().with_smoothing(smoothing).init(&logits.device()).forward(logits, labels)
 }
 
 /// The random seed of one epoch (its shuffle, and its augmentation via the complement): a
