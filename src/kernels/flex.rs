@@ -1,6 +1,9 @@
 //! [`FastOps`] on burn's Flex CPU backend: each operation reads its tensors as f32 slices (a
 //! copy only for strided views), runs deepcnn's kernel, timed for profiles, and wraps the
-//! result as a tensor.
+//! result as a tensor. Convolutions take a channels-last input ([`layout`]) as it lies and
+//! give its gradient in the same layout; the other kernels read such views transposed to NCHW.
+
+use std::borrow::Cow;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
@@ -9,13 +12,50 @@ use burn::prelude::*;
 use super::batch_norm::{self, Activation, NcsShape};
 use super::conv::{self, ConvGeometry};
 use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
+use super::layout::{self, Layout};
 use super::profile::{self, Pass};
 use super::{activation, adam, pool, Kernel};
 
-fn f32s(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(s) => std::borrow::Cow::Borrowed(s),
-        None => std::borrow::Cow::Owned(t.to_contiguous().storage::<f32>().to_vec()),
+/// `t`'s values in NCHW order: borrowed where they lie so, else a copy.
+fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
+    if let Some(s) = t.as_slice::<f32>() {
+        return Cow::Borrowed(s);
+    }
+    if let Some(s) = channels_last_storage(t) {
+        let d = dims(t);
+        return layout::to_nchw(s, d[0], d[1], d[2] * d[3]).into();
+    }
+    Cow::Owned(t.to_contiguous().storage::<f32>().to_vec())
+}
+
+/// `t`'s values and the layout they are in: a channels-last view as it lies, anything else in
+/// NCHW order (see [`f32s`]).
+fn f32s_in_layout(t: &FlexTensor) -> (Cow<'_, [f32]>, Layout) {
+    match channels_last_storage(t) {
+        Some(s) => (Cow::Borrowed(s), Layout::ChannelsLast),
+        None => (f32s(t), Layout::Nchw),
+    }
+}
+
+/// The N×H×W×C buffer behind `t` where `t` is an N×C×H×W view of all of it (what
+/// `permute([0, 3, 1, 2])` makes of an N×H×W×C tensor), and not also contiguous (with one channel, or 1×1 maps, the two layouts agree).
+fn channels_last_storage(t: &FlexTensor) -> Option<&[f32]> {
+    let l = t.layout();
+    let d = l.shape();
+    if d.num_dims() != 4 || t.is_contiguous() {
+        return None;
+    }
+    let (c, h, w) = (d[1], d[2], d[3]);
+    let strides = [(h * w * c) as isize, 1, (w * c) as isize, c as isize];
+    let storage = t.storage::<f32>();
+    (l.start_offset() == 0 && l.strides() == strides && storage.len() == d.num_elements()).then_some(storage)
+}
+
+/// An N×C×H×W tensor (`shape`) of values in `layout`.
+fn flex_in(data: Vec<f32>, shape: &[usize], layout: Layout) -> FlexTensor {
+    match layout {
+        Layout::Nchw => flex(data, shape),
+        Layout::ChannelsLast => flex(data, &[shape[0], shape[2], shape[3], shape[1]]).permute(&[0, 3, 1, 2]),
     }
 }
 
@@ -191,8 +231,10 @@ impl FastOps for Flex {
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
         let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
         profile::count_conv_flops(g.flops());
-        let y =
-            profile::timed(Kernel::Conv, Pass::Forward, || conv::forward(&f32s(&x), &f32s(&weight), &f32s(&bias), &g));
+        let (x, x_layout) = f32s_in_layout(&x);
+        let y = profile::timed(Kernel::Conv, Pass::Forward, || {
+            conv::forward(&x, &f32s(&weight), &f32s(&bias), &g, x_layout)
+        });
         flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
     }
 
@@ -207,11 +249,12 @@ impl FastOps for Flex {
         let g = conv_geometry(&x_dims, &w_dims, geometry);
         // ∂W, and ∂X where wanted, each as many operations as the forward.
         profile::count_conv_flops(g.flops() * (1 + u64::from(input_grad)));
+        let (x, x_layout) = f32s_in_layout(&x);
         let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
-            conv::backward(&f32s(&x), &f32s(&weight), &f32s(&output_grad), &g, input_grad)
+            conv::backward(&x, &f32s(&weight), &f32s(&output_grad), &g, input_grad, x_layout)
         });
         let input = match dx {
-            Some(dx) => flex(dx, &x_dims),
+            Some(dx) => flex_in(dx, &x_dims, x_layout),
             None => flex(Vec::new(), &[0]),
         };
         LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }

@@ -16,6 +16,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod extension;
 mod flex;
+pub mod layout;
 pub mod onednn;
 pub mod pool;
 pub mod profile;

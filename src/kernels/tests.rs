@@ -66,6 +66,30 @@ fn conv2d_matches_burns_conv2d_in_value_and_gradients() {
     }
 }
 
+/// A channels-last input (an N×C×H×W view of an N×H×W×C tensor, which oneDNN reads without a
+/// reorder) gives the values and gradients of the same input in NCHW, on every kind of layer.
+#[test]
+fn conv2d_takes_channels_last_inputs_as_they_lie() {
+    let device = Device::flex().autodiff();
+    for (c_in, c_out, size, k, s, p, n) in CONVS {
+        let x_nhwc = random([n, size, size, c_in], &device).require_grad();
+        let x_nchw = x_nhwc.clone().detach().permute([0, 3, 1, 2]).into_data();
+        let x_nchw = Tensor::<4>::from_data(x_nchw, &device).require_grad();
+        let (w, b) = (random([c_out, c_in, k, k], &device).require_grad(), random([c_out], &device));
+        let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+        let last = conv2d(x_nhwc.clone().permute([0, 3, 1, 2]), w.clone(), Some(b.clone()), options.clone());
+        let plain = conv2d(x_nchw.clone(), w.clone(), Some(b), options);
+        let what = format!("conv {c_in}→{c_out} {k}×{k} s{s} p{p} on {n}×{size}²");
+        assert!(max_diff(last.clone(), plain.clone()) < 1e-4, "{what}: outputs differ");
+        let weights = random(plain.dims(), &device);
+        let g_last = (last * weights.clone()).sum().backward();
+        let g_plain = (plain * weights).sum().backward();
+        let dx_last = x_nhwc.grad(&g_last).unwrap().permute([0, 3, 1, 2]);
+        assert!(max_diff(dx_last, x_nchw.grad(&g_plain).unwrap()) < 1e-3, "{what}: ∂X differs");
+        assert!(max_diff(w.grad(&g_last).unwrap(), w.grad(&g_plain).unwrap()) < 1e-3, "{what}: ∂W differs");
+    }
+}
+
 /// Max pooling against burn's: LeNet's 2×2 and the stem's 3×3 stride 2 padding 1, and
 /// windows that overlap, are not square or have padding; even and odd sizes (the last rows
 /// and columns dropped), random values, and ties (a constant input), where both send each

@@ -4,6 +4,8 @@
 //! ([`direct`]) where oneDNN has no AVX-512, and deepcnn's own im2col + GEMM ([`gemm`]) as
 //! the fallback and the A/B.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 mod direct;
@@ -13,6 +15,7 @@ mod single_pixel;
 pub use gemm::{gemm_backward, gemm_forward};
 use gemm::{input_grad_by_col2im, input_grad_by_convolution, input_grad_is_a_convolution, weight_grad_by_im2col};
 
+use super::layout::{self, Layout};
 use super::onednn;
 
 /// Everything about a convolution's shapes.
@@ -65,23 +68,51 @@ fn on_onednn(g: &ConvGeometry) -> bool {
     onednn::is_enabled() && (onednn::is_bf16() || !direct::fits(g) || onednn::has_avx512())
 }
 
-/// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout, by oneDNN or deepcnn's own
-/// kernels ([`on_onednn`]).
-pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+/// Y = conv(X, W) + b, X: N×Cin×H×W in `x_layout`, W: Cout×Cin×kh×kw, b: Cout, Y NCHW, by
+/// oneDNN or deepcnn's own kernels ([`on_onednn`]). oneDNN reads a channels-last X as it is;
+/// the other kernels read NCHW, so a channels-last X is transposed for them.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, x_layout: Layout) -> Vec<f32> {
     // An empty batch (how `summary` finds shapes) has no columns to allocate.
     if g.batch == 0 {
         return Vec::new();
     }
-    if single_pixel::fits(g) {
-        return single_pixel::forward(x, weight, bias, g, onednn::is_bf16());
-    }
-    if on_onednn(g) {
-        match onednn::forward(x, weight, bias, g) {
+    if !single_pixel::fits(g) && on_onednn(g) {
+        let (x, x_layout) = onednn_input(x, g, x_layout);
+        match onednn::forward_in(&x, weight, bias, g, onednn::is_bf16(), x_layout) {
             Ok(y) => return y,
             Err(e) => warn_fallback(&e),
         }
     }
-    own_forward(x, weight, bias, g)
+    let x = in_nchw(x, g, x_layout);
+    if single_pixel::fits(g) {
+        return single_pixel::forward(&x, weight, bias, g, onednn::is_bf16());
+    }
+    own_forward(&x, weight, bias, g)
+}
+
+/// X (N×Cin×H×W) in NCHW, transposed where it is channels-last.
+fn in_nchw<'a>(x: &'a [f32], g: &ConvGeometry, x_layout: Layout) -> Cow<'a, [f32]> {
+    match x_layout {
+        Layout::Nchw => x.into(),
+        Layout::ChannelsLast => layout::to_nchw(x, g.batch, g.c_in, g.h * g.w).into(),
+    }
+}
+
+/// ∂X, computed NCHW, in `x_layout`.
+fn nchw_into(dx: Vec<f32>, g: &ConvGeometry, x_layout: Layout) -> Vec<f32> {
+    match x_layout {
+        Layout::Nchw => dx,
+        Layout::ChannelsLast => layout::to_channels_last(&dx, g.batch, g.c_in, g.h * g.w),
+    }
+}
+
+/// X as oneDNN takes it: as it lies, unless it is channels-last and oneDNN has only slow
+/// kernels for that here (then transposed to NCHW), and the layout it is then in.
+fn onednn_input<'a>(x: &'a [f32], g: &ConvGeometry, x_layout: Layout) -> (Cow<'a, [f32]>, Layout) {
+    match x_layout == Layout::ChannelsLast && !onednn::has_channels_last_kernels() {
+        true => (in_nchw(x, g, x_layout), Layout::Nchw),
+        false => (x.into(), x_layout),
+    }
 }
 
 /// Where oneDNN fails (it should not: every geometry the networks use is tested), deepcnn's
@@ -105,29 +136,35 @@ fn own_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
 }
 
 /// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
-/// network needs none), W and b, given ∂Y.
+/// network needs none; in X's `x_layout`), W and b, given ∂Y.
 pub fn backward(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     input_grad: bool,
+    x_layout: Layout,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     if g.batch == 0 {
         return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
     }
-    if single_pixel::fits(g) {
+    if !single_pixel::fits(g) && on_onednn(g) {
+        let (x_in, layout_in) = onednn_input(x, g, x_layout);
+        match onednn::backward_in(&x_in, weight, dy, g, input_grad, onednn::is_bf16(), layout_in) {
+            Ok((dx, dw, db)) if layout_in == x_layout => return (dx, dw, db),
+            Ok((dx, dw, db)) => return (dx.map(|dx| nchw_into(dx, g, x_layout)), dw, db),
+            Err(e) => warn_fallback(&e),
+        }
+    }
+    let x = in_nchw(x, g, x_layout);
+    let (dx, dw, db) = if single_pixel::fits(g) {
         let bf16 = onednn::is_bf16();
         let dx = input_grad.then(|| single_pixel::input_grad(weight, dy, g, bf16));
-        return (dx, single_pixel::weight_grad(x, dy, g, bf16), bias_grad(dy, g));
-    }
-    if !on_onednn(g) {
-        return own_backward(x, weight, dy, g, input_grad);
-    }
-    onednn::backward_in(x, weight, dy, g, input_grad, onednn::is_bf16()).unwrap_or_else(|e| {
-        warn_fallback(&e);
-        own_backward(x, weight, dy, g, input_grad)
-    })
+        (dx, single_pixel::weight_grad(&x, dy, g, bf16), bias_grad(dy, g))
+    } else {
+        own_backward(&x, weight, dy, g, input_grad)
+    };
+    (dx.map(|dx| nchw_into(dx, g, x_layout)), dw, db)
 }
 
 /// [`backward`] by deepcnn's own kernels.
@@ -245,11 +282,11 @@ mod tests {
             let x = pattern(g.batch * g.in_len(), 1);
             let weight = pattern(c_out * g.k(), 2);
             let dy = pattern(g.batch * g.out_len(), 3);
-            let y = forward(&x, &weight, &vec![0.0; c_out], &g);
+            let y = forward(&x, &weight, &vec![0.0; c_out], &g, Layout::Nchw);
             let diff = max_diff(&y, &naive_forward(&x, &weight, &g));
             assert!(diff < 1e-5, "{g:?}: Y differs by {diff}");
             for input_grad in [true, false] {
-                let (dx, dw, db) = backward(&x, &weight, &dy, &g, input_grad);
+                let (dx, dw, db) = backward(&x, &weight, &dy, &g, input_grad, Layout::Nchw);
                 assert_eq!(dx.is_some(), input_grad);
                 if let Some(dx) = dx {
                     let diff = max_diff(&dx, &naive_input_grad(&weight, &dy, &g));

@@ -77,6 +77,7 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool) -> Vec<f
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::layout::Layout;
     use crate::kernels::onednn;
     use crate::test_util::{max_diff, pattern as values};
 
@@ -97,11 +98,11 @@ mod tests {
             let dy = values(g.batch * g.c_out, 4);
             for bf16 in [false, true].into_iter().filter(|&b| !b || has_bf16) {
                 let what = format!("{g:?} bf16 {bf16}");
-                let y = onednn::forward_in(&x, &w, &b, &g, bf16).unwrap();
+                let y = onednn::forward_in(&x, &w, &b, &g, bf16, Layout::Nchw).unwrap();
                 assert!(max_diff(&forward(&x, &w, &b, &g, bf16), &y) < 1e-5, "{what}: Y");
-                let dx = onednn::backward_data_in(&w, &dy, &g, bf16).unwrap();
+                let dx = onednn::backward_data_in(&w, &dy, &g, bf16, Layout::Nchw).unwrap();
                 assert!(max_diff(&input_grad(&w, &dy, &g, bf16), &dx) < 1e-5, "{what}: ∂X");
-                let (dw, _) = onednn::backward_weights_in(&x, &dy, &g, bf16).unwrap();
+                let (dw, _) = onednn::backward_weights_in(&x, &dy, &g, bf16, Layout::Nchw).unwrap();
                 let d = max_diff(&weight_grad(&x, &dy, &g, bf16), &dw);
                 assert!(d < 1e-5, "{what}: ∂W differs by {d}");
             }

@@ -7,13 +7,14 @@ use std::ffi::{c_char, c_int, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::conv::ConvGeometry;
+use super::layout::Layout;
 
 mod ffi {
     use std::ffi::{c_char, c_int};
 
     /// A geometry as the shim reads it (`DCNN_GEOMETRY_LEN` in shim.h): n, c_in, h, w, c_out,
-    /// kh, kw, stride_h, stride_w, pad_h, pad_w, bf16.
-    pub type Geometry = [c_int; 12];
+    /// kh, kw, stride_h, stride_w, pad_h, pad_w, bf16, nhwc_src.
+    pub type Geometry = [c_int; 13];
 
     extern "C" {
         pub fn dcnn_conv2d_forward(x: *const f32, w: *const f32, b: *const f32, y: *mut f32, g: *const c_int) -> c_int;
@@ -95,12 +96,25 @@ pub fn has_avx512() -> bool {
 pub fn bf16_implementations() -> Result<[String; 3], OneDnnError> {
     let probe =
         ConvGeometry { batch: 2, c_in: 16, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
-    implementations(&probe, true)
+    implementations(&probe, true, Layout::Nchw)
 }
 
 /// Whether oneDNN has bf16 convolution kernels here, not only its slow reference code.
 pub fn has_bf16_kernels() -> bool {
     bf16_implementations().is_ok_and(|names| names.iter().all(|n| !n.starts_with("ref")))
+}
+
+/// Whether oneDNN has fast kernels (not its reference code, nor im2col + GEMM) for convolutions
+/// of channels-last inputs here, in the process's precision.
+pub fn has_channels_last_kernels() -> bool {
+    static HAS: [std::sync::OnceLock<bool>; 2] = [const { std::sync::OnceLock::new() }; 2];
+    let bf16 = is_bf16();
+    *HAS[usize::from(bf16)].get_or_init(|| {
+        let probe =
+            ConvGeometry { batch: 2, c_in: 32, h: 8, w: 8, c_out: 16, kh: 3, kw: 3, stride: [1, 1], padding: [1, 1] };
+        implementations(&probe, bf16, Layout::ChannelsLast)
+            .is_ok_and(|names| names.iter().all(|n| !n.starts_with("ref") && !n.starts_with("gemm")))
+    })
 }
 
 /// GFLOP/s of oneDNN's n×n×n matrix product on all its threads, in fp32 or with bf16 inputs
@@ -113,14 +127,16 @@ pub fn gemm_gflops(n: usize, bf16: bool, reps: usize) -> Result<f64, OneDnnError
     Ok(2.0 * (n as f64).powi(3) / seconds / 1e9)
 }
 
-/// The shim's geometry arguments, each checked to fit a C int, and the precision.
-fn dims(g: &ConvGeometry, bf16: bool) -> Result<ffi::Geometry, OneDnnError> {
+/// The shim's geometry arguments, each checked to fit a C int, the precision, and the layout
+/// of X and ∂X (Y and ∂Y are always NCHW).
+fn dims(g: &ConvGeometry, bf16: bool, x_layout: Layout) -> Result<ffi::Geometry, OneDnnError> {
     let all = [g.batch, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride[0], g.stride[1], g.padding[0], g.padding[1]];
-    let mut out = [0; 12];
+    let mut out = [0; 13];
     for (o, v) in out.iter_mut().zip(all) {
         *o = c_int::try_from(v).map_err(|_| OneDnnError(format!("a size of {v} is too large")))?;
     }
     out[11] = c_int::from(bf16);
+    out[12] = c_int::from(x_layout == Layout::ChannelsLast);
     Ok(out)
 }
 
@@ -160,18 +176,20 @@ fn weight_len(g: &ConvGeometry) -> usize {
 /// Y = conv(X, W) + b: X N×Cin×H×W, W Cout×Cin×kh×kw, b Cout, Y N×Cout×H'×W', in the
 /// process's precision ([`set_bf16`]).
 pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
-    forward_in(x, weight, bias, g, is_bf16())
+    forward_in(x, weight, bias, g, is_bf16(), Layout::Nchw)
 }
 
-/// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32.
+/// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32, with X in
+/// `x_layout`.
 pub fn forward_in(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
     g: &ConvGeometry,
     bf16: bool,
+    x_layout: Layout,
 ) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g, bf16)?;
+    let d = dims(g, bf16, x_layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the bias", bias.len(), g.c_out)?;
@@ -182,9 +200,16 @@ pub fn forward_in(
     })
 }
 
-/// ∂X of [`forward`], given W and ∂Y, in bf16 or f32 (one pass of [`backward_in`]).
-pub fn backward_data_in(weight: &[f32], dy: &[f32], g: &ConvGeometry, bf16: bool) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g, bf16)?;
+/// ∂X of [`forward`] in `x_layout`, given W and ∂Y, in bf16 or f32 (one pass of
+/// [`backward_in`]).
+pub fn backward_data_in(
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    bf16: bool,
+    x_layout: Layout,
+) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g, bf16, x_layout)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     // SAFETY: as in `forward_in`.
@@ -199,8 +224,9 @@ pub fn backward_weights_in(
     dy: &[f32],
     g: &ConvGeometry,
     bf16: bool,
+    x_layout: Layout,
 ) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
-    let d = dims(g, bf16)?;
+    let d = dims(g, bf16, x_layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     let mut db = vec![0.0f32; g.c_out];
@@ -211,8 +237,8 @@ pub fn backward_weights_in(
     Ok((dw, db))
 }
 
-/// Both backward passes of [`forward`]: ∂X where `input_grad`, ∂W and ∂b, in bf16 or f32, with
-/// ∂Y brought into oneDNN's layout once for both.
+/// Both backward passes of [`forward`]: ∂X (in X's `x_layout`) where `input_grad`, ∂W and ∂b,
+/// in bf16 or f32, with ∂Y brought into oneDNN's layout once for both.
 #[allow(clippy::type_complexity)]
 pub fn backward_in(
     x: &[f32],
@@ -221,8 +247,9 @@ pub fn backward_in(
     g: &ConvGeometry,
     input_grad: bool,
     bf16: bool,
+    x_layout: Layout,
 ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
-    let d = dims(g, bf16)?;
+    let d = dims(g, bf16, x_layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
@@ -242,10 +269,10 @@ pub fn backward_in(
     Ok((dx, dw, db))
 }
 
-/// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W) in bf16 or f32,
-/// e.g. `jit:avx512_core`, for logs and checks.
-pub fn implementations(g: &ConvGeometry, bf16: bool) -> Result<[String; 3], OneDnnError> {
-    let d = dims(g, bf16)?;
+/// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W) in bf16 or f32 with
+/// X in `x_layout`, e.g. `jit:avx512_core`, for logs and checks.
+pub fn implementations(g: &ConvGeometry, bf16: bool, x_layout: Layout) -> Result<[String; 3], OneDnnError> {
+    let d = dims(g, bf16, x_layout)?;
     let name = |pass: c_int| -> Result<String, OneDnnError> {
         // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
         // process.
@@ -263,6 +290,7 @@ mod tests {
     use super::*;
     use crate::kernels::conv;
     use crate::test_util::{max_diff, pattern as values};
+    use Layout::Nchw as N;
 
     fn geometry(
         batch: usize,
@@ -293,13 +321,40 @@ mod tests {
             let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
             let want_y = conv::gemm_forward(&x, &w, &b, &g);
             let (want_dx, want_dw, want_db) = conv::gemm_backward(&x, &w, &dy, &g);
-            assert!(max_diff(&forward_in(&x, &w, &b, &g, false).unwrap(), &want_y) < 1e-4, "{g:?}");
-            assert!(max_diff(&backward_data_in(&w, &dy, &g, false).unwrap(), &want_dx) < 1e-4, "{g:?}");
-            let (dw, db) = backward_weights_in(&x, &dy, &g, false).unwrap();
+            assert!(max_diff(&forward_in(&x, &w, &b, &g, false, N).unwrap(), &want_y) < 1e-4, "{g:?}");
+            assert!(max_diff(&backward_data_in(&w, &dy, &g, false, N).unwrap(), &want_dx) < 1e-4, "{g:?}");
+            let (dw, db) = backward_weights_in(&x, &dy, &g, false, N).unwrap();
             assert!(max_diff(&dw, &want_dw) < 1e-3 && max_diff(&db, &want_db) < 1e-3, "{g:?}");
             // The same inputs give the same bits (at a fixed thread count).
-            assert_eq!(backward_weights_in(&x, &dy, &g, false).unwrap().0, dw);
+            assert_eq!(backward_weights_in(&x, &dy, &g, false, N).unwrap().0, dw);
         }
+    }
+
+    /// X and ∂X channels-last (oneDNN's NHWC kernels, no reorder) give the NCHW passes'
+    /// values, in f32 and bf16.
+    #[test]
+    fn channels_last_inputs_give_the_same_passes() {
+        use crate::kernels::layout::{to_channels_last, to_nchw};
+        let bf16_too = has_bf16_kernels();
+        for g in [geometry(2, 32, 7, 16, 3, 1, 1), geometry(3, 16, 9, 32, 3, 2, 1), geometry(2, 24, 6, 12, 1, 1, 0)] {
+            let s = g.h * g.w;
+            let x = values(g.batch * g.c_in * s, 1);
+            let (w, b) = (values(weight_len(&g), 2), values(g.c_out, 3));
+            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
+            let x_last = to_channels_last(&x, g.batch, g.c_in, s);
+            for bf16 in [false, true].into_iter().filter(|&b| !b || bf16_too) {
+                let what = format!("{g:?} bf16 {bf16}");
+                let y = forward_in(&x_last, &w, &b, &g, bf16, Layout::ChannelsLast).unwrap();
+                assert!(max_diff(&y, &forward_in(&x, &w, &b, &g, bf16, N).unwrap()) < 1e-4, "{what}: Y");
+                let (dx, dw, db) = backward_in(&x_last, &w, &dy, &g, true, bf16, Layout::ChannelsLast).unwrap();
+                let (want_dx, want_dw, want_db) = backward_in(&x, &w, &dy, &g, true, bf16, N).unwrap();
+                let dx = to_nchw(&dx.unwrap(), g.batch, g.c_in, s);
+                assert!(max_diff(&dx, &want_dx.unwrap()) < 1e-4, "{what}: ∂X");
+                assert!(max_diff(&dw, &want_dw) < 1e-3 && max_diff(&db, &want_db) < 1e-3, "{what}: ∂W, ∂b");
+            }
+        }
+        let names = implementations(&geometry(2, 32, 7, 16, 3, 1, 1), false, Layout::ChannelsLast).unwrap();
+        assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
     }
 
     /// Both passes in one call (∂Y reordered once) give the bits of the passes one by one.
@@ -311,10 +366,10 @@ mod tests {
             let w = values(weight_len(&g), 2);
             let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
             for bf16 in [false, true].into_iter().filter(|&b| !b || bf16_too) {
-                let (dx, dw, db) = backward_in(&x, &w, &dy, &g, true, bf16).unwrap();
-                assert_eq!(dx.unwrap(), backward_data_in(&w, &dy, &g, bf16).unwrap(), "{g:?} bf16 {bf16}: ∂X");
-                assert_eq!((dw.clone(), db.clone()), backward_weights_in(&x, &dy, &g, bf16).unwrap(), "{g:?}: ∂W");
-                let (no_dx, dw2, db2) = backward_in(&x, &w, &dy, &g, false, bf16).unwrap();
+                let (dx, dw, db) = backward_in(&x, &w, &dy, &g, true, bf16, N).unwrap();
+                assert_eq!(dx.unwrap(), backward_data_in(&w, &dy, &g, bf16, N).unwrap(), "{g:?} bf16 {bf16}: ∂X");
+                assert_eq!((dw.clone(), db.clone()), backward_weights_in(&x, &dy, &g, bf16, N).unwrap(), "{g:?}: ∂W");
+                let (no_dx, dw2, db2) = backward_in(&x, &w, &dy, &g, false, bf16, N).unwrap();
                 assert!(no_dx.is_none() && dw2 == dw && db2 == db, "{g:?} bf16 {bf16}: without ∂X");
             }
         }
@@ -336,7 +391,7 @@ mod tests {
             }
             let x = values(g.batch * g.c_in, 1);
             let dy = values(g.batch * g.c_out, 4);
-            let (dw, _) = backward_weights_in(&x, &dy, &g, bf16).unwrap();
+            let (dw, _) = backward_weights_in(&x, &dy, &g, bf16, N).unwrap();
             let off_tap: Vec<f32> = dw.iter().enumerate().filter(|(i, _)| i % 9 != 4).map(|(_, &v)| v).collect();
             assert!(off_tap.iter().all(|&v| v == 0.0), "bf16 {bf16}: {:?}", &off_tap[..8]);
         }
@@ -361,7 +416,7 @@ mod tests {
 
     #[test]
     fn names_its_implementations() {
-        let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1), false).unwrap();
+        let names = implementations(&geometry(2, 64, 7, 64, 3, 1, 1), false, N).unwrap();
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
     }
 
@@ -382,15 +437,15 @@ mod tests {
             let k = (g.c_in * g.kh * g.kw) as f32;
             let tolerance = k * 2f32.powi(-7);
             let pairs = [
-                (forward_in(&x, &w, &b, &g, true).unwrap(), forward_in(&x, &w, &b, &g, false).unwrap()),
-                (backward_data_in(&w, &dy, &g, true).unwrap(), backward_data_in(&w, &dy, &g, false).unwrap()),
+                (forward_in(&x, &w, &b, &g, true, N).unwrap(), forward_in(&x, &w, &b, &g, false, N).unwrap()),
+                (backward_data_in(&w, &dy, &g, true, N).unwrap(), backward_data_in(&w, &dy, &g, false, N).unwrap()),
             ];
             for (bf16, f32) in &pairs {
                 let diff = max_diff(bf16, f32);
                 assert!(diff < tolerance && diff > 0.0, "{g:?}: {diff} (tolerance {tolerance})");
             }
-            let (dw16, _) = backward_weights_in(&x, &dy, &g, true).unwrap();
-            let (dw32, _) = backward_weights_in(&x, &dy, &g, false).unwrap();
+            let (dw16, _) = backward_weights_in(&x, &dy, &g, true, N).unwrap();
+            let (dw32, _) = backward_weights_in(&x, &dy, &g, false, N).unwrap();
             let l = (g.batch * g.out_h() * g.out_w()) as f32;
             let diff = max_diff(&dw16, &dw32);
             assert!(diff < l * 2f32.powi(-7) && diff > 0.0, "{g:?}: ∂W {diff}");

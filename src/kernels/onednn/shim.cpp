@@ -65,6 +65,8 @@ struct Geom {
     int n, c_in, h, w, c_out, kh, kw, sh, sw, ph, pw;
     // 1: inputs (x, w, dy) rounded to bf16 inside the call, outputs and accumulation f32.
     int bf16;
+    // 1: x and dx are channels-last (NHWC) instead of NCHW.
+    int nhwc_src;
     int ho() const { return (h + 2 * ph - kh) / sh + 1; }
     int wo() const { return (w + 2 * pw - kw) / sw + 1; }
     // 64-bit so that huge paddings cannot overflow ho()/wo() below. The size
@@ -73,7 +75,7 @@ struct Geom {
     bool valid() const {
         const long long hp = h + 2LL * ph, wp = w + 2LL * pw;
         if (!(n > 0 && c_in > 0 && h > 0 && w > 0 && c_out > 0 && kh > 0
-                    && (bf16 == 0 || bf16 == 1)
+                    && (bf16 == 0 || bf16 == 1) && (nhwc_src == 0 || nhwc_src == 1)
                     && kw > 0 && sh > 0 && sw > 0 && ph >= 0 && pw >= 0
                     && hp >= kh && wp >= kw && hp <= INT_MAX && wp <= INT_MAX))
             return false;
@@ -141,6 +143,14 @@ memory::desc plain(const memory::dims &d, tag t) {
 memory::desc any(const memory::dims &d, dt type = dt::f32) {
     return memory::desc(d, type, tag::any);
 }
+// The primitive's layout for an activation (x, y and their gradients): oneDNN's choice (its
+// blocked layout), or NHWC where the caller's x is NHWC. Then x needs no reorder in fp32 (in
+// bf16 only the conversion), and y's reorder to NCHW is cheap: DenseNet's and ResNet's
+// convolutions read more channels than they write. Measured on the Xeon (three passes,
+// DenseNet's 3×3 192 → 32 at 24×24, batch 32): 24.7 ms with NCHW x, 21.1 with NHWC x.
+memory::desc activation(const Geom &g, const memory::dims &d, dt type = dt::f32) {
+    return memory::desc(d, type, g.nhwc_src ? tag::nhwc : tag::any);
+}
 // The type the convolution reads its inputs in: the caller's f32 buffers are converted by the
 // reorder that brings them into the primitive's layout anyway.
 dt input_type(const Geom &g) { return g.bf16 ? dt::bf16 : dt::f32; }
@@ -168,8 +178,8 @@ void add_arg(Entry &e, int id, bool is_output, const memory::desc &user_md,
 convolution_forward::primitive_desc fwd_pd(
         const Geom &g, const primitive_attr &attr) {
     convolution_forward::desc d(prop_kind::forward_training,
-            algorithm::convolution_direct, any(g.src(), input_type(g)),
-            any(g.wei(), input_type(g)), plain(g.bia(), tag::x), any(g.dst()),
+            algorithm::convolution_direct, activation(g, g.src(), input_type(g)),
+            any(g.wei(), input_type(g)), plain(g.bia(), tag::x), activation(g, g.dst()),
             {g.sh, g.sw}, {g.ph, g.pw},
             {g.ph, g.pw});
     return convolution_forward::primitive_desc(d, attr, eng());
@@ -178,7 +188,7 @@ convolution_forward::primitive_desc fwd_pd(
 std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
     auto e = std::make_unique<Entry>();
     const auto attr = user_scratchpad();
-    const auto src = plain(g.src(), tag::nchw), wei = plain(g.wei(), tag::oihw),
+    const auto src = plain(g.src(), g.nhwc_src ? tag::nhwc : tag::nchw), wei = plain(g.wei(), tag::oihw),
                bia = plain(g.bia(), tag::x), dst = plain(g.dst(), tag::nchw);
     // Backward passes need the forward descriptor as a hint; its own
     // scratchpad mode is irrelevant since it is never executed.
@@ -195,8 +205,8 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
         }
         case DCNN_PASS_BACKWARD_DATA: {
             convolution_backward_data::desc d(algorithm::convolution_direct,
-                    any(g.src()), any(g.wei(), input_type(g)),
-                    any(g.dst(), input_type(g)), {g.sh, g.sw},
+                    activation(g, g.src()), any(g.wei(), input_type(g)),
+                    activation(g, g.dst(), input_type(g)), {g.sh, g.sw},
                     {g.ph, g.pw}, {g.ph, g.pw});
             convolution_backward_data::primitive_desc pd(d, attr, eng(), fpd);
             e->conv = Prim(pd);
@@ -208,8 +218,8 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
         }
         case DCNN_PASS_BACKWARD_WEIGHTS: {
             convolution_backward_weights::desc d(algorithm::convolution_direct,
-                    any(g.src(), input_type(g)), any(g.wei()),
-                    plain(g.bia(), tag::x), any(g.dst(), input_type(g)),
+                    activation(g, g.src(), input_type(g)), any(g.wei()),
+                    plain(g.bia(), tag::x), activation(g, g.dst(), input_type(g)),
                     {g.sh, g.sw}, {g.ph, g.pw}, {g.ph, g.pw});
             convolution_backward_weights::primitive_desc pd(
                     d, attr, eng(), fpd);
@@ -227,11 +237,11 @@ std::unique_ptr<Entry> make_entry(int pass, const Geom &g) {
 }
 
 std::mutex g_cache_mu;
-std::map<std::array<int, 13>, std::unique_ptr<Entry>> g_cache;
+std::map<std::array<int, 14>, std::unique_ptr<Entry>> g_cache;
 
 Entry &lookup(int pass, const Geom &g) {
-    const std::array<int, 13> key = {pass, g.n, g.c_in, g.h, g.w, g.c_out,
-            g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.bf16};
+    const std::array<int, 14> key = {pass, g.n, g.c_in, g.h, g.w, g.c_out,
+            g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.bf16, g.nhwc_src};
     if (pass < DCNN_PASS_FORWARD || pass > DCNN_PASS_BACKWARD_WEIGHTS)
         throw std::invalid_argument("unknown pass " + std::to_string(pass));
     std::lock_guard<std::mutex> lk(g_cache_mu);
@@ -318,9 +328,9 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
         char buf[200];
         snprintf(buf, sizeof buf,
                 "invalid geometry n=%d c_in=%d h=%d w=%d c_out=%d k=%dx%d "
-                "stride=%dx%d pad=%dx%d bf16=%d",
+                "stride=%dx%d pad=%dx%d bf16=%d nhwc_src=%d",
                 g.n, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.sh, g.sw, g.ph,
-                g.pw, g.bf16);
+                g.pw, g.bf16, g.nhwc_src);
         throw std::invalid_argument(buf);
     }
     for (const void *p : ptrs)
@@ -330,7 +340,7 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
 // The geometry travels as DCNN_GEOMETRY_LEN ints (see shim.h), read once here.
 Geom geometry(const int *d) {
     if (!d) throw std::invalid_argument("NULL geometry");
-    return Geom{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11]};
+    return Geom{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12]};
 }
 
 } // namespace
