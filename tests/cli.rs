@@ -315,6 +315,35 @@ fn warmup_and_label_smoothing_change_the_training() {
     );
 }
 
+/// SGD with Nesterov momentum and gradient-norm clipping each change the first epoch, are
+/// named in the header and run.json, and an SGD run resumes with its momentum; momentum
+/// without SGD is refused.
+#[test]
+fn sgd_and_gradient_clipping_change_the_training() {
+    let data = synthetic_dir(96, 16);
+    let runs = tempfile::tempdir().unwrap();
+    let base = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "32"];
+    let first_epoch = |extra: &[&str], name: &str| {
+        let run = runs.path().join(name);
+        let text = ok(&[&base[..], extra, &["--out", path(&run)]].concat());
+        let record = std::fs::read_to_string(run.join("run.json")).unwrap();
+        let epoch1 = text.lines().find(|l| l.starts_with("epoch 1,")).unwrap();
+        let epoch1 = epoch1.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", ");
+        (text.lines().next().unwrap().to_string(), epoch1, record)
+    };
+    let (_, plain, _) = first_epoch(&[], "plain");
+    let (header, sgd, record) = first_epoch(&["--optimizer", "sgd", "--nesterov", "--lr", "0.05"], "sgd");
+    assert!(header.contains("; SGD, momentum 0.9 (Nesterov)"), "{header}");
+    assert!(record.contains("\"optimizer\": \"sgd\"") && record.contains("\"nesterov\": true"), "{record}");
+    assert_ne!(plain, sgd);
+    let (header, clipped, record) = first_epoch(&["--clip-grad", "0.01"], "clipped");
+    assert!(header.contains("gradient norm clipped at 0.01") && record.contains("\"clip_grad\": 0.01"), "{header}");
+    assert_ne!(plain, clipped);
+    let resumed = ok(&["train", "--resume", path(&runs.path().join("sgd")), "--epochs", "3"]);
+    assert!(resumed.lines().any(|l| l.starts_with("epoch 3,")), "{resumed}");
+    assert_fails_with(&["train", "--model", "lenet-bn", "--momentum", "0.5"], "pass --optimizer sgd");
+}
+
 /// A reader that goes away (`deepcnn train | head -1`) stops the run quietly: the epoch line
 /// that cannot be printed is the observer's error, which must reach `main` as the closed
 /// pipe it is.

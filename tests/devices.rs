@@ -16,7 +16,7 @@ use burn::prelude::*;
 use deepcnn::bench::RandomBatch;
 use deepcnn::device::{describe_gpu, ComputeDevice};
 use deepcnn::models::{ModelKind, Network};
-use deepcnn::train::{optimizer, train_step};
+use deepcnn::train::{optimizer, train_step, StepOptions};
 
 /// Written past the test harness's capture of `eprintln!`, so it shows.
 fn say_skipped(reason: &str) {
@@ -59,7 +59,7 @@ fn train_on(kind: ModelKind, device: &Device, batch: &RandomBatch, steps: usize,
     };
     let mut losses = Vec::new();
     for _ in 0..steps {
-        let (next, out) = train_step(model, &mut optim, batch.to_device(&device), lr, 0.0);
+        let (next, out) = train_step(model, &mut optim, batch.to_device(&device), lr, StepOptions::default());
         losses.push(out.read().0);
         model = next;
     }

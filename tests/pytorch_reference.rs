@@ -9,7 +9,7 @@ use deepcnn::data::Batch;
 use deepcnn::models::{LeNet, ModelKind, Network};
 use deepcnn::nn::layers::Conv2d;
 use deepcnn::nn::Norm;
-use deepcnn::train::{optimizer, train_step};
+use deepcnn::train::{optimizer, train_step, StepOptions};
 use safetensors::SafeTensors;
 
 const LR: f64 = 0.001;
@@ -137,7 +137,7 @@ fn one_training_step_lands_where_pytorch_does() {
         labels: Tensor::from_data(TensorData::new(labels.clone(), [labels.len()]), &d),
     };
 
-    let (model, out) = train_step(Network::LeNet(net), &mut optimizer(), batch, LR, 0.0);
+    let (model, out) = train_step(Network::LeNet(net), &mut optimizer(), batch, LR, StepOptions::default());
     let (loss, _) = out.read();
     assert!(
         (loss as f32 - f.values("step1.loss")[0]).abs() < 1e-5,

@@ -9,7 +9,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 
 use crate::data::Batch;
 use crate::models::{ModelKind, Network};
-use crate::train::{optimizer, train_step};
+use crate::train::{optimizer, train_step, StepOptions};
 
 /// What to time.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ pub fn bench_training_step(config: &BenchConfig, device: &Device, mut on_step: i
         let start = Instant::now();
         // Read the loss and the correct count back every step, as PyTorch's side does
         // (`bench/torch_step.py`); that also waits for the step to finish.
-        let (next, out) = train_step(model, &mut optim, data.to_device(&device), 1e-3, 0.0);
+        let (next, out) = train_step(model, &mut optim, data.to_device(&device), 1e-3, StepOptions::default());
         let _ = out.read();
         model = next;
         let _ = device.sync();

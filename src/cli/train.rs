@@ -16,7 +16,8 @@ use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
 use crate::train::{
-    self, ConfigError, EpochMetrics, Observer, ObserverError, Schedule, TrainConfig, TrainError, TrainState,
+    self, ConfigError, EpochMetrics, Observer, ObserverError, OptimizerKind, Schedule, TrainConfig, TrainError,
+    TrainState,
 };
 
 #[derive(Debug, Args)]
@@ -29,7 +30,7 @@ pub struct TrainArgs {
     /// [default: 256]
     #[arg(long, value_parser = positive, allow_negative_numbers = true, conflicts_with = "resume")]
     pub batch_size: Option<usize>,
-    /// Adam learning rate (the peak rate under --schedule) [default: 0.001].
+    /// Learning rate (the peak rate under --schedule) [default: 0.001].
     #[arg(long, value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub lr: Option<f64>,
     /// Resize images to S×S (bilinear). Default: the network's training size (28; 96 for densenet, the book's).
@@ -58,9 +59,22 @@ pub struct TrainArgs {
     /// (e.g. 0.1) [default: 0].
     #[arg(long, value_name = "A", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub label_smoothing: Option<f64>,
-    /// Decoupled weight decay (switches Adam to AdamW) [default: 0].
+    /// Weight decay: decoupled for Adam (which makes it AdamW), added to the gradient for SGD
+    /// (as PyTorch's) [default: 0].
     #[arg(long, value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub weight_decay: Option<f64>,
+    /// The optimizer [default: adam].
+    #[arg(long, value_enum, conflicts_with = "resume")]
+    pub optimizer: Option<OptimizerKind>,
+    /// SGD's momentum, in [0, 1) [default: 0.9 with --optimizer sgd].
+    #[arg(long, value_name = "M", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub momentum: Option<f64>,
+    /// Nesterov momentum (SGD).
+    #[arg(long, conflicts_with = "resume")]
+    pub nesterov: bool,
+    /// Clip the gradients' joint L2 norm to N each step (PyTorch's clip_grad_norm_).
+    #[arg(long, value_name = "N", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub clip_grad: Option<f64>,
     /// Before each evaluation, replace batch normalization's moving averages with the average
     /// statistics of N training batches, taken with the epoch's final weights ("precise BN").
     /// 0 evaluates with the book's moving averages. [default: 10; 0 for lenet]
@@ -87,6 +101,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     fn config(&self, model: ModelKind) -> TrainConfig {
         let book = TrainConfig::new(model);
+        let optimizer = self.optimizer.unwrap_or(book.optimizer);
         TrainConfig {
             model,
             epochs: self.epochs.unwrap_or(book.epochs),
@@ -101,6 +116,10 @@ impl TrainArgs {
             label_smoothing: self.label_smoothing.unwrap_or(book.label_smoothing),
             warmup_epochs: self.warmup_epochs.unwrap_or(book.warmup_epochs),
             precise_bn: self.precise_bn.unwrap_or(book.precise_bn),
+            optimizer,
+            momentum: self.momentum.unwrap_or(if optimizer == OptimizerKind::Sgd { 0.9 } else { book.momentum }),
+            nesterov: self.nesterov,
+            clip_grad: self.clip_grad,
         }
     }
 }
@@ -202,6 +221,24 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
 
 /// The line that opens a run: what is trained on what, with which settings; where the data's
 /// images are resized, from what to what; and what extending a scheduled run means.
+/// The optimizer, where it is not the book's plain Adam: "; AdamW, weight decay 0.05",
+/// "; SGD, momentum 0.9 (Nesterov), weight decay 0.0005".
+fn optimizer_words(config: &TrainConfig) -> String {
+    let decay = (config.weight_decay > 0.0).then(|| format!(", weight decay {}", compact(config.weight_decay)));
+    match config.optimizer {
+        OptimizerKind::Adam => decay.map(|d| format!("; AdamW{d}")).unwrap_or_default(),
+        OptimizerKind::Sgd => {
+            let momentum = match (config.momentum > 0.0, config.nesterov) {
+                (false, _) => String::new(),
+                (true, nesterov) => {
+                    format!(", momentum {}{}", compact(config.momentum), if nesterov { " (Nesterov)" } else { "" })
+                }
+            };
+            format!("; SGD{momentum}{}", decay.unwrap_or_default())
+        }
+    }
+}
+
 fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize, scheduled_total: usize) -> String {
     let size = config.image_size();
     let [rows, cols] = data.train.image_size();
@@ -231,6 +268,10 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
     }
     if config.warmup_epochs > 0 {
         line += &format!("; warm-up over {}", plural(config.warmup_epochs, "epoch", "epochs"));
+    }
+    line += &optimizer_words(config);
+    if let Some(max) = config.clip_grad {
+        line += &format!("; gradient norm clipped at {}", compact(max));
     }
     if config.label_smoothing > 0.0 {
         line += &format!("; label smoothing {}", compact(config.label_smoothing));

@@ -50,6 +50,33 @@ pub struct TrainConfig {
     /// book's, and what runs saved before it read as) is none.
     #[serde(default)]
     pub warmup_epochs: usize,
+    /// Adam (the book's; AdamW with weight decay) or SGD. Runs saved before the field read as
+    /// Adam.
+    #[serde(default)]
+    pub optimizer: OptimizerKind,
+    /// SGD's momentum (PyTorch's, without dampening); 0 is plain SGD. Adam has none of its own.
+    #[serde(default)]
+    pub momentum: f64,
+    /// Nesterov momentum for SGD.
+    #[serde(default)]
+    pub nesterov: bool,
+    /// Scale the gradients so that their joint L2 norm is at most this (PyTorch's
+    /// `clip_grad_norm_`); `None` (and runs saved before the field) clips nothing.
+    #[serde(default)]
+    pub clip_grad: Option<f64>,
+}
+
+/// The optimizer a run trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// The book's Adam (PyTorch's defaults); AdamW where there is weight decay.
+    #[default]
+    Adam,
+    /// Stochastic gradient descent, with momentum and Nesterov as asked; weight decay added to
+    /// the gradient, as PyTorch's SGD has it.
+    Sgd,
 }
 
 /// How the learning rate moves over the run's steps.
@@ -110,6 +137,14 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("momentum must be at least 0 and below 1, got {0}")]
+    BadMomentum(f64),
+    #[error("momentum and Nesterov are SGD's settings (Adam has its own moments): pass --optimizer sgd")]
+    MomentumWithoutSgd,
+    #[error("Nesterov momentum needs a momentum above 0")]
+    NesterovWithoutMomentum,
+    #[error("the gradient-norm limit must be a positive finite number, got {0}")]
+    BadClipGrad(f64),
     #[error("a warm-up of {warmup} epochs is longer than the run's {epochs}")]
     WarmupTooLong { warmup: usize, epochs: usize },
     #[error("{0} has no batch normalization, so precise BN has nothing to recompute")]
@@ -143,6 +178,10 @@ impl TrainConfig {
             precise_bn: if model.has_batch_norm() { DEFAULT_PRECISE_BN_BATCHES } else { 0 },
             label_smoothing: 0.0,
             warmup_epochs: 0,
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.0,
+            nesterov: false,
+            clip_grad: None,
         }
     }
 
@@ -206,6 +245,18 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(ConfigError::BadLabelSmoothing(self.label_smoothing));
         }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(ConfigError::BadMomentum(self.momentum));
+        }
+        if self.optimizer != OptimizerKind::Sgd && (self.momentum > 0.0 || self.nesterov) {
+            return Err(ConfigError::MomentumWithoutSgd);
+        }
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        if let Some(max) = self.clip_grad.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return Err(ConfigError::BadClipGrad(max));
+        }
         if self.precise_bn > 0 && !self.model.has_batch_norm() {
             return Err(ConfigError::NoBatchNorm(self.model));
         }
@@ -239,6 +290,13 @@ mod tests {
             TrainConfig { label_smoothing: 1.0, ..ok.clone() },
             TrainConfig { label_smoothing: f64::NAN, ..ok.clone() },
             TrainConfig { warmup_epochs: 6, ..ok.clone() },
+            TrainConfig { momentum: 0.9, ..ok.clone() },
+            TrainConfig { nesterov: true, ..ok.clone() },
+            TrainConfig { optimizer: OptimizerKind::Sgd, nesterov: true, ..ok.clone() },
+            TrainConfig { optimizer: OptimizerKind::Sgd, momentum: 1.0, ..ok.clone() },
+            TrainConfig { optimizer: OptimizerKind::Sgd, momentum: -0.5, ..ok.clone() },
+            TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
+            TrainConfig { clip_grad: Some(f64::INFINITY), ..ok.clone() },
         ];
         for config in bad {
             assert!(config.validate().is_err(), "{config:?} was accepted");
@@ -294,6 +352,29 @@ mod tests {
         let mut json = serde_json::to_value(none).unwrap();
         json.as_object_mut().unwrap().remove("warmup_epochs");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap().warmup_epochs, 0);
+    }
+
+    /// SGD with Nesterov momentum is a valid recipe; runs saved before the optimizer fields
+    /// existed resume with the book's Adam and no clipping.
+    #[test]
+    fn sgd_is_the_other_optimizer_and_old_runs_stay_adam() {
+        let sgd = TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: true,
+            clip_grad: Some(5.0),
+            ..TrainConfig::new(ModelKind::ResNet18)
+        };
+        assert!(sgd.validate().is_ok());
+        let json = serde_json::to_value(&sgd).unwrap();
+        assert_eq!(json["optimizer"], "sgd");
+        assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), sgd);
+        let mut old = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
+        for field in ["optimizer", "momentum", "nesterov", "clip_grad"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let old: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!((old.optimizer, old.momentum, old.nesterov, old.clip_grad), (OptimizerKind::Adam, 0.0, false, None));
     }
 
     /// Runs saved before label smoothing existed train on as they did: plain cross-entropy.

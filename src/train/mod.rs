@@ -4,6 +4,7 @@
 //! bars) without the loop knowing about files or terminals.
 
 pub mod adam;
+pub mod clip;
 pub mod config;
 pub mod evaluate;
 pub mod metrics;
@@ -13,10 +14,12 @@ mod read_back;
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 
-pub use config::{Augment, ConfigError, Schedule, TrainConfig};
+pub use config::{Augment, ConfigError, OptimizerKind, Schedule, TrainConfig};
 pub use evaluate::{correct_count, evaluate, evaluate_report, EvalReport};
 pub use metrics::{EpochMetrics, Tally};
 
@@ -132,7 +135,7 @@ pub fn train(
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
         for (step, batch) in batches.enumerate() {
             let lr = config.lr_at((epoch - 1) * steps_per_epoch + step, total_steps, steps_per_epoch);
-            let (next, out) = train_step(state.model, &mut state.optim, batch, lr, config.label_smoothing);
+            let (next, out) = train_step(state.model, &mut state.optim, batch, lr, StepOptions::of(config));
             state.model = next;
             unread.push(out);
             steps_done = step + 1;
@@ -197,12 +200,20 @@ pub fn optimizer() -> ModuleOptimizer {
 }
 
 /// The run's optimizer: the book's Adam, or AdamW (PyTorch's defaults) when the run asks for
-/// weight decay.
+/// weight decay; or SGD with the run's momentum, Nesterov and weight decay (burn's `Sgd`,
+/// which computes PyTorch's update with dampening 0).
 pub fn optimizer_for(config: &TrainConfig) -> ModuleOptimizer {
-    if config.weight_decay > 0.0 {
-        AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init()
-    } else {
-        optimizer()
+    match config.optimizer {
+        OptimizerKind::Adam if config.weight_decay > 0.0 => {
+            AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init()
+        }
+        OptimizerKind::Adam => optimizer(),
+        OptimizerKind::Sgd => SgdConfig::new()
+            .with_momentum((config.momentum > 0.0).then(|| {
+                MomentumConfig::new().with_momentum(config.momentum).with_dampening(0.0).with_nesterov(config.nesterov)
+            }))
+            .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+            .init(),
     }
 }
 
@@ -232,25 +243,43 @@ impl StepOutput {
     }
 }
 
-/// One step of the book's training: forward (training mode), cross-entropy (with
-/// `label_smoothing`, 0 for the book's), backward, Adam. Nothing is read back to the host, so
-/// on a GPU the step is only queued.
+/// What a training step does beyond the book's: label smoothing of its loss and clipping of
+/// its gradients' norm (the default: neither).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepOptions {
+    pub label_smoothing: f64,
+    pub clip_grad: Option<f64>,
+}
+
+impl StepOptions {
+    /// The run's.
+    pub fn of(config: &TrainConfig) -> Self {
+        Self { label_smoothing: config.label_smoothing, clip_grad: config.clip_grad }
+    }
+}
+
+/// One step of the book's training: forward (training mode), cross-entropy (with the label
+/// smoothing of `options`), backward, the gradients' norm clipped where `options` ask, the
+/// optimizer. Nothing is read back to the host, so on a GPU the step is only queued.
 pub fn train_step(
     model: Network,
     optim: &mut ModuleOptimizer,
     batch: Batch,
     lr: f64,
-    label_smoothing: f64,
+    options: StepOptions,
 ) -> (Network, StepOutput) {
     let examples = batch.labels.dims()[0];
     let logits = model.forward(batch.images);
-    let loss = training_loss(logits.clone(), batch.labels.clone(), label_smoothing);
+    let loss = training_loss(logits.clone(), batch.labels.clone(), options.label_smoothing);
     let out = StepOutput {
         examples,
         loss: loss.clone().detach().reshape([1]),
         correct: correct_count(logits.detach(), batch.labels),
     };
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    if let Some(max_norm) = options.clip_grad {
+        clip::clip_grad_norm(&model, &mut grads, max_norm);
+    }
     (optim.step(lr, model, grads), out)
 }
 
@@ -300,6 +329,43 @@ mod tests {
                 / 2.0;
             let got = values(training_loss(logits.clone(), label_tensor.clone(), alpha))[0] as f64;
             assert!((got - expected).abs() < 1e-5, "α = {alpha}: {got} against {expected}");
+        }
+    }
+
+    /// The SGD a run builds computes PyTorch's update: with momentum m, Nesterov and weight
+    /// decay λ, g' = g + λ·p, v = m·v + g' (v = g' on the first step), p −= lr·(g' + m·v).
+    #[test]
+    fn sgd_makes_pytorchs_nesterov_update_with_weight_decay() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = Device::flex().autodiff();
+        let config = TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.01,
+            ..TrainConfig::new(crate::models::ModelKind::LeNet)
+        };
+        let mut optim = optimizer_for(&config);
+        let mut model: Linear = LinearConfig::new(3, 2).init(&device);
+        let x = Tensor::<2>::from_floats([[1.0, -2.0, 0.5], [0.3, 0.1, -1.5]], &device);
+        let (lr, (m, wd)) = (0.1, (0.9f64, 0.01f64));
+        let mut velocity: Option<Vec<f64>> = None;
+        for step in 0..3 {
+            let grads = GradientsParams::from_grads(model.forward(x.clone()).powi_scalar(2).sum().backward(), &model);
+            let p: Vec<f64> = values(model.weight.val()).iter().map(|&v| v as f64).collect();
+            let g: Vec<f64> = values(grads.get::<2>(model.weight.id).unwrap()).iter().map(|&v| v as f64).collect();
+            let g: Vec<f64> = g.iter().zip(&p).map(|(g, p)| g + wd * p).collect();
+            let v: Vec<f64> = match &velocity {
+                Some(v) => v.iter().zip(&g).map(|(v, g)| m * v + g).collect(),
+                None => g.clone(),
+            };
+            let expected: Vec<f64> = p.iter().zip(&g).zip(&v).map(|((p, g), v)| p - lr * (g + m * v)).collect();
+            model = optim.step(lr, model, grads);
+            let got = values(model.weight.val());
+            for (a, b) in got.iter().zip(&expected) {
+                assert!((*a as f64 - b).abs() < 1e-5, "step {step}: {a} against {b}");
+            }
+            velocity = Some(v);
         }
     }
 }
