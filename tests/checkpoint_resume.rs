@@ -41,7 +41,7 @@ fn config(model: ModelKind, epochs: usize) -> TrainConfig {
     TrainConfig {
         epochs,
         batch_size: 32,
-        augment: Augment { crop_padding: 2, flip: true },
+        augment: Augment::crop_flip(2, true),
         schedule: Schedule::OneCycle,
         lr: 0.01,
         ..TrainConfig::new(model)

@@ -315,11 +315,11 @@ fn warmup_and_label_smoothing_change_the_training() {
     );
 }
 
-/// SGD with Nesterov momentum and gradient-norm clipping each change the first epoch, are
+/// SGD with Nesterov momentum, gradient-norm clipping and random erasing each change the first epoch, are
 /// named in the header and run.json, and an SGD run resumes with its momentum; momentum
 /// without SGD is refused.
 #[test]
-fn sgd_and_gradient_clipping_change_the_training() {
+fn sgd_clipping_and_erasing_change_the_training() {
     let data = synthetic_dir(96, 16);
     let runs = tempfile::tempdir().unwrap();
     let base = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "32"];
@@ -339,6 +339,9 @@ fn sgd_and_gradient_clipping_change_the_training() {
     let (header, clipped, record) = first_epoch(&["--clip-grad", "0.01"], "clipped");
     assert!(header.contains("gradient norm clipped at 0.01") && record.contains("\"clip_grad\": 0.01"), "{header}");
     assert_ne!(plain, clipped);
+    let (header, erased, record) = first_epoch(&["--random-erasing", "0.5"], "erased");
+    assert!(header.contains("random erasing with p 0.5") && record.contains("\"erasing\": 0.5"), "{header}");
+    assert_ne!(plain, erased);
     let resumed = ok(&["train", "--resume", path(&runs.path().join("sgd")), "--epochs", "3"]);
     assert!(resumed.lines().any(|l| l.starts_with("epoch 3,")), "{resumed}");
     assert_fails_with(&["train", "--model", "lenet-bn", "--momentum", "0.5"], "pass --optimizer sgd");

@@ -33,7 +33,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a network (or resume a run) and print one line of metrics per epoch.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Test loss, accuracy, per-class accuracy and confusion matrix of a saved run.
     Eval(EvalArgs),
     /// The most likely classes of images (PNG/JPEG files, or an image of an IDX file).
@@ -128,7 +128,7 @@ pub fn error_line(e: &anyhow::Error) -> String {
 /// Runs a parsed command, writing its report to `out`.
 pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(args) => train::run(args, out),
+        Command::Train(args) => train::run(*args, out),
         Command::Eval(args) => inspect::eval(args, out),
         Command::Predict(args) => inspect::predict(args, out),
         Command::Plot(args) => runs::plot(args, out),

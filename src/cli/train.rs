@@ -48,6 +48,10 @@ pub struct TrainArgs {
     /// Augment: random horizontal flip.
     #[arg(long, conflicts_with = "resume")]
     pub flip: bool,
+    /// Augment: with probability P, black out a random rectangle of 2–33% of the image
+    /// (torchvision's RandomErasing), after crop and flip.
+    #[arg(long, value_name = "P", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub random_erasing: Option<f64>,
     /// Learning-rate schedule [default: constant].
     #[arg(long, value_enum, conflicts_with = "resume")]
     pub schedule: Option<Schedule>,
@@ -110,7 +114,11 @@ impl TrainArgs {
             resize: self.resize,
             seed: self.seed.unwrap_or(book.seed),
             limit: self.limit,
-            augment: Augment { crop_padding: self.crop_padding.unwrap_or(0), flip: self.flip },
+            augment: Augment {
+                crop_padding: self.crop_padding.unwrap_or(0),
+                flip: self.flip,
+                erasing: self.random_erasing.unwrap_or(0.0),
+            },
             schedule: self.schedule.unwrap_or(book.schedule),
             weight_decay: self.weight_decay.unwrap_or(book.weight_decay),
             label_smoothing: self.label_smoothing.unwrap_or(book.label_smoothing),
@@ -268,6 +276,9 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
     }
     if config.warmup_epochs > 0 {
         line += &format!("; warm-up over {}", plural(config.warmup_epochs, "epoch", "epochs"));
+    }
+    if config.augment.erasing > 0.0 {
+        line += &format!("; random erasing with p {}", compact(config.augment.erasing));
     }
     line += &optimizer_words(config);
     if let Some(max) = config.clip_grad {

@@ -1,22 +1,37 @@
 //! Training-time data augmentation on the raw pixels (before any resize), like torchvision's
-//! `RandomCrop(28, padding=p)` and `RandomHorizontalFlip()`.
+//! `RandomCrop(28, padding=p)`, `RandomHorizontalFlip()` and `RandomErasing(p)` (in that order).
 
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Augment {
     /// Random crop back to the original size after zero-padding each side by this many pixels;
     /// 0 turns it off.
     pub crop_padding: usize,
     /// Mirror left-right with probability 1/2.
     pub flip: bool,
+    /// With this probability, set a random rectangle to 0 (black), as torchvision's
+    /// `RandomErasing(p, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0)`; 0 turns it off (and
+    /// is what runs saved before it read as).
+    #[serde(default)]
+    pub erasing: f64,
 }
 
+/// The share of the image an erased rectangle covers, and its range of aspect ratios
+/// (torchvision's defaults).
+const ERASING_SCALE: (f64, f64) = (0.02, 0.33);
+const ERASING_RATIO: (f64, f64) = (0.3, 3.3);
+
 impl Augment {
+    /// Crop and flip only: the augmentations before random erasing existed.
+    pub fn crop_flip(crop_padding: usize, flip: bool) -> Self {
+        Self { crop_padding, flip, erasing: 0.0 }
+    }
+
     pub fn is_off(&self) -> bool {
-        self.crop_padding == 0 && !self.flip
+        self.crop_padding == 0 && !self.flip && self.erasing == 0.0
     }
 
     /// One randomly cropped and/or flipped copy of the `h`×`w` image `pixels`.
@@ -35,8 +50,34 @@ impl Augment {
                 }
             }
         }
+        // Drawn only when erasing is on, so that crop and flip draw as they did before it.
+        if self.erasing > 0.0 && rng.random_bool(self.erasing) {
+            if let Some((top, left, eh, ew)) = erased_rectangle(h, w, rng) {
+                for row in out[top * w..(top + eh) * w].chunks_exact_mut(w) {
+                    row[left..left + ew].fill(0);
+                }
+            }
+        }
         out
     }
+}
+
+/// torchvision's `RandomErasing.get_params`: up to 10 tries at a rectangle of a random share of
+/// the area and a log-uniform aspect ratio that fits the image; its top, left, height and
+/// width, or `None` when no try fits.
+fn erased_rectangle(h: usize, w: usize, rng: &mut StdRng) -> Option<(usize, usize, usize, usize)> {
+    let area = (h * w) as f64;
+    let (log_lo, log_hi) = (ERASING_RATIO.0.ln(), ERASING_RATIO.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(ERASING_SCALE.0..ERASING_SCALE.1);
+        let aspect = rng.random_range(log_lo..log_hi).exp();
+        let (eh, ew) = ((target * aspect).sqrt().round() as usize, (target / aspect).sqrt().round() as usize);
+        if eh == 0 || ew == 0 || eh >= h || ew >= w {
+            continue;
+        }
+        return Some((rng.random_range(0..=h - eh), rng.random_range(0..=w - ew), eh, ew));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -49,7 +90,7 @@ mod tests {
         let img: Vec<u8> = (0..12).collect();
         let mut rng = StdRng::seed_from_u64(0);
         assert_eq!(Augment::default().apply(&img, 3, 4, &mut rng), img);
-        let flip = Augment { crop_padding: 0, flip: true };
+        let flip = Augment::crop_flip(0, true);
         let outs: Vec<Vec<u8>> = (0..32).map(|_| flip.apply(&img, 3, 4, &mut rng)).collect();
         let mirrored: Vec<u8> = vec![3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8];
         assert!(outs.iter().all(|o| *o == img || *o == mirrored));
@@ -59,7 +100,7 @@ mod tests {
     #[test]
     fn crop_shifts_the_image_and_fills_with_zeros() {
         let img = vec![1u8; 16];
-        let crop = Augment { crop_padding: 2, flip: false };
+        let crop = Augment::crop_flip(2, false);
         let mut rng = StdRng::seed_from_u64(1);
         let mut saw_shift = false;
         for _ in 0..50 {
@@ -71,5 +112,39 @@ mod tests {
             saw_shift |= ones < 16;
         }
         assert!(saw_shift);
+    }
+
+    /// Erasing with p = 1 zeroes one rectangle of 2–33% of the image (ratios 0.3–3.3, so some
+    /// tries fail and leave the image whole), the rest untouched; with p = 0.5 about half the
+    /// images; the same seed erases the same rectangles.
+    #[test]
+    fn erasing_zeroes_one_rectangle_of_the_image() {
+        let (h, w) = (28, 28);
+        let img = vec![200u8; h * w];
+        let always = Augment { erasing: 1.0, ..Augment::default() };
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut erased = 0;
+        for _ in 0..200 {
+            let out = always.apply(&img, h, w, &mut rng);
+            let zeros: Vec<usize> = (0..h * w).filter(|&i| out[i] == 0).collect();
+            assert!(out.iter().all(|&v| v == 0 || v == 200));
+            if zeros.is_empty() {
+                continue;
+            }
+            erased += 1;
+            let (rows, cols): (Vec<usize>, Vec<usize>) = zeros.iter().map(|&i| (i / w, i % w)).unzip();
+            let (r0, r1) = (*rows.iter().min().unwrap(), *rows.iter().max().unwrap());
+            let (c0, c1) = (*cols.iter().min().unwrap(), *cols.iter().max().unwrap());
+            assert_eq!(zeros.len(), (r1 - r0 + 1) * (c1 - c0 + 1), "not one rectangle");
+            let share = zeros.len() as f64 / (h * w) as f64;
+            assert!((0.01..=0.36).contains(&share), "{share}");
+        }
+        assert!(erased > 150, "only {erased} of 200 erased");
+        let half = Augment { erasing: 0.5, ..Augment::default() };
+        let mut rng = StdRng::seed_from_u64(4);
+        let touched = (0..400).filter(|_| half.apply(&img, h, w, &mut rng) != img).count();
+        assert!((140..=260).contains(&touched), "{touched} of 400");
+        let draw = |seed| always.apply(&img, h, w, &mut StdRng::seed_from_u64(seed));
+        assert_eq!(draw(9), draw(9));
     }
 }

@@ -137,6 +137,8 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("the random-erasing probability must be between 0 and 1, got {0}")]
+    BadErasing(f64),
     #[error("momentum must be at least 0 and below 1, got {0}")]
     BadMomentum(f64),
     #[error("momentum and Nesterov are SGD's settings (Adam has its own moments): pass --optimizer sgd")]
@@ -245,6 +247,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(ConfigError::BadLabelSmoothing(self.label_smoothing));
         }
+        if !(0.0..=1.0).contains(&self.augment.erasing) {
+            return Err(ConfigError::BadErasing(self.augment.erasing));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(ConfigError::BadMomentum(self.momentum));
         }
@@ -296,6 +301,8 @@ mod tests {
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: 1.0, ..ok.clone() },
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: -0.5, ..ok.clone() },
             TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
+            TrainConfig { augment: Augment { erasing: 1.5, ..Augment::default() }, ..ok.clone() },
+            TrainConfig { augment: Augment { erasing: f64::NAN, ..Augment::default() }, ..ok.clone() },
             TrainConfig { clip_grad: Some(f64::INFINITY), ..ok.clone() },
         ];
         for config in bad {
@@ -305,17 +312,16 @@ mod tests {
 
     #[test]
     fn crop_padding_is_checked_against_the_datas_own_images() {
-        let c =
-            TrainConfig { augment: Augment { crop_padding: 14, flip: false }, ..TrainConfig::new(ModelKind::ResNet18) };
+        let c = TrainConfig { augment: Augment::crop_flip(14, false), ..TrainConfig::new(ModelKind::ResNet18) };
         assert!(c.validate().is_ok());
         let e = c.check_data([28, 28]).unwrap_err().to_string();
         assert!(e.starts_with("crop padding 14 is too large for 28×28 images"), "{e}");
         assert!(c.check_data([64, 29]).is_ok());
         assert!(c.check_data([29, 28]).is_err());
-        let small = TrainConfig { augment: Augment { crop_padding: 3, flip: false }, ..c };
+        let small = TrainConfig { augment: Augment::crop_flip(3, false), ..c };
         assert!(small.check_data([1, 1]).is_err() && small.check_data([7, 7]).is_ok());
         // A padding too large to double is refused, not wrapped around.
-        let huge = TrainConfig { augment: Augment { crop_padding: usize::MAX / 2 + 1, flip: false }, ..small };
+        let huge = TrainConfig { augment: Augment::crop_flip(usize::MAX / 2 + 1, false), ..small };
         assert!(huge.check_data([28, 28]).is_err());
     }
 
@@ -396,7 +402,7 @@ mod tests {
     #[test]
     fn round_trips_through_json() {
         let mut c = TrainConfig::new(ModelKind::ResNet18);
-        c.augment = Augment { crop_padding: 4, flip: true };
+        c.augment = Augment::crop_flip(4, true);
         c.schedule = Schedule::OneCycle;
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"resnet18\"") && json.contains("\"one-cycle\""), "{json}");
