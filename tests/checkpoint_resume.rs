@@ -31,8 +31,8 @@ impl Observer for Saver<'_> {
 }
 
 /// Everything but the wall-clock numbers.
-fn outcome(history: &[EpochMetrics]) -> Vec<(usize, f64, f64, f64)> {
-    history.iter().map(|m| (m.epoch, m.loss, m.train_accuracy, m.test_accuracy)).collect()
+fn outcome(history: &[EpochMetrics]) -> Vec<(usize, f64, f64, f64, Option<f64>)> {
+    history.iter().map(|m| (m.epoch, m.loss, m.train_accuracy, m.test_accuracy, m.ema_test_accuracy)).collect()
 }
 
 fn config(model: ModelKind, epochs: usize) -> TrainConfig {
@@ -54,10 +54,16 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     let (d, data) = (Device::flex(), data());
     // With precise BN too: its statistics are then what the checkpoints hold. ResNet-18's
     // convolutions run on oneDNN, whose weight gradients must be deterministic for this.
-    let cases =
-        [(ModelKind::LeNetBn, 0), (ModelKind::LeNetBnScratch, 0), (ModelKind::LeNetBn, 2), (ModelKind::ResNet18, 0)];
-    for (model, precise_bn) in cases {
-        let full = TrainConfig { precise_bn, ..config(model, 4) };
+    // And with a moving average of the weights, which the checkpoints then hold too.
+    let cases = [
+        (ModelKind::LeNetBn, 0, None),
+        (ModelKind::LeNetBnScratch, 0, None),
+        (ModelKind::LeNetBn, 2, Some(0.9)),
+        (ModelKind::ResNet18, 0, None),
+        (ModelKind::LeNetBn, 0, Some(0.5)),
+    ];
+    for (model, precise_bn, ema) in cases {
+        let full = TrainConfig { precise_bn, ema, ..config(model, 4) };
         let straight = train(
             &full,
             &data,
@@ -85,7 +91,11 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
         let mut files: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
-        assert_eq!(files, ["model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"]);
+        match ema {
+            Some(_) => assert_eq!(files, ["ema-epoch4.bpk", "model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"]),
+            None => assert_eq!(files, ["model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"]),
+        }
+        assert_eq!(straight.history.iter().all(|m| m.ema_test_accuracy.is_some()), ema.is_some());
     }
 }
 

@@ -347,6 +347,38 @@ fn sgd_clipping_and_erasing_change_the_training() {
     assert_fails_with(&["train", "--model", "lenet-bn", "--momentum", "0.5"], "pass --optimizer sgd");
 }
 
+/// `--ema`: the epoch lines, metrics.csv and run.json carry the average's test accuracy, the
+/// run keeps its weights beside the trained ones, and `eval --ema` of the run finds the last
+/// epoch's accuracy again (and refuses a run without an average); the average differs from
+/// the trained weights.
+#[test]
+fn a_moving_average_of_the_weights_is_tested_saved_and_evaluated() {
+    let data = synthetic_dir(96, 40);
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("ema");
+    let base = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "16"];
+    let text = ok(&[&base[..], &["--ema", "0.9", "--lr", "0.01", "--out", path(&run)]].concat());
+    assert!(text.lines().next().unwrap().contains("; EMA of the weights, decay 0.9"), "{text}");
+    let last = text.lines().rfind(|l| l.starts_with("epoch ")).unwrap();
+    let ema_acc = last.split(", ").find_map(|p| p.strip_prefix("EMA test acc ")).unwrap();
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().ends_with(",ema_test_acc"), "{csv}");
+    assert!(run.join("ema-epoch2.bpk").exists());
+    let eval = |extra: &[&str]| {
+        let args =
+            [&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--json"][..], extra].concat();
+        let json: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
+        (json["accuracy"].as_f64().unwrap(), json["loss"].as_f64().unwrap())
+    };
+    let (averaged, averaged_loss) = eval(&["--ema"]);
+    assert_eq!(format!("{averaged:.3}"), ema_acc, "{last}");
+    assert_ne!(eval(&[]).1, averaged_loss, "the average is the trained weights");
+    let plain = runs.path().join("plain");
+    ok(&[&base[..], &["--out", path(&plain)]].concat());
+    assert_fails_with(&["eval", "--checkpoint", path(&plain), "--ema"], "keeps no moving average");
+    assert_fails_with(&["train", "--model", "lenet-bn", "--ema", "1"], "EMA decay");
+}
+
 /// A reader that goes away (`deepcnn train | head -1`) stops the run quietly: the epoch line
 /// that cannot be printed is the observer's error, which must reach `main` as the closed
 /// pipe it is.

@@ -46,6 +46,10 @@ pub struct RunRecord {
     pub model_file: String,
     /// Adam's state after `epochs_done` epochs; `None` for imported weights.
     pub optimizer_file: Option<String>,
+    /// The moving average of the weights (`--ema`) after `epochs_done` epochs, in runs that
+    /// keep one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_file: Option<String>,
     /// The random state: every epoch's shuffle and augmentation derive from `config.seed` and
     /// the epoch number, so the next epoch is all a resumed run needs.
     pub next_epoch: usize,
@@ -57,7 +61,7 @@ impl RunRecord {
     fn new(
         config: &TrainConfig,
         model_file: String,
-        optimizer_file: Option<String>,
+        [optimizer_file, ema_file]: [Option<String>; 2],
         history: Vec<EpochMetrics>,
     ) -> Self {
         RunRecord {
@@ -67,6 +71,7 @@ impl RunRecord {
             epochs_done: history.len(),
             model_file,
             optimizer_file,
+            ema_file,
             next_epoch: history.len() + 1,
             history,
         }
@@ -74,6 +79,11 @@ impl RunRecord {
 }
 
 impl RunRecord {
+    /// The checkpoint files the record names.
+    pub fn files(&self) -> impl Iterator<Item = &String> {
+        [Some(&self.model_file), self.optimizer_file.as_ref(), self.ema_file.as_ref()].into_iter().flatten()
+    }
+
     /// Reads the text of a `run.json`, checked to describe a run this deepcnn can load: its
     /// layout version, its epoch count, settings its network can use, and checkpoint files
     /// inside the run directory. The error says what is wrong.
@@ -86,7 +96,8 @@ impl RunRecord {
             return Err("epoch count and history disagree".into());
         }
         for (i, m) in record.history.iter().enumerate() {
-            let accuracies = [m.train_accuracy, m.test_accuracy].iter().all(|a| (0.0..=1.0).contains(a));
+            let accuracies =
+                [m.train_accuracy, m.test_accuracy].iter().chain(&m.ema_test_accuracy).all(|a| (0.0..=1.0).contains(a));
             let finite = [m.loss, m.seconds, m.examples_per_sec].iter().all(|v| v.is_finite() && *v >= 0.0);
             if m.epoch != i + 1 || !accuracies || !finite {
                 return Err(format!("the metrics of epoch {} are not a run's (epoch {}, accuracies outside 0–1, or negative or non-finite numbers)", i + 1, m.epoch));
@@ -107,7 +118,7 @@ impl RunRecord {
                 plural(record.config.epochs, "epoch", "epochs")
             ));
         }
-        for name in [Some(&record.model_file), record.optimizer_file.as_ref()].into_iter().flatten() {
+        for name in record.files() {
             if !is_plain_file_name(name) {
                 return Err(format!("names {name:?}, which is not a file in the run directory"));
             }
@@ -131,6 +142,8 @@ pub enum CheckpointError {
         .dir.display()
     )]
     NotARunDir { dir: PathBuf },
+    #[error("{} keeps no moving average of the weights (it was not trained with --ema)", .dir.display())]
+    NoEma { dir: PathBuf },
     #[error("{} does not exist", .dir.display())]
     NoDir { dir: PathBuf },
     #[error("{}: {reason}", .path.display())]
@@ -251,10 +264,18 @@ impl RunDir {
         let optim_bytes =
             state.optim.into_bytes().map_err(|e| CheckpointError::corrupt(&self.path.join(&optimizer_file), e))?;
         self.write(&optimizer_file, &optim_bytes)?;
+        let ema_file = match &state.ema {
+            Some(average) => {
+                let name = self.unused_name("ema", epoch);
+                self.write(&name, &network_bytes(average))?;
+                Some(name)
+            }
+            None => None,
+        };
         for (name, bytes) in derived {
             self.write(name, bytes)?;
         }
-        self.commit(RunRecord::new(config, model_file, Some(optimizer_file), state.history.clone()))
+        self.commit(RunRecord::new(config, model_file, [Some(optimizer_file), ema_file], state.history.clone()))
     }
 
     /// Saves a network that was not trained here (imported weights) as epoch 0 of a run.
@@ -265,7 +286,7 @@ impl RunDir {
         for file in DERIVED_FILES {
             let _ = fs::remove_file(self.path.join(file));
         }
-        self.commit(RunRecord::new(config, model_file, None, Vec::new()))
+        self.commit(RunRecord::new(config, model_file, [None, None], Vec::new()))
     }
 
     /// `STEM-epochN.bpk`, unless the run.json on disk names that file (a run that `--force`
@@ -274,9 +295,7 @@ impl RunDir {
     fn unused_name(&self, stem: &str, epoch: usize) -> String {
         let committed =
             fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok());
-        let taken = |name: &String| {
-            committed.as_ref().is_some_and(|r| &r.model_file == name || r.optimizer_file.as_ref() == Some(name))
-        };
+        let taken = |name: &String| committed.as_ref().is_some_and(|r| r.files().any(|f| f == name));
         let plain = format!("{stem}-epoch{epoch}.bpk");
         if taken(&plain) {
             format!("{stem}-epoch{epoch}.1.bpk")
@@ -295,12 +314,12 @@ impl RunDir {
     fn commit(&self, record: RunRecord) -> Result<RunRecord, CheckpointError> {
         let json = serde_json::to_vec_pretty(&record).expect("a run record serializes");
         self.write(RUN_FILE, &json)?;
-        let keep = [Some(&record.model_file), record.optimizer_file.as_ref()];
+        let keep: Vec<&String> = record.files().collect();
         for entry in fs::read_dir(&self.path).map_err(CheckpointError::io(&self.path))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours =
-                (name.starts_with("model-epoch") || name.starts_with("optimizer-epoch")) && name.ends_with(".bpk");
-            if ours && !keep.contains(&Some(&name)) {
+            let ours = ["model-epoch", "optimizer-epoch", "ema-epoch"].iter().any(|stem| name.starts_with(stem))
+                && name.ends_with(".bpk");
+            if ours && !keep.contains(&&name) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -309,7 +328,33 @@ impl RunDir {
 
     /// The run's network, in evaluation mode (on `device`).
     pub fn load_network(&self, record: &RunRecord, device: &Device) -> Result<Network, CheckpointError> {
-        let path = self.path.join(&record.model_file);
+        self.load_network_file(record, &record.model_file, device)
+    }
+
+    /// The run's trained weights, or with `ema` the moving average of them (an error for a run
+    /// that keeps none), in evaluation mode (on `device`).
+    pub fn load_weights(&self, record: &RunRecord, device: &Device, ema: bool) -> Result<Network, CheckpointError> {
+        match ema {
+            false => self.load_network(record, device),
+            true => self.load_ema(record, device)?.ok_or_else(|| CheckpointError::NoEma { dir: self.path.clone() }),
+        }
+    }
+
+    /// The moving average of the run's weights (`--ema`), in evaluation mode (on `device`);
+    /// `None` for a run that keeps none.
+    pub fn load_ema(&self, record: &RunRecord, device: &Device) -> Result<Option<Network>, CheckpointError> {
+        match (&record.ema_file, record.config.ema) {
+            (Some(file), _) => self.load_network_file(record, file, device).map(Some),
+            (None, Some(_)) if record.epochs_done > 0 => Err(CheckpointError::corrupt(
+                &self.path.join(RUN_FILE),
+                "keeps a moving average of the weights (ema) but names no file for it",
+            )),
+            (None, _) => Ok(None),
+        }
+    }
+
+    fn load_network_file(&self, record: &RunRecord, file: &str, device: &Device) -> Result<Network, CheckpointError> {
+        let path = self.path.join(file);
         let kind = record.config.model;
         let bytes = read_checkpoint_file(&path, kind)?;
         let model =
@@ -330,7 +375,15 @@ impl RunDir {
             let bytes = read_checkpoint_file(&path, record.config.model)?;
             optim = optim.from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| CheckpointError::corrupt(&path, e))?;
         }
-        Ok(TrainState { model, optim, history: record.history.clone() })
+        let ema = match record.config.ema {
+            Some(_) => Some(match self.load_ema(record, &device.clone().autodiff())? {
+                Some(average) => average,
+                // A run saved before its first epoch: the average starts where the weights do.
+                None => crate::train::ema::copy_of(&model),
+            }),
+            None => None,
+        };
+        Ok(TrainState { model, optim, ema, history: record.history.clone() })
     }
 }
 

@@ -76,6 +76,10 @@ pub struct TrainArgs {
     /// Nesterov momentum (SGD).
     #[arg(long, conflicts_with = "resume")]
     pub nesterov: bool,
+    /// Keep an exponential moving average of the weights with decay D (e.g. 0.999, timm's
+    /// ModelEmaV2), tested after every epoch beside the weights and saved with them.
+    #[arg(long, value_name = "D", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub ema: Option<f64>,
     /// Clip the gradients' joint L2 norm to N each step (PyTorch's clip_grad_norm_).
     #[arg(long, value_name = "N", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub clip_grad: Option<f64>,
@@ -128,6 +132,7 @@ impl TrainArgs {
             momentum: self.momentum.unwrap_or(if optimizer == OptimizerKind::Sgd { 0.9 } else { book.momentum }),
             nesterov: self.nesterov,
             clip_grad: self.clip_grad,
+            ema: self.ema,
         }
     }
 }
@@ -281,6 +286,9 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
         line += &format!("; random erasing with p {}", compact(config.augment.erasing));
     }
     line += &optimizer_words(config);
+    if let Some(decay) = config.ema {
+        line += &format!("; EMA of the weights, decay {}", compact(decay));
+    }
     if let Some(max) = config.clip_grad {
         line += &format!("; gradient norm clipped at {}", compact(max));
     }

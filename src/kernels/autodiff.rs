@@ -163,6 +163,12 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         }
     }
 
+    fn fused_ema_step(average: FloatTensor<Self>, current: FloatTensor<Self>, decay: f64) -> FloatTensor<Self> {
+        // As Adam's update: a constant for the graph.
+        let average = B::fused_ema_step(average.into_primitive(), current.into_primitive(), decay);
+        <Self as AutodiffBackend>::from_inner(average)
+    }
+
     fn fast_max_pool2d(x: FloatTensor<Self>, window: pool::PoolWindow) -> FloatTensor<Self> {
         let inputs = [x.node()];
         let x = x.into_primitive();

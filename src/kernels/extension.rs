@@ -79,6 +79,10 @@ pub trait FastOps: Backend {
         scalars: adam::AdamScalars,
     ) -> AdamUpdate<Self>;
 
+    /// One step of a moving average, `decay·average + (1 − decay)·current` (no gradient is
+    /// recorded); see [`super::ema`].
+    fn fused_ema_step(average: FloatTensor<Self>, current: FloatTensor<Self>, decay: f64) -> FloatTensor<Self>;
+
     /// Max pooling on N×C×H×W (no dilation, floor).
     fn fast_max_pool2d(x: FloatTensor<Self>, window: pool::PoolWindow) -> FloatTensor<Self>;
 

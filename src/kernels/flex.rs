@@ -14,7 +14,7 @@ use super::conv::{self, ConvGeometry};
 use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
 use super::layout::{self, Layout};
 use super::profile::{self, Pass};
-use super::{activation, adam, pool, Kernel};
+use super::{activation, adam, ema, pool, Kernel};
 
 /// `t`'s values in NCHW order: borrowed where they lie so, else a copy.
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -171,6 +171,14 @@ impl FastOps for Flex {
             adam::step(param.storage_mut(), &grad, moment_1.storage_mut(), moment_2.storage_mut(), scalars)
         });
         AdamUpdate { param, moment_1, moment_2 }
+    }
+
+    fn fused_ema_step(average: FlexTensor, current: FlexTensor, decay: f64) -> FlexTensor {
+        // In place where nothing else holds the average's buffer, as Adam's update.
+        let mut average = whole_buffer(average);
+        let current = f32s(&current);
+        profile::timed(Kernel::Ema, Pass::Update, || ema::step(average.storage_mut(), &current, decay));
+        average
     }
 
     fn fast_max_pool2d(x: FlexTensor, window: pool::PoolWindow) -> FlexTensor {

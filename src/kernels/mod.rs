@@ -14,6 +14,7 @@ pub mod adam;
 mod autodiff;
 pub mod batch_norm;
 pub mod conv;
+pub mod ema;
 pub mod extension;
 mod flex;
 pub mod layout;
@@ -44,6 +45,8 @@ pub enum Kernel {
     Adam,
     MaxPool,
     AvgPool,
+    /// The moving average of the weights' update (`--ema`).
+    Ema,
     /// oneDNN's convolutions: off, deepcnn's own im2col + GEMM ones take their place.
     Onednn,
 }
@@ -58,13 +61,14 @@ impl Kernel {
             Kernel::Adam => "adam",
             Kernel::MaxPool => "max pool",
             Kernel::AvgPool => "avg pool",
+            Kernel::Ema => "ema",
             Kernel::Onednn => "oneDNN",
         }
     }
 }
 
 // One per variant (`Kernel::Onednn`'s own switch lives in `onednn`).
-static DISABLED: [AtomicBool; 7] = [const { AtomicBool::new(false) }; 7];
+static DISABLED: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
@@ -164,6 +168,19 @@ pub fn adam_step<const D: usize>(
         scalars,
     );
     (Tensor::from_dispatch(u.param), Tensor::from_dispatch(u.moment_1), Tensor::from_dispatch(u.moment_2))
+}
+
+/// One step of a moving average: `decay·average + (1 − decay)·current`, in place where the
+/// caller held the only reference to `average`.
+pub fn ema_step<const D: usize>(average: Tensor<D>, current: Tensor<D>, decay: f64) -> Tensor<D> {
+    if !fast_path(Kernel::Ema, &average) {
+        return average.mul_scalar(decay) + current.mul_scalar(1.0 - decay);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fused_ema_step(
+        average.into_dispatch(),
+        current.into_dispatch(),
+        decay,
+    ))
 }
 
 /// 2-D max pooling. The kernels take windows without dilation, with symmetric padding of at

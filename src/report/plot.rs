@@ -169,6 +169,7 @@ mod tests {
                 loss: 1.0 / e as f64,
                 train_accuracy: 0.5 + 0.1 * e as f64,
                 test_accuracy: 0.45 + 0.1 * e as f64,
+                ema_test_accuracy: None,
                 seconds: 1.0,
                 examples_per_sec: 10.0,
             })

@@ -64,6 +64,11 @@ pub struct TrainConfig {
     /// `clip_grad_norm_`); `None` (and runs saved before the field) clips nothing.
     #[serde(default)]
     pub clip_grad: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay (timm's
+    /// `ModelEmaV2`, e.g. 0.999), evaluated after every epoch and saved beside the weights;
+    /// `None` (and runs saved before the field) keeps none.
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 /// The optimizer a run trains with.
@@ -137,6 +142,8 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("the EMA decay must be above 0 and below 1 (e.g. 0.999), got {0}")]
+    BadEma(f64),
     #[error("the random-erasing probability must be between 0 and 1, got {0}")]
     BadErasing(f64),
     #[error("momentum must be at least 0 and below 1, got {0}")]
@@ -184,6 +191,7 @@ impl TrainConfig {
             momentum: 0.0,
             nesterov: false,
             clip_grad: None,
+            ema: None,
         }
     }
 
@@ -259,6 +267,9 @@ impl TrainConfig {
         if self.nesterov && self.momentum == 0.0 {
             return Err(ConfigError::NesterovWithoutMomentum);
         }
+        if let Some(decay) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+            return Err(ConfigError::BadEma(decay));
+        }
         if let Some(max) = self.clip_grad.filter(|m| !(m.is_finite() && *m > 0.0)) {
             return Err(ConfigError::BadClipGrad(max));
         }
@@ -301,6 +312,9 @@ mod tests {
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: 1.0, ..ok.clone() },
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: -0.5, ..ok.clone() },
             TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
+            TrainConfig { ema: Some(1.0), ..ok.clone() },
+            TrainConfig { ema: Some(0.0), ..ok.clone() },
+            TrainConfig { ema: Some(f64::NAN), ..ok.clone() },
             TrainConfig { augment: Augment { erasing: 1.5, ..Augment::default() }, ..ok.clone() },
             TrainConfig { augment: Augment { erasing: f64::NAN, ..Augment::default() }, ..ok.clone() },
             TrainConfig { clip_grad: Some(f64::INFINITY), ..ok.clone() },
@@ -376,11 +390,12 @@ mod tests {
         assert_eq!(json["optimizer"], "sgd");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), sgd);
         let mut old = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
-        for field in ["optimizer", "momentum", "nesterov", "clip_grad"] {
+        for field in ["optimizer", "momentum", "nesterov", "clip_grad", "ema"] {
             old.as_object_mut().unwrap().remove(field);
         }
         let old: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!((old.optimizer, old.momentum, old.nesterov, old.clip_grad), (OptimizerKind::Adam, 0.0, false, None));
+        assert_eq!(old.ema, None);
     }
 
     /// Runs saved before label smoothing existed train on as they did: plain cross-entropy.

@@ -12,6 +12,9 @@ pub struct EpochMetrics {
     pub train_accuracy: f64,
     /// On the whole test split, in evaluation mode (BN moving averages).
     pub test_accuracy: f64,
+    /// The same for the moving average of the weights, in runs that keep one (`--ema`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_test_accuracy: Option<f64>,
     /// Wall time of the epoch, training and test evaluation together (as the book times it).
     pub seconds: f64,
     /// Training throughput: training examples / training time (evaluation excluded).
@@ -22,9 +25,13 @@ impl fmt::Display for EpochMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "epoch {}, loss {:.4}, train acc {:.3}, test acc {:.3}, {:.1} s, {:.0} examples/sec",
-            self.epoch, self.loss, self.train_accuracy, self.test_accuracy, self.seconds, self.examples_per_sec
-        )
+            "epoch {}, loss {:.4}, train acc {:.3}, test acc {:.3}",
+            self.epoch, self.loss, self.train_accuracy, self.test_accuracy
+        )?;
+        if let Some(ema) = self.ema_test_accuracy {
+            write!(f, ", EMA test acc {ema:.3}")?;
+        }
+        write!(f, ", {:.1} s, {:.0} examples/sec", self.seconds, self.examples_per_sec)
     }
 }
 
@@ -64,10 +71,16 @@ mod tests {
             loss: 0.31214,
             train_accuracy: 0.8871,
             test_accuracy: 0.8719,
+            ema_test_accuracy: None,
             seconds: 14.24,
             examples_per_sec: 4231.4,
         };
         assert_eq!(m.to_string(), "epoch 3, loss 0.3121, train acc 0.887, test acc 0.872, 14.2 s, 4231 examples/sec");
+        let ema = EpochMetrics { ema_test_accuracy: Some(0.88049), ..m };
+        assert_eq!(
+            ema.to_string(),
+            "epoch 3, loss 0.3121, train acc 0.887, test acc 0.872, EMA test acc 0.880, 14.2 s, 4231 examples/sec"
+        );
     }
 
     #[test]

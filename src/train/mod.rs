@@ -6,6 +6,7 @@
 pub mod adam;
 pub mod clip;
 pub mod config;
+pub mod ema;
 pub mod evaluate;
 pub mod metrics;
 pub mod precise_bn;
@@ -58,6 +59,9 @@ pub type ObserverError = Box<dyn std::error::Error + Send + Sync>;
 pub struct TrainState {
     pub model: Network,
     pub optim: ModuleOptimizer,
+    /// The moving average of the weights, in runs that keep one ([`ema`]); on the autodiff
+    /// device as the network, so that precise BN can recompute its statistics.
+    pub ema: Option<Network>,
     pub history: Vec<EpochMetrics>,
 }
 
@@ -65,7 +69,8 @@ impl TrainState {
     /// A fresh network initialised from `config.seed` on `device`'s autodiff wrapper.
     pub fn fresh(config: &TrainConfig, device: &Device) -> Self {
         let model = Network::seeded(config.model, config.seed, &device.clone().autodiff());
-        Self { model, optim: optimizer_for(config), history: Vec::new() }
+        let ema = config.ema.map(|_| ema::copy_of(&model));
+        Self { model, optim: optimizer_for(config), ema, history: Vec::new() }
     }
 
     pub fn epochs_done(&self) -> usize {
@@ -137,6 +142,9 @@ pub fn train(
             let lr = config.lr_at((epoch - 1) * steps_per_epoch + step, total_steps, steps_per_epoch);
             let (next, out) = train_step(state.model, &mut state.optim, batch, lr, StepOptions::of(config));
             state.model = next;
+            if let (Some(decay), Some(average)) = (config.ema, state.ema.take()) {
+                state.ema = Some(ema::update(average, &state.model, decay));
+            }
             unread.push(out);
             steps_done = step + 1;
             if unread.len() == READ_BACK_EVERY {
@@ -149,21 +157,30 @@ pub fn train(
             return Err(TrainError::NonFiniteWeights { epoch, value });
         }
         if config.precise_bn > 0 {
-            let batches = train_batcher.batches(&data.train, &order, config.batch_size).take(config.precise_bn);
-            state.model = precise_bn::precise_batch_norm(state.model, batches.map(|batch| batch.images));
+            let batches = || train_batcher.batches(&data.train, &order, config.batch_size).take(config.precise_bn);
+            state.model = precise_bn::precise_batch_norm(state.model, batches().map(|batch| batch.images));
+            // The average's statistics from the same batches, through its own weights.
+            state.ema = state.ema.map(|average| precise_bn::precise_batch_norm(average, batches().map(|b| b.images)));
         }
         let train_seconds = start.elapsed().as_secs_f64();
-        observer.evaluating(data.test.len());
+        let tested_networks = 1 + usize::from(state.ema.is_some());
+        observer.evaluating(tested_networks * data.test.len());
         let mut tested = |examples| observer.test_step_done(examples);
-        let test = evaluate(&state.model.valid(), &data.test, &test_batcher, config.batch_size, &mut tested);
-        if !test.mean_loss().is_finite() {
-            return Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() });
-        }
+        let mut test_accuracy = |model: &Network| {
+            let test = evaluate(&model.valid(), &data.test, &test_batcher, config.batch_size, &mut tested);
+            match test.mean_loss().is_finite() {
+                true => Ok(test.accuracy()),
+                false => Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() }),
+            }
+        };
+        let test_accuracy_now = test_accuracy(&state.model)?;
+        let ema_test_accuracy = state.ema.as_ref().map(&mut test_accuracy).transpose()?;
         let metrics = EpochMetrics {
             epoch,
             loss: tally.mean_loss(),
             train_accuracy: tally.accuracy(),
-            test_accuracy: test.accuracy(),
+            test_accuracy: test_accuracy_now,
+            ema_test_accuracy,
             seconds: start.elapsed().as_secs_f64(),
             examples_per_sec: n_train as f64 / train_seconds,
         };
