@@ -55,15 +55,16 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
     // With precise BN too: its statistics are then what the checkpoints hold. ResNet-18's
     // convolutions run on oneDNN, whose weight gradients must be deterministic for this.
     // And with a moving average of the weights, which the checkpoints then hold too.
+    // And with a validation split, whose best epoch's network the checkpoints keep.
     let cases = [
-        (ModelKind::LeNetBn, 0, None),
-        (ModelKind::LeNetBnScratch, 0, None),
-        (ModelKind::LeNetBn, 2, Some(0.9)),
-        (ModelKind::ResNet18, 0, None),
-        (ModelKind::LeNetBn, 0, Some(0.5)),
+        (ModelKind::LeNetBn, 0, None, 0),
+        (ModelKind::LeNetBnScratch, 0, None, 0),
+        (ModelKind::LeNetBn, 2, Some(0.9), 0),
+        (ModelKind::ResNet18, 0, None, 0),
+        (ModelKind::LeNetBn, 0, Some(0.5), 16),
     ];
-    for (model, precise_bn, ema) in cases {
-        let full = TrainConfig { precise_bn, ema, ..config(model, 4) };
+    for (model, precise_bn, ema, val_split) in cases {
+        let full = TrainConfig { precise_bn, ema, val_split, ..config(model, 4) };
         let straight = train(
             &full,
             &data,
@@ -91,10 +92,14 @@ fn a_resumed_run_ends_exactly_like_an_uninterrupted_one() {
         let mut files: Vec<String> =
             std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
-        match ema {
-            Some(_) => assert_eq!(files, ["ema-epoch4.bpk", "model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"]),
-            None => assert_eq!(files, ["model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"]),
-        }
+        let best = TrainConfig::best_epoch(&straight.history).map(|e| format!("best-epoch{e}.bpk"));
+        assert_eq!(best.is_some(), val_split > 0);
+        assert_eq!(record.best_file, best);
+        let mut expected: Vec<String> = best.into_iter().collect();
+        expected.extend(ema.map(|_| "ema-epoch4.bpk".to_string()));
+        expected.extend(["model-epoch4.bpk", "optimizer-epoch4.bpk", "run.json"].map(String::from));
+        expected.sort();
+        assert_eq!(files, expected);
         assert_eq!(straight.history.iter().all(|m| m.ema_test_accuracy.is_some()), ema.is_some());
     }
 }

@@ -379,6 +379,45 @@ fn a_moving_average_of_the_weights_is_tested_saved_and_evaluated() {
     assert_fails_with(&["train", "--model", "lenet-bn", "--ema", "1"], "EMA decay");
 }
 
+/// `--val-split`: trained on the rest, validated after every epoch; `--early-stop` ends the
+/// run once an epoch brings no better validation accuracy; the best epoch's network is kept
+/// and `eval --best` finds its test accuracy again.
+#[test]
+fn a_validation_split_selects_the_best_epoch_and_stops_early() {
+    let data = synthetic_dir(96, 40);
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("val");
+    let base = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--batch-size", "16"];
+    let text =
+        ok(&[&base[..], &["--epochs", "8", "--val-split", "32", "--early-stop", "1", "--out", path(&run)]].concat());
+    let header = text.lines().next().unwrap();
+    assert!(header.starts_with("training lenet-bn on 64 images"), "{header}");
+    assert!(header.contains("validating on the last 32 training images, stopping after 1 epoch"), "{header}");
+    let epochs: Vec<&str> = text.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert!(epochs.iter().all(|l| l.contains(", val acc ")), "{text}");
+    let last = text.lines().last().unwrap();
+    let best: usize = last
+        .strip_prefix("stopped early; best epoch by validation accuracy: ")
+        .unwrap_or_else(|| panic!("{text}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(epochs.len() < 8 && best == epochs.len() - 1, "{text}");
+    assert!(run.join(format!("best-epoch{best}.bpk")).exists());
+    let test_acc = epochs[best - 1].split(", ").find_map(|p| p.strip_prefix("test acc ")).unwrap();
+    let eval = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(data.path()), "--best", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(format!("{:.3}", json["accuracy"].as_f64().unwrap()), test_acc);
+    assert_fails_with(&["eval", "--checkpoint", path(&run), "--best", "--ema"], "cannot be used with");
+    let plain = runs.path().join("plain");
+    ok(&[&base[..], &["--epochs", "1", "--out", path(&plain)]].concat());
+    assert_fails_with(&["eval", "--checkpoint", path(&plain), "--best"], "keeps no best epoch");
+    assert_fails_with(&[&base[..], &["--val-split", "96"]].concat(), "leaves none of the 96 training examples");
+    assert_fails_with(&["train", "--model", "lenet-bn", "--early-stop", "2"], "pass --val-split");
+}
+
 /// A reader that goes away (`deepcnn train | head -1`) stops the run quietly: the epoch line
 /// that cannot be printed is the observer's error, which must reach `main` as the closed
 /// pipe it is.

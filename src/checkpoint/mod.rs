@@ -33,6 +33,17 @@ const MAX_RUN_FILE: u64 = 64 << 20;
 pub const DERIVED_FILES: [&str; 3] = ["metrics.csv", "training.svg", "training.png"];
 const FORMAT: u32 = 1;
 
+/// Which of a run's networks to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// After the last epoch.
+    Last,
+    /// The moving average of the weights (`--ema`).
+    Ema,
+    /// After the epoch of the best validation accuracy (`--val-split`).
+    Best,
+}
+
 /// What `run.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -50,6 +61,9 @@ pub struct RunRecord {
     /// keep one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_file: Option<String>,
+    /// The network after the epoch of the best validation accuracy (`--val-split`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_file: Option<String>,
     /// The random state: every epoch's shuffle and augmentation derive from `config.seed` and
     /// the epoch number, so the next epoch is all a resumed run needs.
     pub next_epoch: usize,
@@ -61,7 +75,7 @@ impl RunRecord {
     fn new(
         config: &TrainConfig,
         model_file: String,
-        [optimizer_file, ema_file]: [Option<String>; 2],
+        [optimizer_file, ema_file, best_file]: [Option<String>; 3],
         history: Vec<EpochMetrics>,
     ) -> Self {
         RunRecord {
@@ -72,6 +86,7 @@ impl RunRecord {
             model_file,
             optimizer_file,
             ema_file,
+            best_file,
             next_epoch: history.len() + 1,
             history,
         }
@@ -81,7 +96,9 @@ impl RunRecord {
 impl RunRecord {
     /// The checkpoint files the record names.
     pub fn files(&self) -> impl Iterator<Item = &String> {
-        [Some(&self.model_file), self.optimizer_file.as_ref(), self.ema_file.as_ref()].into_iter().flatten()
+        [Some(&self.model_file), self.optimizer_file.as_ref(), self.ema_file.as_ref(), self.best_file.as_ref()]
+            .into_iter()
+            .flatten()
     }
 
     /// Reads the text of a `run.json`, checked to describe a run this deepcnn can load: its
@@ -144,6 +161,8 @@ pub enum CheckpointError {
     NotARunDir { dir: PathBuf },
     #[error("{} keeps no moving average of the weights (it was not trained with --ema)", .dir.display())]
     NoEma { dir: PathBuf },
+    #[error("{} keeps no best epoch (it was not trained with --val-split)", .dir.display())]
+    NoBest { dir: PathBuf },
     #[error("{} does not exist", .dir.display())]
     NoDir { dir: PathBuf },
     #[error("{}: {reason}", .path.display())]
@@ -272,10 +291,21 @@ impl RunDir {
             }
             None => None,
         };
+        // The best epoch's network: written when this epoch is it, else the one saved then.
+        let best_file = match TrainConfig::best_epoch(&state.history) {
+            Some(best) if best == epoch => {
+                let name = self.unused_name("best", epoch);
+                self.write(&name, &network_bytes(&state.model))?;
+                Some(name)
+            }
+            Some(_) => self.committed().and_then(|r| r.best_file),
+            None => None,
+        };
         for (name, bytes) in derived {
             self.write(name, bytes)?;
         }
-        self.commit(RunRecord::new(config, model_file, [Some(optimizer_file), ema_file], state.history.clone()))
+        let files = [Some(optimizer_file), ema_file, best_file];
+        self.commit(RunRecord::new(config, model_file, files, state.history.clone()))
     }
 
     /// Saves a network that was not trained here (imported weights) as epoch 0 of a run.
@@ -286,15 +316,14 @@ impl RunDir {
         for file in DERIVED_FILES {
             let _ = fs::remove_file(self.path.join(file));
         }
-        self.commit(RunRecord::new(config, model_file, [None, None], Vec::new()))
+        self.commit(RunRecord::new(config, model_file, [None, None, None], Vec::new()))
     }
 
     /// `STEM-epochN.bpk`, unless the run.json on disk names that file (a run that `--force`
     /// is replacing, at the same epoch): then `STEM-epochN.1.bpk`, so that a replacement killed
     /// before its commit never leaves the old run.json naming the new run's weights.
     fn unused_name(&self, stem: &str, epoch: usize) -> String {
-        let committed =
-            fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok());
+        let committed = self.committed();
         let taken = |name: &String| committed.as_ref().is_some_and(|r| r.files().any(|f| f == name));
         let plain = format!("{stem}-epoch{epoch}.bpk");
         if taken(&plain) {
@@ -302,6 +331,11 @@ impl RunDir {
         } else {
             plain
         }
+    }
+
+    /// The run.json on disk, where there is a readable one.
+    fn committed(&self) -> Option<RunRecord> {
+        fs::read(self.path.join(RUN_FILE)).ok().and_then(|json| serde_json::from_slice::<RunRecord>(&json).ok())
     }
 
     /// Writes `file` (a name inside the run directory) atomically.
@@ -317,8 +351,9 @@ impl RunDir {
         let keep: Vec<&String> = record.files().collect();
         for entry in fs::read_dir(&self.path).map_err(CheckpointError::io(&self.path))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = ["model-epoch", "optimizer-epoch", "ema-epoch"].iter().any(|stem| name.starts_with(stem))
-                && name.ends_with(".bpk");
+            let ours =
+                ["model-epoch", "optimizer-epoch", "ema-epoch", "best-epoch"].iter().any(|stem| name.starts_with(stem))
+                    && name.ends_with(".bpk");
             if ours && !keep.contains(&&name) {
                 let _ = fs::remove_file(entry.path());
             }
@@ -331,12 +366,23 @@ impl RunDir {
         self.load_network_file(record, &record.model_file, device)
     }
 
-    /// The run's trained weights, or with `ema` the moving average of them (an error for a run
-    /// that keeps none), in evaluation mode (on `device`).
-    pub fn load_weights(&self, record: &RunRecord, device: &Device, ema: bool) -> Result<Network, CheckpointError> {
-        match ema {
-            false => self.load_network(record, device),
-            true => self.load_ema(record, device)?.ok_or_else(|| CheckpointError::NoEma { dir: self.path.clone() }),
+    /// The run's `weights`, in evaluation mode (on `device`); an error for weights the run does
+    /// not keep.
+    pub fn load_weights(
+        &self,
+        record: &RunRecord,
+        device: &Device,
+        weights: Weights,
+    ) -> Result<Network, CheckpointError> {
+        match weights {
+            Weights::Last => self.load_network(record, device),
+            Weights::Ema => {
+                self.load_ema(record, device)?.ok_or_else(|| CheckpointError::NoEma { dir: self.path.clone() })
+            }
+            Weights::Best => match &record.best_file {
+                Some(file) => self.load_network_file(record, file, device),
+                None => Err(CheckpointError::NoBest { dir: self.path.clone() }),
+            },
         }
     }
 

@@ -33,9 +33,8 @@ pub struct EvalArgs {
     /// batch size ("precise BN", as `train --precise-bn`). The run directory is not changed.
     #[arg(long, value_name = "N", value_parser = positive, allow_negative_numbers = true)]
     pub precise_bn: Option<usize>,
-    /// Evaluate the run's moving average of the weights (a run trained with --ema).
-    #[arg(long)]
-    pub ema: bool,
+    #[command(flatten)]
+    pub weights: super::WeightsArgs,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -76,7 +75,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut model = run.load_weights(&record, &device, args.ema)?;
+    let mut model = run.load_weights(&record, &device, args.weights.weights())?;
     let batcher = Batcher::new(Some(size), &device);
     let mut statistics = String::new();
     if let (Some(asked), Some((train, n_train))) = (args.precise_bn, &train) {
@@ -135,9 +134,8 @@ pub struct PredictArgs {
     /// A run directory (from `train --out` or `import`).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// Use the run's moving average of the weights (a run trained with --ema).
-    #[arg(long)]
-    pub ema: bool,
+    #[command(flatten)]
+    pub weights: super::WeightsArgs,
     /// PNG or JPEG files (any size and colour; converted to 28×28 greyscale).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
@@ -168,7 +166,7 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = record.config.image_size();
     // Images are predicted one at a time.
     check_inference_memory(record.config.model, 1, size, "the run's image size is in its run.json")?;
-    let model = run.load_weights(&record, &device, args.ema)?;
+    let model = run.load_weights(&record, &device, args.weights.weights())?;
     // Each image on its own: a file that cannot be read is reported, and the others still are.
     // The last failure is the command's error; those before it are printed as they happen.
     let mut failed: Option<anyhow::Error> = None;

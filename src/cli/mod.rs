@@ -50,6 +50,28 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// Which of a run's networks a command uses: the last epoch's, unless one of these.
+#[derive(Debug, Args)]
+pub struct WeightsArgs {
+    /// The run's moving average of the weights (a run trained with --ema).
+    #[arg(long, conflicts_with = "best")]
+    pub ema: bool,
+    /// The network of the run's best epoch by validation accuracy (a run trained with --val-split).
+    #[arg(long)]
+    pub best: bool,
+}
+
+impl WeightsArgs {
+    pub fn weights(&self) -> crate::checkpoint::Weights {
+        use crate::checkpoint::Weights;
+        match (self.ema, self.best) {
+            (true, _) => Weights::Ema,
+            (_, true) => Weights::Best,
+            _ => Weights::Last,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SummaryArgs {
     #[arg(long, help = model_names())]

@@ -142,9 +142,8 @@ pub struct ExportArgs {
     /// A run directory.
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// Use the run's moving average of the weights (a run trained with --ema).
-    #[arg(long)]
-    pub ema: bool,
+    #[command(flatten)]
+    pub weights: super::WeightsArgs,
     /// The file to write; its extension says the format (.safetensors: the book's PyTorch
     /// state_dict keys, for `safetensors.torch.load_file`).
     #[arg(long, value_name = "FILE")]
@@ -159,7 +158,7 @@ pub fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
         bail!("{}: export writes .safetensors files; give --out a name ending in .safetensors", args.out.display());
     }
     let (run, record) = RunDir::open(&args.checkpoint)?;
-    let model = run.load_weights(&record, &Device::flex(), args.ema)?;
+    let model = run.load_weights(&record, &Device::flex(), args.weights.weights())?;
     refuse_to_overwrite(&args.out, args.force)?;
     let bytes = export_safetensors(record.config.model, &model, record.config.image_size());
     write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;

@@ -80,6 +80,14 @@ pub struct TrainArgs {
     /// ModelEmaV2), tested after every epoch beside the weights and saved with them.
     #[arg(long, value_name = "D", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub ema: Option<f64>,
+    /// Hold the last N of the training examples out of training, test on them after every
+    /// epoch, and keep the checkpoint of the best epoch by their accuracy (best-epochE.bpk;
+    /// `eval --best`). The test set stays for the final number only.
+    #[arg(long, value_name = "N", conflicts_with = "resume")]
+    pub val_split: Option<usize>,
+    /// Stop after K epochs without a better validation accuracy (needs --val-split).
+    #[arg(long, value_name = "K", conflicts_with = "resume")]
+    pub early_stop: Option<usize>,
     /// Clip the gradients' joint L2 norm to N each step (PyTorch's clip_grad_norm_).
     #[arg(long, value_name = "N", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub clip_grad: Option<f64>,
@@ -133,6 +141,8 @@ impl TrainArgs {
             nesterov: self.nesterov,
             clip_grad: self.clip_grad,
             ema: self.ema,
+            val_split: self.val_split.unwrap_or(0),
+            early_stop: self.early_stop,
         }
     }
 }
@@ -178,8 +188,9 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     // What was in the run directory before: what a failure leaves there is said against it.
     let had_run = run_dir.as_ref().is_some_and(|run| run.path().join(RUN_FILE).exists());
     let data = FashionMnist::load(&args.data.data_dir)?;
-    let n_train = config.train_len(data.train.len());
     // The checks that need the data, before the first line promises a run.
+    config.check_val_split(data.train.len())?;
+    let n_train = config.train_len(data.train.len());
     config.check_data(data.train.image_size())?;
     if n_train == 0 {
         bail!(TrainError::NoData);
@@ -204,7 +215,16 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let result = train::train(&config, &data, &device, state, &mut observer);
     let last_saved = observer.last_saved;
     match result {
-        Ok(_) => Ok(()),
+        Ok(state) => {
+            if let Some(best) = TrainConfig::best_epoch(&state.history) {
+                let stopped = state.history.len() < config.epochs;
+                let how = if stopped { "stopped early; " } else { "" };
+                let val = state.history[best - 1].val_accuracy.unwrap_or_default();
+                let test = state.history[best - 1].test_accuracy;
+                writeln!(out, "{how}best epoch by validation accuracy: {best} (val acc {val:.3}, test acc {test:.3})")?;
+            }
+            Ok(())
+        }
         // The observer's own error (a closed stdout, a full disk) as it is, so that a reader who
         // went away (`deepcnn train | head`) is recognised as such.
         Err(TrainError::Observer(e)) => Err(match e.downcast::<std::io::Error>() {
@@ -288,6 +308,12 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
     line += &optimizer_words(config);
     if let Some(decay) = config.ema {
         line += &format!("; EMA of the weights, decay {}", compact(decay));
+    }
+    if config.val_split > 0 {
+        line += &format!("; validating on the last {} training images", config.val_split);
+        if let Some(patience) = config.early_stop {
+            line += &format!(", stopping after {} without a better one", plural(patience, "epoch", "epochs"));
+        }
     }
     if let Some(max) = config.clip_grad {
         line += &format!("; gradient norm clipped at {}", compact(max));

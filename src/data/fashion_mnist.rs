@@ -102,6 +102,17 @@ impl Dataset {
         self.labels[i]
     }
 
+    /// A copy of the examples in `range` (a validation split).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        let image = self.rows * self.cols;
+        Self {
+            rows: self.rows,
+            cols: self.cols,
+            pixels: self.pixels[range.start * image..range.end * image].to_vec(),
+            labels: self.labels[range].to_vec(),
+        }
+    }
+
     /// The first `n` examples (all of them if `n` is larger).
     pub fn truncated(mut self, n: usize) -> Self {
         let n = n.min(self.len());

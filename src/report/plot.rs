@@ -170,6 +170,7 @@ mod tests {
                 train_accuracy: 0.5 + 0.1 * e as f64,
                 test_accuracy: 0.45 + 0.1 * e as f64,
                 ema_test_accuracy: None,
+                val_accuracy: None,
                 seconds: 1.0,
                 examples_per_sec: 10.0,
             })

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metrics::EpochMetrics;
 pub use crate::data::augment::Augment;
 use crate::models::{InputSizeError, ModelKind};
 
@@ -69,6 +70,15 @@ pub struct TrainConfig {
     /// `None` (and runs saved before the field) keeps none.
     #[serde(default)]
     pub ema: Option<f64>,
+    /// Hold the last `val_split` of the run's training examples out of training (as Keras's
+    /// `validation_split` takes the last part) and test on them after every epoch: the run
+    /// keeps the checkpoint of the best epoch by their accuracy, and early stopping looks at
+    /// it. 0 (and runs saved before the field) holds nothing out.
+    #[serde(default)]
+    pub val_split: usize,
+    /// Stop when `early_stop` epochs in a row brought no better validation accuracy.
+    #[serde(default)]
+    pub early_stop: Option<usize>,
 }
 
 /// The optimizer a run trains with.
@@ -142,6 +152,10 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("early stopping watches the validation split: pass --val-split too")]
+    EarlyStopWithoutValidation,
+    #[error("a validation split of {val} leaves none of the {available} training examples to train on")]
+    ValSplitTooLarge { val: usize, available: usize },
     #[error("the EMA decay must be above 0 and below 1 (e.g. 0.999), got {0}")]
     BadEma(f64),
     #[error("the random-erasing probability must be between 0 and 1, got {0}")]
@@ -192,6 +206,8 @@ impl TrainConfig {
             nesterov: false,
             clip_grad: None,
             ema: None,
+            val_split: 0,
+            early_stop: None,
         }
     }
 
@@ -222,9 +238,46 @@ impl TrainConfig {
         }
     }
 
-    /// How many of `available` training examples a run uses (`limit` caps it).
+    /// How many of `available` training examples a run trains on: the first `limit` of them,
+    /// less the validation split held out at their end.
     pub fn train_len(&self, available: usize) -> usize {
-        self.limit.map_or(available, |l| l.min(available))
+        self.limit.map_or(available, |l| l.min(available)).saturating_sub(self.val_split)
+    }
+
+    /// The examples held out for validation (after the ones trained on).
+    pub fn val_range(&self, available: usize) -> std::ops::Range<usize> {
+        let start = self.train_len(available);
+        start..(start + self.val_split).min(self.limit.map_or(available, |l| l.min(available)))
+    }
+
+    /// Checks the validation split against the `available` training examples.
+    pub fn check_val_split(&self, available: usize) -> Result<(), ConfigError> {
+        let usable = self.limit.map_or(available, |l| l.min(available));
+        if self.val_split > 0 && self.val_split >= usable {
+            return Err(ConfigError::ValSplitTooLarge { val: self.val_split, available: usable });
+        }
+        Ok(())
+    }
+
+    /// The epoch (1-based) of the best validation accuracy in `history` (the first of equals).
+    pub fn best_epoch(history: &[EpochMetrics]) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for m in history {
+            if let Some(acc) = m.val_accuracy {
+                if best.is_none_or(|(_, b)| acc > b) {
+                    best = Some((m.epoch, acc));
+                }
+            }
+        }
+        best.map(|(epoch, _)| epoch)
+    }
+
+    /// Whether early stopping ends the run after `history`: `early_stop` epochs since the best.
+    pub fn stops_early(&self, history: &[EpochMetrics]) -> bool {
+        match (self.early_stop, Self::best_epoch(history)) {
+            (Some(patience), Some(best)) => history.len() - best >= patience,
+            _ => false,
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -266,6 +319,12 @@ impl TrainConfig {
         }
         if self.nesterov && self.momentum == 0.0 {
             return Err(ConfigError::NesterovWithoutMomentum);
+        }
+        if self.early_stop == Some(0) {
+            return Err(ConfigError::NotPositive { name: "early stop", value: 0 });
+        }
+        if self.early_stop.is_some() && self.val_split == 0 {
+            return Err(ConfigError::EarlyStopWithoutValidation);
         }
         if let Some(decay) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
             return Err(ConfigError::BadEma(decay));
@@ -313,6 +372,8 @@ mod tests {
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: -0.5, ..ok.clone() },
             TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
             TrainConfig { ema: Some(1.0), ..ok.clone() },
+            TrainConfig { early_stop: Some(3), ..ok.clone() },
+            TrainConfig { early_stop: Some(0), val_split: 10, ..ok.clone() },
             TrainConfig { ema: Some(0.0), ..ok.clone() },
             TrainConfig { ema: Some(f64::NAN), ..ok.clone() },
             TrainConfig { augment: Augment { erasing: 1.5, ..Augment::default() }, ..ok.clone() },
@@ -390,12 +451,42 @@ mod tests {
         assert_eq!(json["optimizer"], "sgd");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), sgd);
         let mut old = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
-        for field in ["optimizer", "momentum", "nesterov", "clip_grad", "ema"] {
+        for field in ["optimizer", "momentum", "nesterov", "clip_grad", "ema", "val_split", "early_stop"] {
             old.as_object_mut().unwrap().remove(field);
         }
         let old: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!((old.optimizer, old.momentum, old.nesterov, old.clip_grad), (OptimizerKind::Adam, 0.0, false, None));
-        assert_eq!(old.ema, None);
+        assert_eq!((old.ema, old.val_split, old.early_stop), (None, 0, None));
+    }
+
+    /// The split holds out the end of the (limited) training examples; the best epoch is the
+    /// first of the highest validation accuracy, and early stopping counts epochs since it.
+    #[test]
+    fn the_validation_split_and_early_stopping() {
+        let c = TrainConfig {
+            val_split: 100,
+            limit: Some(1000),
+            early_stop: Some(2),
+            ..TrainConfig::new(ModelKind::LeNetBn)
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!((c.train_len(60_000), c.val_range(60_000)), (900, 900..1000));
+        assert_eq!((c.train_len(500), c.val_range(500)), (400, 400..500));
+        assert!(c.check_val_split(1000).is_ok() && c.check_val_split(100).is_err());
+        let epoch = |epoch, val| EpochMetrics {
+            epoch,
+            loss: 1.0,
+            train_accuracy: 0.5,
+            test_accuracy: 0.5,
+            ema_test_accuracy: None,
+            val_accuracy: Some(val),
+            seconds: 1.0,
+            examples_per_sec: 1.0,
+        };
+        let history = [epoch(1, 0.5), epoch(2, 0.7), epoch(3, 0.7), epoch(4, 0.6)];
+        assert_eq!(TrainConfig::best_epoch(&history), Some(2));
+        assert!(!c.stops_early(&history[..3]) && c.stops_early(&history));
+        assert_eq!(TrainConfig::best_epoch(&[]), None);
     }
 
     /// Runs saved before label smoothing existed train on as they did: plain cross-entropy.

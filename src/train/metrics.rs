@@ -15,6 +15,9 @@ pub struct EpochMetrics {
     /// The same for the moving average of the weights, in runs that keep one (`--ema`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_test_accuracy: Option<f64>,
+    /// On the validation split held out of the training set, in runs that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
     /// Wall time of the epoch, training and test evaluation together (as the book times it).
     pub seconds: f64,
     /// Training throughput: training examples / training time (evaluation excluded).
@@ -23,11 +26,11 @@ pub struct EpochMetrics {
 
 impl fmt::Display for EpochMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "epoch {}, loss {:.4}, train acc {:.3}, test acc {:.3}",
-            self.epoch, self.loss, self.train_accuracy, self.test_accuracy
-        )?;
+        write!(f, "epoch {}, loss {:.4}, train acc {:.3}", self.epoch, self.loss, self.train_accuracy)?;
+        if let Some(val) = self.val_accuracy {
+            write!(f, ", val acc {val:.3}")?;
+        }
+        write!(f, ", test acc {:.3}", self.test_accuracy)?;
         if let Some(ema) = self.ema_test_accuracy {
             write!(f, ", EMA test acc {ema:.3}")?;
         }
@@ -72,14 +75,15 @@ mod tests {
             train_accuracy: 0.8871,
             test_accuracy: 0.8719,
             ema_test_accuracy: None,
+            val_accuracy: None,
             seconds: 14.24,
             examples_per_sec: 4231.4,
         };
         assert_eq!(m.to_string(), "epoch 3, loss 0.3121, train acc 0.887, test acc 0.872, 14.2 s, 4231 examples/sec");
-        let ema = EpochMetrics { ema_test_accuracy: Some(0.88049), ..m };
+        let ema = EpochMetrics { ema_test_accuracy: Some(0.88049), val_accuracy: Some(0.9), ..m };
         assert_eq!(
             ema.to_string(),
-            "epoch 3, loss 0.3121, train acc 0.887, test acc 0.872, EMA test acc 0.880, 14.2 s, 4231 examples/sec"
+            "epoch 3, loss 0.3121, train acc 0.887, val acc 0.900, test acc 0.872, EMA test acc 0.880, 14.2 s, 4231 examples/sec"
         );
     }
 

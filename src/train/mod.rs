@@ -26,7 +26,7 @@ pub use metrics::{EpochMetrics, Tally};
 
 use read_back::{Unread, READ_BACK_EVERY};
 
-use crate::data::{batcher::shuffled, Batch, Batcher, FashionMnist};
+use crate::data::{batcher::shuffled, Batch, Batcher, Dataset, FashionMnist};
 use crate::models::Network;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,10 +116,13 @@ pub fn train(
 ) -> Result<TrainState, TrainError> {
     config.validate()?;
     config.check_data(data.train.image_size())?;
+    config.check_val_split(data.train.len())?;
     let n_train = config.train_len(data.train.len());
     if n_train == 0 {
         return Err(TrainError::NoData);
     }
+    let val_range = config.val_range(data.train.len());
+    let validation = (!val_range.is_empty()).then(|| data.train.slice(val_range));
     if data.test.is_empty() {
         return Err(TrainError::NoTestData);
     }
@@ -130,6 +133,9 @@ pub fn train(
     let total_steps = steps_per_epoch * config.epochs;
 
     for epoch in state.epochs_done() + 1..=config.epochs {
+        if config.stops_early(&state.history) {
+            break;
+        }
         let start = Instant::now();
         let seed = epoch_seed(config.seed, epoch);
         let order = shuffled(n_train, seed);
@@ -164,23 +170,26 @@ pub fn train(
         }
         let train_seconds = start.elapsed().as_secs_f64();
         let tested_networks = 1 + usize::from(state.ema.is_some());
-        observer.evaluating(tested_networks * data.test.len());
+        let val_len = validation.as_ref().map_or(0, |v| v.len());
+        observer.evaluating(tested_networks * data.test.len() + val_len);
         let mut tested = |examples| observer.test_step_done(examples);
-        let mut test_accuracy = |model: &Network| {
-            let test = evaluate(&model.valid(), &data.test, &test_batcher, config.batch_size, &mut tested);
+        let mut accuracy = |model: &Network, split: &Dataset| {
+            let test = evaluate(&model.valid(), split, &test_batcher, config.batch_size, &mut tested);
             match test.mean_loss().is_finite() {
                 true => Ok(test.accuracy()),
                 false => Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() }),
             }
         };
-        let test_accuracy_now = test_accuracy(&state.model)?;
-        let ema_test_accuracy = state.ema.as_ref().map(&mut test_accuracy).transpose()?;
+        let val_accuracy = validation.as_ref().map(|v| accuracy(&state.model, v)).transpose()?;
+        let test_accuracy_now = accuracy(&state.model, &data.test)?;
+        let ema_test_accuracy = state.ema.as_ref().map(|average| accuracy(average, &data.test)).transpose()?;
         let metrics = EpochMetrics {
             epoch,
             loss: tally.mean_loss(),
             train_accuracy: tally.accuracy(),
             test_accuracy: test_accuracy_now,
             ema_test_accuracy,
+            val_accuracy,
             seconds: start.elapsed().as_secs_f64(),
             examples_per_sec: n_train as f64 / train_seconds,
         };
