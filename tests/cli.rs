@@ -339,6 +339,9 @@ fn sgd_clipping_and_erasing_change_the_training() {
     let (header, clipped, record) = first_epoch(&["--clip-grad", "0.01"], "clipped");
     assert!(header.contains("gradient norm clipped at 0.01") && record.contains("\"clip_grad\": 0.01"), "{header}");
     assert_ne!(plain, clipped);
+    let (header, mixed, record) = first_epoch(&["--mixup", "0.4", "--cutmix", "1"], "mixed");
+    assert!(header.contains("; mixup α 0.4; CutMix α 1") && record.contains("\"cutmix\": 1.0"), "{header}");
+    assert_ne!(plain, mixed);
     let (header, erased, record) = first_epoch(&["--random-erasing", "0.5"], "erased");
     assert!(header.contains("random erasing with p 0.5") && record.contains("\"erasing\": 0.5"), "{header}");
     assert_ne!(plain, erased);

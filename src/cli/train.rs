@@ -48,6 +48,14 @@ pub struct TrainArgs {
     /// Augment: random horizontal flip.
     #[arg(long, conflicts_with = "resume")]
     pub flip: bool,
+    /// Mixup with α = A (e.g. 0.2): each batch blended with itself reversed, targets too
+    /// (timm's Mixup).
+    #[arg(long, value_name = "A", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub mixup: Option<f64>,
+    /// CutMix with α = A (e.g. 1.0): a box of each image from the reversed batch; with --mixup
+    /// each batch takes one of the two.
+    #[arg(long, value_name = "A", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
+    pub cutmix: Option<f64>,
     /// Augment: with probability P, black out a random rectangle of 2–33% of the image
     /// (torchvision's RandomErasing), after crop and flip.
     #[arg(long, value_name = "P", value_parser = non_negative_number, allow_negative_numbers = true, conflicts_with = "resume")]
@@ -143,6 +151,8 @@ impl TrainArgs {
             ema: self.ema,
             val_split: self.val_split.unwrap_or(0),
             early_stop: self.early_stop,
+            mixup: self.mixup.unwrap_or(0.0),
+            cutmix: self.cutmix.unwrap_or(0.0),
         }
     }
 }
@@ -301,6 +311,11 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
     }
     if config.warmup_epochs > 0 {
         line += &format!("; warm-up over {}", plural(config.warmup_epochs, "epoch", "epochs"));
+    }
+    for (name, alpha) in [("mixup", config.mixup), ("CutMix", config.cutmix)] {
+        if alpha > 0.0 {
+            line += &format!("; {name} α {}", compact(alpha));
+        }
     }
     if config.augment.erasing > 0.0 {
         line += &format!("; random erasing with p {}", compact(config.augment.erasing));

@@ -79,6 +79,13 @@ pub struct TrainConfig {
     /// Stop when `early_stop` epochs in a row brought no better validation accuracy.
     #[serde(default)]
     pub early_stop: Option<usize>,
+    /// Mixup's α (timm's `mixup_alpha`): each batch blended with itself reversed by
+    /// λ ~ Beta(α, α) ([`super::mix`]); 0 (and runs saved before the field) is off.
+    #[serde(default)]
+    pub mixup: f64,
+    /// CutMix's α (timm's `cutmix_alpha`); 0 is off. With mixup too, each batch takes one.
+    #[serde(default)]
+    pub cutmix: f64,
 }
 
 /// The optimizer a run trains with.
@@ -152,6 +159,8 @@ pub enum ConfigError {
     BadWeightDecay(f64),
     #[error("label smoothing must be at least 0 and below 1, got {0}")]
     BadLabelSmoothing(f64),
+    #[error("{name}'s α must be a finite number ≥ 0, got {value}")]
+    BadMixAlpha { name: &'static str, value: f64 },
     #[error("early stopping watches the validation split: pass --val-split too")]
     EarlyStopWithoutValidation,
     #[error("a validation split of {val} leaves none of the {available} training examples to train on")]
@@ -208,6 +217,8 @@ impl TrainConfig {
             ema: None,
             val_split: 0,
             early_stop: None,
+            mixup: 0.0,
+            cutmix: 0.0,
         }
     }
 
@@ -320,6 +331,11 @@ impl TrainConfig {
         if self.nesterov && self.momentum == 0.0 {
             return Err(ConfigError::NesterovWithoutMomentum);
         }
+        for (name, value) in [("mixup", self.mixup), ("CutMix", self.cutmix)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ConfigError::BadMixAlpha { name, value });
+            }
+        }
         if self.early_stop == Some(0) {
             return Err(ConfigError::NotPositive { name: "early stop", value: 0 });
         }
@@ -373,6 +389,8 @@ mod tests {
             TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
             TrainConfig { ema: Some(1.0), ..ok.clone() },
             TrainConfig { early_stop: Some(3), ..ok.clone() },
+            TrainConfig { mixup: -0.2, ..ok.clone() },
+            TrainConfig { cutmix: f64::INFINITY, ..ok.clone() },
             TrainConfig { early_stop: Some(0), val_split: 10, ..ok.clone() },
             TrainConfig { ema: Some(0.0), ..ok.clone() },
             TrainConfig { ema: Some(f64::NAN), ..ok.clone() },
@@ -451,12 +469,14 @@ mod tests {
         assert_eq!(json["optimizer"], "sgd");
         assert_eq!(serde_json::from_value::<TrainConfig>(json).unwrap(), sgd);
         let mut old = serde_json::to_value(TrainConfig::new(ModelKind::LeNetBn)).unwrap();
-        for field in ["optimizer", "momentum", "nesterov", "clip_grad", "ema", "val_split", "early_stop"] {
+        let fields =
+            ["optimizer", "momentum", "nesterov", "clip_grad", "ema", "val_split", "early_stop", "mixup", "cutmix"];
+        for field in fields {
             old.as_object_mut().unwrap().remove(field);
         }
         let old: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!((old.optimizer, old.momentum, old.nesterov, old.clip_grad), (OptimizerKind::Adam, 0.0, false, None));
-        assert_eq!((old.ema, old.val_split, old.early_stop), (None, 0, None));
+        assert_eq!((old.ema, old.val_split, old.early_stop, old.mixup, old.cutmix), (None, 0, None, 0.0, 0.0));
     }
 
     /// The split holds out the end of the (limited) training examples; the best epoch is the

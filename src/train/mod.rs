@@ -9,6 +9,7 @@ pub mod config;
 pub mod ema;
 pub mod evaluate;
 pub mod metrics;
+pub mod mix;
 pub mod precise_bn;
 mod read_back;
 
@@ -19,6 +20,8 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 pub use config::{Augment, ConfigError, OptimizerKind, Schedule, TrainConfig};
 pub use evaluate::{correct_count, evaluate, evaluate_report, EvalReport};
@@ -144,9 +147,14 @@ pub fn train(
         let mut unread = Vec::with_capacity(READ_BACK_EVERY);
         let mut steps_done = 0;
         let batches = train_batcher.augmented_batches(&data.train, &order, config.batch_size, config.augment, !seed);
+        // Mixup's and CutMix's draws: a stream of the epoch's own.
+        let mut mix_rng = StdRng::seed_from_u64(seed.rotate_left(17) ^ 0x6D69_7875_7063_7574);
+        let size = config.image_size();
         for (step, batch) in batches.enumerate() {
             let lr = config.lr_at((epoch - 1) * steps_per_epoch + step, total_steps, steps_per_epoch);
-            let (next, out) = train_step(state.model, &mut state.optim, batch, lr, StepOptions::of(config));
+            let mix = mix::draw(config.mixup, config.cutmix, [size, size], &mut mix_rng);
+            let options = StepOptions { mix, ..StepOptions::of(config) };
+            let (next, out) = train_step(state.model, &mut state.optim, batch, lr, options);
             state.model = next;
             if let (Some(decay), Some(average)) = (config.ema, state.ema.take()) {
                 state.ema = Some(ema::update(average, &state.model, decay));
@@ -269,18 +277,19 @@ impl StepOutput {
     }
 }
 
-/// What a training step does beyond the book's: label smoothing of its loss and clipping of
-/// its gradients' norm (the default: neither).
+/// What a training step does beyond the book's: label smoothing of its loss, mixing of its
+/// batch, clipping of its gradients' norm (the default: none of them).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepOptions {
     pub label_smoothing: f64,
     pub clip_grad: Option<f64>,
+    pub mix: Option<mix::Mix>,
 }
 
 impl StepOptions {
-    /// The run's.
+    /// The run's (a batch's mix is drawn per step).
     pub fn of(config: &TrainConfig) -> Self {
-        Self { label_smoothing: config.label_smoothing, clip_grad: config.clip_grad }
+        Self { label_smoothing: config.label_smoothing, clip_grad: config.clip_grad, mix: None }
     }
 }
 
@@ -295,8 +304,19 @@ pub fn train_step(
     options: StepOptions,
 ) -> (Network, StepOutput) {
     let examples = batch.labels.dims()[0];
-    let logits = model.forward(batch.images);
-    let loss = training_loss(logits.clone(), batch.labels.clone(), options.label_smoothing);
+    let images = match options.mix {
+        Some(m) => mix::mix_images(batch.images, m),
+        None => batch.images,
+    };
+    let logits = model.forward(images);
+    let loss = match options.mix {
+        Some(m) => {
+            let targets =
+                mix::mixed_targets(batch.labels.clone(), logits.dims()[1], m.lambda(), options.label_smoothing);
+            mix::soft_cross_entropy(logits.clone(), targets)
+        }
+        None => training_loss(logits.clone(), batch.labels.clone(), options.label_smoothing),
+    };
     let out = StepOutput {
         examples,
         loss: loss.clone().detach().reshape([1]),
