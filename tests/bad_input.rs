@@ -91,7 +91,14 @@ fn a_run_json_that_does_not_fit_its_network_is_refused_by_every_command() {
     assert!(!line.contains("--precise-bn"), "{line}");
     edit_run_json(&run, |j| j["config"]["model"] = "lenet-bn".into());
     // Metrics and counts no run writes.
-    for (field, value) in [("epoch", serde_json::json!(7)), ("test_accuracy", 5.0.into()), ("seconds", (-4.0).into())] {
+    let fields = [
+        ("epoch", serde_json::json!(7)),
+        ("test_accuracy", 5.0.into()),
+        ("seconds", (-4.0).into()),
+        ("val_accuracy", 1.5.into()),
+        ("ema_test_accuracy", (-0.5).into()),
+    ];
+    for (field, value) in fields {
         let before = std::fs::read(run.join("run.json")).unwrap();
         edit_run_json(&run, |j| j["history"][0][field] = value);
         fails_with(commands[0], "the metrics of epoch 1 are not a run's");

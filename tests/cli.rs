@@ -285,28 +285,30 @@ fn eval_reports_per_class_accuracy_and_confusion_as_text_and_json() {
     }
 }
 
+/// Two epochs of LeNet-BN on `data` with `extra` flags, saved as run `name` in `runs`: the
+/// header, the first epoch's loss and accuracies (not its times), and run.json.
+fn first_epoch(data: &Path, runs: &Path, name: &str, extra: &[&str]) -> (String, String, String) {
+    let run = &runs.join(name);
+    let base = ["train", "--model", "lenet-bn", "--data-dir", path(data), "--epochs", "2", "--batch-size", "32"];
+    let text = ok(&[&base[..], extra, &["--out", path(run)]].concat());
+    let record = std::fs::read_to_string(run.join("run.json")).unwrap();
+    // "epoch 1, loss 0.6931, train acc …": the loss and accuracies, not the times.
+    let epoch1 = text.lines().find(|l| l.starts_with("epoch 1,")).unwrap();
+    let epoch1 = epoch1.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", ");
+    (text.lines().next().unwrap().to_string(), epoch1, record)
+}
+
 /// The recipe flags reach the training loop: a warm-up or label smoothing changes the first
 /// epoch's loss, and each is recorded in run.json and named in the header.
 #[test]
 fn warmup_and_label_smoothing_change_the_training() {
     let data = synthetic_dir(96, 16);
     let runs = tempfile::tempdir().unwrap();
-    let first_loss = |extra: &[&str], name: &str| {
-        let run = runs.path().join(name);
-        let base =
-            ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "32"];
-        let text = ok(&[&base[..], extra, &["--out", path(&run)]].concat());
-        let record = std::fs::read_to_string(run.join("run.json")).unwrap();
-        // "epoch 1, loss 0.6931, train acc …": the loss and accuracies, not the times.
-        let epoch1 = text.lines().find(|l| l.starts_with("epoch 1,")).unwrap();
-        let epoch1 = epoch1.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", ");
-        (text.lines().next().unwrap().to_string(), epoch1, record)
-    };
-    let (_, plain, _) = first_loss(&[], "plain");
-    let (header, warm, record) = first_loss(&["--warmup-epochs", "1"], "warm");
+    let (_, plain, _) = first_epoch(data.path(), runs.path(), "plain", &[]);
+    let (header, warm, record) = first_epoch(data.path(), runs.path(), "warm", &["--warmup-epochs", "1"]);
     assert!(header.contains("warm-up over 1 epoch") && record.contains("\"warmup_epochs\": 1"), "{header}");
     assert_ne!(plain, warm);
-    let (header, smooth, record) = first_loss(&["--label-smoothing", "0.2"], "smooth");
+    let (header, smooth, record) = first_epoch(data.path(), runs.path(), "smooth", &["--label-smoothing", "0.2"]);
     assert!(header.contains("label smoothing 0.2") && record.contains("\"label_smoothing\": 0.2"), "{header}");
     assert_ne!(plain, smooth);
     assert_fails_with(
@@ -315,34 +317,26 @@ fn warmup_and_label_smoothing_change_the_training() {
     );
 }
 
-/// SGD with Nesterov momentum, gradient-norm clipping and random erasing each change the first epoch, are
-/// named in the header and run.json, and an SGD run resumes with its momentum; momentum
-/// without SGD is refused.
+/// SGD with Nesterov momentum, gradient-norm clipping, mixup with CutMix and random erasing
+/// each change the first epoch and are named in the header and run.json; an SGD run resumes
+/// with its momentum; momentum without SGD is refused.
 #[test]
 fn sgd_clipping_and_erasing_change_the_training() {
     let data = synthetic_dir(96, 16);
     let runs = tempfile::tempdir().unwrap();
-    let base = ["train", "--model", "lenet-bn", "--data-dir", path(data.path()), "--epochs", "2", "--batch-size", "32"];
-    let first_epoch = |extra: &[&str], name: &str| {
-        let run = runs.path().join(name);
-        let text = ok(&[&base[..], extra, &["--out", path(&run)]].concat());
-        let record = std::fs::read_to_string(run.join("run.json")).unwrap();
-        let epoch1 = text.lines().find(|l| l.starts_with("epoch 1,")).unwrap();
-        let epoch1 = epoch1.split(", ").skip(1).take(3).collect::<Vec<_>>().join(", ");
-        (text.lines().next().unwrap().to_string(), epoch1, record)
-    };
-    let (_, plain, _) = first_epoch(&[], "plain");
-    let (header, sgd, record) = first_epoch(&["--optimizer", "sgd", "--nesterov", "--lr", "0.05"], "sgd");
+    let (_, plain, _) = first_epoch(data.path(), runs.path(), "plain", &[]);
+    let (header, sgd, record) =
+        first_epoch(data.path(), runs.path(), "sgd", &["--optimizer", "sgd", "--nesterov", "--lr", "0.05"]);
     assert!(header.contains("; SGD, momentum 0.9 (Nesterov)"), "{header}");
     assert!(record.contains("\"optimizer\": \"sgd\"") && record.contains("\"nesterov\": true"), "{record}");
     assert_ne!(plain, sgd);
-    let (header, clipped, record) = first_epoch(&["--clip-grad", "0.01"], "clipped");
+    let (header, clipped, record) = first_epoch(data.path(), runs.path(), "clipped", &["--clip-grad", "0.01"]);
     assert!(header.contains("gradient norm clipped at 0.01") && record.contains("\"clip_grad\": 0.01"), "{header}");
     assert_ne!(plain, clipped);
-    let (header, mixed, record) = first_epoch(&["--mixup", "0.4", "--cutmix", "1"], "mixed");
+    let (header, mixed, record) = first_epoch(data.path(), runs.path(), "mixed", &["--mixup", "0.4", "--cutmix", "1"]);
     assert!(header.contains("; mixup α 0.4; CutMix α 1") && record.contains("\"cutmix\": 1.0"), "{header}");
     assert_ne!(plain, mixed);
-    let (header, erased, record) = first_epoch(&["--random-erasing", "0.5"], "erased");
+    let (header, erased, record) = first_epoch(data.path(), runs.path(), "erased", &["--random-erasing", "0.5"]);
     assert!(header.contains("random erasing with p 0.5") && record.contains("\"erasing\": 0.5"), "{header}");
     assert_ne!(plain, erased);
     let resumed = ok(&["train", "--resume", path(&runs.path().join("sgd")), "--epochs", "3"]);

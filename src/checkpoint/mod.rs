@@ -113,8 +113,9 @@ impl RunRecord {
             return Err("epoch count and history disagree".into());
         }
         for (i, m) in record.history.iter().enumerate() {
+            let optional = m.ema_test_accuracy.iter().chain(&m.val_accuracy);
             let accuracies =
-                [m.train_accuracy, m.test_accuracy].iter().chain(&m.ema_test_accuracy).all(|a| (0.0..=1.0).contains(a));
+                [m.train_accuracy, m.test_accuracy].iter().chain(optional).all(|a| (0.0..=1.0).contains(a));
             let finite = [m.loss, m.seconds, m.examples_per_sec].iter().all(|v| v.is_finite() && *v >= 0.0);
             if m.epoch != i + 1 || !accuracies || !finite {
                 return Err(format!("the metrics of epoch {} are not a run's (epoch {}, accuracies outside 0–1, or negative or non-finite numbers)", i + 1, m.epoch));

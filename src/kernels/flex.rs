@@ -38,7 +38,8 @@ fn f32s_in_layout(t: &FlexTensor) -> (Cow<'_, [f32]>, Layout) {
 }
 
 /// The N×H×W×C buffer behind `t` where `t` is an N×C×H×W view of all of it (what
-/// `permute([0, 3, 1, 2])` makes of an N×H×W×C tensor), and not also contiguous (with one channel, or 1×1 maps, the two layouts agree).
+/// `permute([0, 3, 1, 2])` makes of an N×H×W×C tensor), and not also contiguous (with one
+/// channel, or 1×1 maps, the two layouts agree).
 fn channels_last_storage(t: &FlexTensor) -> Option<&[f32]> {
     let l = t.layout();
     let d = l.shape();

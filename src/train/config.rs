@@ -252,18 +252,22 @@ impl TrainConfig {
     /// How many of `available` training examples a run trains on: the first `limit` of them,
     /// less the validation split held out at their end.
     pub fn train_len(&self, available: usize) -> usize {
-        self.limit.map_or(available, |l| l.min(available)).saturating_sub(self.val_split)
+        self.usable_len(available).saturating_sub(self.val_split)
+    }
+
+    /// The first `limit` of `available` training examples: those trained on and validated on.
+    fn usable_len(&self, available: usize) -> usize {
+        self.limit.map_or(available, |l| l.min(available))
     }
 
     /// The examples held out for validation (after the ones trained on).
     pub fn val_range(&self, available: usize) -> std::ops::Range<usize> {
-        let start = self.train_len(available);
-        start..(start + self.val_split).min(self.limit.map_or(available, |l| l.min(available)))
+        self.train_len(available)..self.usable_len(available)
     }
 
     /// Checks the validation split against the `available` training examples.
     pub fn check_val_split(&self, available: usize) -> Result<(), ConfigError> {
-        let usable = self.limit.map_or(available, |l| l.min(available));
+        let usable = self.usable_len(available);
         if self.val_split > 0 && self.val_split >= usable {
             return Err(ConfigError::ValSplitTooLarge { val: self.val_split, available: usable });
         }

@@ -31,18 +31,13 @@ impl ModuleMapper for Blend {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let current = self.current.next().expect("the average and the network have one structure");
         let decay = self.decay;
-        // Computed without autodiff's bookkeeping, as the optimizer's updates are.
+        // Computed without autodiff's bookkeeping, as the optimizer's updates are; moved, so
+        // that the kernel can update the average's buffer in place.
         param.map(|average| {
-            let autodiff = average.is_autodiff();
-            let average = average.without_autodiff();
-            let current = current.reshape(average.shape());
-            // Moved, so that the kernel can update the average's buffer in place.
-            let blended = kernels::ema_step(average, current, decay);
-            if autodiff {
-                blended.autodiff()
-            } else {
-                blended
-            }
+            super::outside_autodiff(average, |average| {
+                let current = current.reshape(average.shape());
+                kernels::ema_step(average, current, decay)
+            })
         })
     }
 }

@@ -336,6 +336,18 @@ pub fn training_loss(logits: Tensor<2>, labels: Tensor<1, Int>, label_smoothing:
     CrossEntropyLossConfig::new().with_smoothing(smoothing).init(&logits.device()).forward(logits, labels)
 }
 
+/// `f` applied to `t`'s values without autodiff's bookkeeping (updates of a network's stored
+/// values, which are no part of any graph), the result on `t`'s side again.
+pub(crate) fn outside_autodiff<const D: usize>(t: Tensor<D>, f: impl FnOnce(Tensor<D>) -> Tensor<D>) -> Tensor<D> {
+    let autodiff = t.is_autodiff();
+    let new = f(t.without_autodiff()).without_autodiff();
+    if autodiff {
+        new.autodiff()
+    } else {
+        new
+    }
+}
+
 /// The random seed of one epoch (its shuffle, and its augmentation via the complement): a
 /// fixed function of the run's seed and the epoch number, so any epoch can be reproduced on
 /// its own, which is what makes resuming exact.

@@ -163,10 +163,7 @@ impl<F: FnMut(&str, Tensor<1>) -> Tensor<1>> ModuleMapper for StatisticsWriter<F
         let path = self.place.path.join(".");
         param.map(|current| {
             let shape = current.shape();
-            let autodiff = current.is_autodiff();
-            let new = (self.value)(&path, current.without_autodiff().reshape([-1])).without_autodiff();
-            let new = if autodiff { new.autodiff() } else { new };
-            new.reshape(shape)
+            super::outside_autodiff(current, |current| (self.value)(&path, current.reshape([-1])).reshape(shape))
         })
     }
 }
