@@ -487,7 +487,7 @@ fn each_cause_is_said_once_and_hints_name_the_right_flag() {
     // Export writes what its name says, or refuses.
     fails_with(
         &["export", "--checkpoint", path(&run), "--out", path(&runs.path().join("x.pt"))],
-        "give --out a name ending in .safetensors",
+        "x.pt: export writes .safetensors (PyTorch's state_dict) or .onnx files",
     );
     assert!(!runs.path().join("x.pt").exists());
 }

@@ -9,8 +9,9 @@ use clap::Args;
 
 use super::positive;
 use crate::checkpoint::{write_atomic, RunDir};
-use crate::interop::export_safetensors;
+use crate::data::CLASS_NAMES;
 use crate::interop::pytorch::{import_tensors, TorchFile};
+use crate::interop::{export_onnx, export_safetensors};
 use crate::models::ModelKind;
 use crate::report::{draw_png, draw_svg, plural, Curves};
 use crate::train::{ConfigError, TrainConfig};
@@ -145,7 +146,8 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub weights: super::WeightsArgs,
     /// The file to write; its extension says the format (.safetensors: the book's PyTorch
-    /// state_dict keys, for `safetensors.torch.load_file`).
+    /// state_dict keys, for `safetensors.torch.load_file`; .onnx: the network in evaluation
+    /// mode with a dynamic batch dimension and the class names as metadata, for onnxruntime).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// Replace FILE if it exists.
@@ -154,13 +156,22 @@ pub struct ExportArgs {
 }
 
 pub fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    if args.out.extension().is_none_or(|e| e != "safetensors") {
-        bail!("{}: export writes .safetensors files; give --out a name ending in .safetensors", args.out.display());
-    }
+    let format = match args.out.extension().and_then(|e| e.to_str()) {
+        Some("safetensors") => ExportFormat::Safetensors,
+        Some("onnx") => ExportFormat::Onnx,
+        _ => bail!(
+            "{}: export writes .safetensors (PyTorch's state_dict) or .onnx files; give --out a name ending in one of them",
+            args.out.display()
+        ),
+    };
     let (run, record) = RunDir::open(&args.checkpoint)?;
     let model = run.load_weights(&record, &Device::flex(), args.weights.weights())?;
     refuse_to_overwrite(&args.out, args.force)?;
-    let bytes = export_safetensors(record.config.model, &model, record.config.image_size());
+    let (kind, size) = (record.config.model, record.config.image_size());
+    let bytes = match format {
+        ExportFormat::Safetensors => export_safetensors(kind, &model, size),
+        ExportFormat::Onnx => export_onnx(kind, &model, 1, size, &CLASS_NAMES),
+    };
     write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     writeln!(
         out,
@@ -171,6 +182,12 @@ pub fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
         s = record.config.image_size()
     )?;
     Ok(())
+}
+
+/// What `export` writes, by the extension of `--out`.
+enum ExportFormat {
+    Safetensors,
+    Onnx,
 }
 
 fn refuse_to_overwrite(path: &Path, force: bool) -> anyhow::Result<()> {

@@ -8,6 +8,7 @@ use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
+use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{AvgPool2d, AvgPool2dConfig, Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
@@ -168,6 +169,30 @@ impl DenseNet {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         logits(&self.named_stages(), x)
+    }
+
+    /// [`DenseNet::forward`] in evaluation mode as an ONNX graph.
+    pub fn onnx(&self, g: &mut OnnxGraph, x: Value) -> Value {
+        let mut x = self.stem.onnx(g, x);
+        for (i, block) in self.dense_blocks.iter().enumerate() {
+            for (j, blk) in block.net.iter().enumerate() {
+                let name = format!("dense_blocks.{i}.net.{j}");
+                let y = g.fused_batch_norm(&format!("{name}.bn"), &blk.bn, &x);
+                let y = g.relu(&format!("{name}.relu"), &y);
+                let y = g.conv(&format!("{name}.conv"), &blk.conv, &y);
+                x = g.concat_channels(&format!("{name}.cat"), &[&x, &y]);
+            }
+            if let Some(transition) = self.transitions.get(i) {
+                let name = format!("transitions.{i}");
+                let y = g.fused_batch_norm(&format!("{name}.bn"), &transition.bn, &x);
+                let y = g.relu(&format!("{name}.relu"), &y);
+                let y = g.conv(&format!("{name}.conv"), &transition.conv, &y);
+                x = g.avg_pool(&format!("{name}.pool"), &transition.pool, &y);
+            }
+        }
+        let x = g.fused_batch_norm("bn", &self.bn, &x);
+        let x = g.relu("relu", &x);
+        self.head.onnx(g, x)
     }
 
     /// Smallest input height/width the network can take: each of the three transitions

@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use super::torch_names::TorchName;
 use crate::data::NUM_CLASSES;
+use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::Stage;
 
 #[derive(Module, Debug)]
@@ -28,6 +29,13 @@ impl Head {
             Stage::stateless("global_avg_pool", move |x: Tensor<4>| self.global_avg_pool.forward(x)),
             Stage::layer("fc", &self.fc, move |x: Tensor<4>| self.fc.forward(x.flatten::<2>(1, 3))),
         ]
+    }
+
+    /// The stages as an ONNX graph.
+    pub fn onnx(&self, g: &mut OnnxGraph, x: Value) -> Value {
+        let x = g.global_avg_pool("head.global_avg_pool", &x);
+        let x = g.flatten("head.flatten", &x);
+        g.linear("head.fc", &self.fc, &x)
     }
 
     /// The PyTorch name of the head's tensor `tensor` of layer `module`: the book's head is

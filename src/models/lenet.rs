@@ -6,6 +6,7 @@ use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchLayout, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
+use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
 use crate::nn::batch_norm::{Rank, StatisticsAxes};
@@ -137,6 +138,31 @@ impl LeNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         logits(&self.named_stages(), x)
     }
+
+    /// [`LeNet::forward`] in evaluation mode as an ONNX graph.
+    pub fn onnx(&self, g: &mut OnnxGraph, x: Value) -> Value {
+        let mut x = x;
+        for (i, (conv, norm)) in [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)].into_iter().enumerate() {
+            x = g.conv(&format!("conv{}", i + 1), conv, &x);
+            x = sigmoid_after_onnx(g, &format!("norm{}", i + 1), norm, x);
+            x = g.max_pool(&format!("pool{}", i + 1), &self.pool, &x);
+        }
+        x = g.flatten("flatten", &x);
+        for (i, (linear, norm)) in [(&self.fc1, &self.norm3), (&self.fc2, &self.norm4)].into_iter().enumerate() {
+            x = g.linear(&format!("fc{}", i + 1), linear, &x);
+            x = sigmoid_after_onnx(g, &format!("norm{}", i + 3), norm, x);
+        }
+        g.linear("fc3", &self.fc3, &x)
+    }
+}
+
+/// [BN] → sigmoid as ONNX nodes (`name` is the BN slot's module path).
+fn sigmoid_after_onnx(g: &mut OnnxGraph, name: &str, norm: &Option<Norm>, x: Value) -> Value {
+    let x = match norm {
+        Some(norm) => g.norm(name, norm, &x),
+        None => x,
+    };
+    g.sigmoid(&format!("{name}.sigmoid"), &x)
 }
 
 /// [BN] → sigmoid: with batch normalization, the sigmoid computed in its pass (the book's

@@ -15,6 +15,7 @@ pub use kind::{InputSizeError, InputSizes, ModelKind, NetworkSpec, MAX_IMAGE_SIZ
 pub use lenet::LeNet;
 pub use resnet::{ResNet18, Residual, ResnetBlock};
 
+use crate::interop::onnx::{OnnxGraph, Value as OnnxValue};
 use crate::nn::{stage, LayerRow, Stage};
 
 /// The registry, one line a network: its file (a module of `models/`), its [`Network`]
@@ -40,6 +41,13 @@ macro_rules! networks {
             pub fn named_stages(&self) -> Vec<Stage<'_>> {
                 match self {
                     $(Network::$variant(net) => net.named_stages(),)+
+                }
+            }
+
+            /// Adds the network's evaluation-mode graph on input `x` to `graph`; returns the logits.
+            pub fn onnx(&self, graph: &mut OnnxGraph, x: OnnxValue) -> OnnxValue {
+                match self {
+                    $(Network::$variant(net) => net.onnx(graph, x),)+
                 }
             }
         }

@@ -10,6 +10,7 @@ use super::head::Head;
 use super::stem::Stem;
 use super::torch_names::{layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkSpec};
+use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
@@ -79,6 +80,21 @@ impl Residual {
         };
         relu(y + x)
     }
+
+    /// [`Residual::forward`] as an ONNX graph; `name` is the residual's module path.
+    pub fn onnx(&self, g: &mut OnnxGraph, name: &str, x: Value) -> Value {
+        let y = g.conv(&format!("{name}.conv1"), &self.conv1, &x);
+        let y = g.fused_batch_norm(&format!("{name}.bn1"), &self.bn1, &y);
+        let y = g.relu(&format!("{name}.relu1"), &y);
+        let y = g.conv(&format!("{name}.conv2"), &self.conv2, &y);
+        let y = g.fused_batch_norm(&format!("{name}.bn2"), &self.bn2, &y);
+        let x = match &self.conv3 {
+            Some(conv3) => g.conv(&format!("{name}.conv3"), conv3, &x),
+            None => x,
+        };
+        let sum = g.add(&format!("{name}.add"), &y, &x);
+        g.relu(&format!("{name}.relu2"), &sum)
+    }
 }
 
 /// `resnet_block(in, out, num_residuals, first_block)`: the first block of every stage but
@@ -140,6 +156,17 @@ impl ResNet18 {
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         logits(&self.named_stages(), x)
+    }
+
+    /// [`ResNet18::forward`] in evaluation mode as an ONNX graph.
+    pub fn onnx(&self, g: &mut OnnxGraph, x: Value) -> Value {
+        let mut x = self.stem.onnx(g, x);
+        for (i, stage) in self.stages.iter().enumerate() {
+            for (j, residual) in stage.residuals.iter().enumerate() {
+                x = residual.onnx(g, &format!("stages.{i}.residuals.{j}"), x);
+            }
+        }
+        self.head.onnx(g, x)
     }
 
     /// Smallest input height/width the network can take.

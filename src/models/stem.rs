@@ -5,6 +5,7 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchName};
+use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::Stage;
@@ -41,6 +42,14 @@ impl Stem {
             Stage::fused_into_previous("2"),
             Stage::stateless("3", move |x: Tensor<4>| self.pool.forward(x)),
         ]
+    }
+
+    /// The stages as an ONNX graph.
+    pub fn onnx(&self, g: &mut OnnxGraph, x: Value) -> Value {
+        let x = g.conv("stem.conv", &self.conv, &x);
+        let x = g.fused_batch_norm("stem.bn", &self.bn, &x);
+        let x = g.relu("stem.relu", &x);
+        g.max_pool("stem.pool", &self.pool, &x)
     }
 
     /// The PyTorch name of the stem's tensor `tensor` of layer `module`: the book's

@@ -59,22 +59,20 @@ pub struct Conv2d {
 
 impl Conv2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
+        let pairs = padding_pairs(&self.padding, spatial(&input), self.kernel_size, self.stride);
         let options = ConvOptions::new_with_padding(self.stride, pairs, self.dilation, self.groups);
         kernels::conv2d(input, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
     }
 }
 
-/// (before, after) padding of the height and of the width of `input`, as burn's `Conv2d` and
-/// pooling layers work it out (their own helper is private).
-fn padding_pairs(
+/// (before, after) padding of the height and of the width of an input of `sizes` (height,
+/// width), as burn's `Conv2d` and pooling layers work it out (their own helper is private).
+pub(crate) fn padding_pairs(
     padding: &PaddingConfig2d,
-    input: &Tensor<4>,
+    sizes: [usize; 2],
     kernel: [usize; 2],
     stride: [usize; 2],
 ) -> [(usize, usize); 2] {
-    let [_, _, height, width] = input.dims();
-    let sizes = [height, width];
     [0, 1].map(|d| match *padding {
         PaddingConfig2d::Valid => (0, 0),
         PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)][d],
@@ -84,6 +82,12 @@ fn padding_pairs(
             (total / 2, total - total / 2)
         }
     })
+}
+
+/// Height and width of N×C×H×W `input`.
+fn spatial(input: &Tensor<4>) -> [usize; 2] {
+    let [_, _, height, width] = input.dims();
+    [height, width]
 }
 
 /// burn's `AvgPool2dConfig`, building an [`AvgPool2d`].
@@ -124,7 +128,7 @@ pub struct AvgPool2d {
 
 impl AvgPool2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
+        let pairs = padding_pairs(&self.padding, spatial(&input), self.kernel_size, self.stride);
         let options = AvgPoolOptions::new(self.kernel_size)
             .with_stride(self.stride)
             .with_padding_pairs(pairs)
@@ -176,7 +180,7 @@ pub struct MaxPool2d {
 
 impl MaxPool2d {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let pairs = padding_pairs(&self.padding, &input, self.kernel_size, self.stride);
+        let pairs = padding_pairs(&self.padding, spatial(&input), self.kernel_size, self.stride);
         let options = MaxPoolOptions::new(self.kernel_size)
             .with_stride(self.stride)
             .with_padding_pairs(pairs)
