@@ -13,6 +13,7 @@
 //! - [`train`]: the training loop, metrics and evaluation.
 //! - [`bench`]: timing the training step.
 //! - [`checkpoint`]: run directories: checkpoints, resume.
+//! - [`machine`]: the machine in one line, for run files and reports.
 //! - [`memory`]: memory estimates checked before allocating, and a clean out-of-memory error.
 //! - [`cli`]: the `deepcnn` command line.
 
@@ -24,6 +25,7 @@ pub mod data;
 pub mod device;
 pub mod interop;
 pub mod kernels;
+pub mod machine;
 pub mod memory;
 pub mod models;
 pub mod nn;

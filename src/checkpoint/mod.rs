@@ -29,8 +29,10 @@ pub const RUN_FILE: &str = "run.json";
 /// A run.json holds one line of metrics per epoch: 64 MB is hundreds of thousands of epochs.
 const MAX_RUN_FILE: u64 = 64 << 20;
 /// Files a run directory holds besides run.json and the checkpoints: derived from the run's
-/// history by the command line (the metrics table, the chart).
-pub const DERIVED_FILES: [&str; 3] = ["metrics.csv", "training.svg", "training.png"];
+/// history by the command line (the metrics table, the chart, the HTML report).
+pub const DERIVED_FILES: [&str; 4] = ["metrics.csv", "training.svg", "training.png", REPORT_FILE];
+/// The run's HTML report, refreshed after every epoch.
+pub const REPORT_FILE: &str = "report.html";
 const FORMAT: u32 = 1;
 
 /// Which of a run's networks to load.
@@ -68,6 +70,10 @@ pub struct RunRecord {
     /// the epoch number, so the next epoch is all a resumed run needs.
     pub next_epoch: usize,
     pub history: Vec<EpochMetrics>,
+    /// The machine the run last trained on ([`crate::machine::describe`]); `None` in runs
+    /// saved before deepcnn recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 impl RunRecord {
@@ -89,6 +95,7 @@ impl RunRecord {
             best_file,
             next_epoch: history.len() + 1,
             history,
+            machine: Some(crate::machine::describe()),
         }
     }
 }

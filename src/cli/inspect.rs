@@ -24,7 +24,8 @@ pub struct EvalArgs {
     /// A run directory (from `train --out` or `import`).
     #[arg(long, value_name = "DIR")]
     pub checkpoint: PathBuf,
-    /// Print JSON (keys: accuracy, loss, per_class, confusion, examples).
+    /// Print JSON (keys: accuracy, loss, per_class, confusion, examples, mistakes: the 16 most
+    /// confident wrong answers).
     #[arg(long)]
     pub json: bool,
     #[arg(long, default_value_t = 256, value_parser = positive, allow_negative_numbers = true)]

@@ -4,6 +4,7 @@
 mod bench;
 mod inspect;
 mod progress;
+mod report;
 mod runs;
 mod train;
 
@@ -15,11 +16,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::DEFAULT_DATA_DIR;
 use crate::device::{ComputeDevice, Precision};
-use crate::models::{ModelKind, Network};
+use crate::models::ModelKind;
 use crate::nn::LayerRow;
 
 pub use bench::BenchArgs;
 pub use inspect::{EvalArgs, PredictArgs};
+pub use report::ReportArgs;
 pub use runs::{ExportArgs, ImportArgs, PlotArgs};
 pub use train::TrainArgs;
 
@@ -40,9 +42,12 @@ pub enum Command {
     Predict(PredictArgs),
     /// Draw the training curves of one run, or overlay several.
     Plot(PlotArgs),
+    /// Write a run (or several) as one HTML page: curves, settings, confusion matrix, per-class
+    /// accuracy, the most confident mistakes, the layers.
+    Report(ReportArgs),
     /// Turn a PyTorch state_dict of the book's network into a deepcnn run directory.
     Import(ImportArgs),
-    /// Write a run's weights for PyTorch (the book's module names).
+    /// Write a run's weights for PyTorch (the book's module names) or as an ONNX model.
     Export(ExportArgs),
     /// Print each top-level layer's output shape and parameter count, as the book does.
     Summary(SummaryArgs),
@@ -154,6 +159,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
         Command::Eval(args) => inspect::eval(args, out),
         Command::Predict(args) => inspect::predict(args, out),
         Command::Plot(args) => runs::plot(args, out),
+        Command::Report(args) => report::report(args, out),
         Command::Import(args) => runs::import(args, out),
         Command::Export(args) => runs::export(args, out),
         Command::Summary(args) => summary(args, out),
@@ -164,7 +170,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
 fn summary(args: SummaryArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_summary_size());
     args.model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
-    let rows = Network::new(args.model, &Device::flex().autodiff()).summary(size);
+    let rows = args.model.layers(size);
     write_summary(&rows, out)?;
     Ok(())
 }

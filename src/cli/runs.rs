@@ -190,7 +190,7 @@ enum ExportFormat {
     Onnx,
 }
 
-fn refuse_to_overwrite(path: &Path, force: bool) -> anyhow::Result<()> {
+pub(super) fn refuse_to_overwrite(path: &Path, force: bool) -> anyhow::Result<()> {
     if path.exists() && !force {
         bail!("{} exists; pass --force to replace it", path.display());
     }

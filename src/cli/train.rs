@@ -10,14 +10,15 @@ use indicatif::ProgressBar;
 use super::progress::images_bar;
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
-use crate::data::{Augment, FashionMnist};
+use crate::data::{Augment, Dataset, FashionMnist, CLASS_NAMES};
 use crate::device::Precision;
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
-use crate::report::{draw_png, draw_svg, metrics_csv, plural, Curves};
+use crate::nn::LayerRow;
+use crate::report::{draw_png, draw_svg, html_report, metrics_csv, plural, Curves, RunReport};
 use crate::train::{
-    self, ConfigError, EpochMetrics, Observer, ObserverError, OptimizerKind, Schedule, TrainConfig, TrainError,
-    TrainState,
+    self, ConfigError, EpochMetrics, EvalReport, Observer, ObserverError, OptimizerKind, Schedule, TrainConfig,
+    TrainError, TrainState,
 };
 
 #[derive(Debug, Args)]
@@ -165,7 +166,8 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
             // What a kill between two writes may have left out of step with run.json is
             // rewritten from it.
             if !record.history.is_empty() {
-                for (name, bytes) in derived_files(&record.config, &record.history) {
+                // (The report needs a test pass; the next epoch's rewrites it.)
+                for (name, bytes) in derived_files(&record.config, &record.history, None) {
                     run_dir.write(name, &bytes)?;
                 }
             }
@@ -220,8 +222,22 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     }
     writeln!(out, "{first_line}")?;
     let show_progress = !args.quiet && std::io::stdout().is_terminal();
-    let mut observer =
-        CliObserver { out, run_dir: run_dir.as_ref(), config: &config, bar: None, show_progress, last_saved: None };
+    let report = run_dir.as_ref().map(|run| ReportParts {
+        name: run.path().file_name().map_or(config.model.to_string(), |n| n.to_string_lossy().into_owned()),
+        test: &data.test,
+        layers: config.model.layers(config.image_size()),
+        machine: crate::machine::describe(),
+        last_test: None,
+    });
+    let mut observer = CliObserver {
+        out,
+        run_dir: run_dir.as_ref(),
+        config: &config,
+        bar: None,
+        show_progress,
+        last_saved: None,
+        report,
+    };
     let result = train::train(&config, &data, &device, state, &mut observer);
     let last_saved = observer.last_saved;
     match result {
@@ -372,11 +388,30 @@ fn check_training_memory(config: &TrainConfig, n_train: usize, resumed: bool) ->
     )
 }
 
-/// The files derived from a run's history: the metrics table and, where it can be drawn, the
-/// chart (a failure to draw it, fonts say, is reported but does not stop training).
-fn derived_files(config: &TrainConfig, history: &[EpochMetrics]) -> Vec<(&'static str, Vec<u8>)> {
-    let [metrics, svg, png] = DERIVED_FILES;
+/// The files derived from a run's history: the metrics table, the HTML report of the last
+/// epoch's test pass, and, where it can be drawn, the chart (a failure to draw it, fonts say,
+/// is reported but does not stop training).
+fn derived_files(
+    config: &TrainConfig,
+    history: &[EpochMetrics],
+    report: Option<&ReportParts>,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let [metrics, svg, png, html] = DERIVED_FILES;
     let mut files = vec![(metrics, metrics_csv(history).into_bytes())];
+    if let Some(parts @ ReportParts { last_test: Some(evaluation), .. }) = report {
+        let run = RunReport {
+            name: parts.name.clone(),
+            config,
+            history,
+            machine: Some(&parts.machine),
+            evaluation,
+            test_images: parts.test,
+            evaluated: format!("the weights after epoch {}", history.len()),
+            class_names: &CLASS_NAMES,
+            layers: &parts.layers,
+        };
+        files.push((html, html_report(&[run]).into_bytes()));
+    }
     let title =
         format!("{}: batch {}, lr {}, seed {}", config.model, config.batch_size, compact(config.lr), config.seed);
     let curves = Curves { title, runs: vec![(String::new(), history)] };
@@ -389,6 +424,16 @@ fn derived_files(config: &TrainConfig, history: &[EpochMetrics]) -> Vec<(&'stati
     files
 }
 
+/// What the run's report.html is made of besides the run's history.
+struct ReportParts<'a> {
+    name: String,
+    test: &'a Dataset,
+    layers: Vec<LayerRow>,
+    machine: String,
+    /// The latest epoch's test pass.
+    last_test: Option<EvalReport>,
+}
+
 /// Prints progress and epoch lines, and saves the run after every epoch.
 struct CliObserver<'a, W: Write> {
     out: &'a mut W,
@@ -398,6 +443,8 @@ struct CliObserver<'a, W: Write> {
     show_progress: bool,
     /// The last epoch this run saved.
     last_saved: Option<usize>,
+    /// With a run directory: the parts of its report.
+    report: Option<ReportParts<'a>>,
 }
 
 impl<W: Write> Observer for CliObserver<'_, W> {
@@ -427,13 +474,19 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         }
     }
 
+    fn tested(&mut self, evaluation: &EvalReport) {
+        if let Some(report) = &mut self.report {
+            report.last_test = Some(evaluation.clone());
+        }
+    }
+
     fn epoch_done(&mut self, metrics: &EpochMetrics, state: &TrainState) -> Result<(), ObserverError> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
         // Saved first: a printed epoch line means the epoch is on disk.
         if let Some(run) = self.run_dir {
-            run.save(self.config, state, &derived_files(self.config, &state.history))?;
+            run.save(self.config, state, &derived_files(self.config, &state.history, self.report.as_ref()))?;
             self.last_saved = Some(metrics.epoch);
         }
         writeln!(self.out, "{metrics}")?;

@@ -97,6 +97,12 @@ impl ModelKind {
         (self.0.torch_name)(&module, tensor)
     }
 
+    /// Each top-level layer's output shape and trainable parameters at `size`×`size`
+    /// ([`Network::summary`] of a fresh network: the counts do not depend on the weights).
+    pub fn layers(self, size: usize) -> Vec<crate::nn::LayerRow> {
+        self.build(&Device::flex().autodiff()).summary(size)
+    }
+
     /// Checks that the network can take `size`×`size` images (at most [`MAX_IMAGE_SIZE`]).
     pub fn check_input(self, size: usize) -> Result<(), InputSizeError> {
         let needs = match self.0.inputs {

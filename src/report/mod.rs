@@ -1,12 +1,14 @@
-//! What a run leaves for people to read: `metrics.csv`, the training-curve chart, and the
-//! evaluation report's text form.
+//! What a run leaves for people to read: `metrics.csv`, the training-curve chart, the
+//! evaluation report's text form, and the HTML report of a run.
 
 pub mod csv;
 pub mod eval_text;
+pub mod html;
 pub mod plot;
 
 pub use csv::metrics_csv;
 pub use eval_text::write_eval_report;
+pub use html::{html_report, RunReport};
 pub use plot::{draw_png, draw_svg, Curves};
 
 /// `n` and the noun, singular for one: "1 epoch", "3 epochs" (`noun` and `nouns`: English

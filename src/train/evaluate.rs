@@ -3,6 +3,7 @@
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use serde::Serialize;
 
 use super::metrics::Tally;
@@ -34,6 +35,23 @@ pub struct EvalReport {
     pub per_class: Vec<ClassAccuracy>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// The [`MISTAKES_KEPT`] wrong answers given with the highest probability, most confident
+    /// first.
+    pub mistakes: Vec<Mistake>,
+}
+
+/// How many of the most confident mistakes a report keeps (the HTML report's gallery).
+pub const MISTAKES_KEPT: usize = 16;
+
+/// An example the network got wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mistake {
+    /// Its index in the data set.
+    pub index: usize,
+    pub label: usize,
+    pub predicted: usize,
+    /// The probability (softmax) the network gave its prediction.
+    pub confidence: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -45,7 +63,7 @@ pub struct ClassAccuracy {
 }
 
 impl EvalReport {
-    fn from_confusion(confusion: Vec<Vec<usize>>, loss_sum: f64) -> Self {
+    fn from_confusion(confusion: Vec<Vec<usize>>, loss_sum: f64, mistakes: Vec<Mistake>) -> Self {
         let examples: usize = confusion.iter().flatten().sum();
         let correct: usize = (0..NUM_CLASSES).map(|c| confusion[c][c]).sum();
         let per_class = (0..NUM_CLASSES)
@@ -56,7 +74,8 @@ impl EvalReport {
             })
             .collect();
         let denominator = examples.max(1) as f64;
-        Self { examples, loss: loss_sum / denominator, accuracy: correct as f64 / denominator, per_class, confusion }
+        let (loss, accuracy) = (loss_sum / denominator, correct as f64 / denominator);
+        Self { examples, loss, accuracy, per_class, confusion, mistakes }
     }
 
     pub fn correct(&self) -> usize {
@@ -75,21 +94,28 @@ pub fn evaluate_report(
 ) -> EvalReport {
     let loss_fn = CrossEntropyLossConfig::new().init(&batcher.device);
     let order: Vec<usize> = (0..data.len()).collect();
-    let mut counts = Counts { confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES], loss_sum: 0.0, next_example: 0 };
-    // Each batch's mean loss and predicted classes, still on the device.
+    let mut counts = Counts {
+        confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES],
+        loss_sum: 0.0,
+        next_example: 0,
+        mistakes: Vec::new(),
+    };
+    // Each batch's mean loss followed by its confidences, and its predicted classes, still on
+    // the device.
     let mut unread: Unread = Vec::new();
     for batch in batcher.batches(data, &order, batch_size) {
         let logits = model.forward(batch.images);
         let loss = loss_fn.forward(logits.clone(), batch.labels);
+        let confidence: Tensor<1> = softmax(logits.clone(), 1).max_dim(1).flatten(0, 1);
         let predicted: Tensor<1, Int> = logits.argmax(1).flatten(0, 1);
         progress(predicted.dims()[0]);
-        unread.push((loss.reshape([1]), predicted));
+        unread.push((Tensor::cat(vec![loss.reshape([1]), confidence], 0), predicted));
         if unread.len() == READ_BACK_EVERY {
             counts.read_back(&mut unread, data);
         }
     }
     counts.read_back(&mut unread, data);
-    EvalReport::from_confusion(counts.confusion, counts.loss_sum)
+    EvalReport::from_confusion(counts.confusion, counts.loss_sum, counts.mistakes)
 }
 
 /// What evaluation has read back so far; examples come in the data set's order.
@@ -97,18 +123,35 @@ struct Counts {
     confusion: Vec<Vec<usize>>,
     loss_sum: f64,
     next_example: usize,
+    /// The most confident mistakes so far, most confident first (at most [`MISTAKES_KEPT`]).
+    mistakes: Vec<Mistake>,
 }
 
 impl Counts {
     /// Reads the unread batches back with one wait for the device, as the training loop does
     /// (a read per batch would stall a GPU after every batch).
     fn read_back(&mut self, unread: &mut Unread, data: &Dataset) {
-        for (loss, predicted) in read_back(unread) {
+        for (floats, predicted) in read_back(unread) {
+            let (loss, confidences) = floats.split_first().expect("a loss, then the confidences");
             self.loss_sum += loss * predicted.len() as f64;
-            for guess in predicted {
-                self.confusion[data.label(self.next_example) as usize][guess as usize] += 1;
+            for (guess, &confidence) in predicted.into_iter().zip(confidences) {
+                let (index, label, guess) = (self.next_example, data.label(self.next_example) as usize, guess as usize);
+                self.confusion[label][guess] += 1;
+                if guess != label {
+                    self.keep_if_confident(Mistake { index, label, predicted: guess, confidence });
+                }
                 self.next_example += 1;
             }
+        }
+    }
+
+    /// Keeps `mistake` if it is among the [`MISTAKES_KEPT`] most confident so far (the earlier
+    /// example first among equals, so that the choice does not depend on batching).
+    fn keep_if_confident(&mut self, mistake: Mistake) {
+        let at = self.mistakes.partition_point(|m| m.confidence >= mistake.confidence);
+        if at < MISTAKES_KEPT {
+            self.mistakes.insert(at, mistake);
+            self.mistakes.truncate(MISTAKES_KEPT);
         }
     }
 }
@@ -140,7 +183,46 @@ mod tests {
         let per_label: Vec<usize> = batched.confusion.iter().map(|row| row.iter().sum()).collect();
         assert_eq!(&per_label[..2], &[19, 18], "labels alternate 0, 1, 0, …");
         assert_eq!(batched.confusion, whole.confusion);
+        let key = |r: &EvalReport| r.mistakes.iter().map(|m| (m.index, m.label, m.predicted)).collect::<Vec<_>>();
+        assert_eq!(key(&batched), key(&whole));
         assert!((batched.loss - whole.loss).abs() < 1e-5, "{} against {}", batched.loss, whole.loss);
+    }
+
+    #[test]
+    fn the_most_confident_mistakes_are_kept_most_confident_first() {
+        let mut counts = Counts { confusion: Vec::new(), loss_sum: 0.0, next_example: 0, mistakes: Vec::new() };
+        // 20 mistakes; confidences repeat with period 7, so there are ties.
+        let confidence = |i: usize| 0.3 + (i % 7) as f64 / 10.0;
+        for index in 0..20 {
+            counts.keep_if_confident(Mistake { index, label: 0, predicted: 1, confidence: confidence(index) });
+        }
+        let mut want: Vec<usize> = (0..20).collect();
+        want.sort_by(|&a, &b| confidence(b).total_cmp(&confidence(a)).then(a.cmp(&b)));
+        want.truncate(MISTAKES_KEPT);
+        assert_eq!(counts.mistakes.iter().map(|m| m.index).collect::<Vec<_>>(), want);
+        assert_eq!(&want[..3], &[6, 13, 5], "0.9 twice (the earlier first), then 0.8");
+    }
+
+    #[test]
+    fn mistakes_are_wrong_answers_with_their_softmax_probability() {
+        use crate::data::synthetic::two_class_dataset;
+        use crate::models::ModelKind;
+        let data = two_class_dataset(40, 5);
+        let device = Device::flex();
+        let model = Network::seeded(ModelKind::LeNetBn, 3, &device);
+        let report = evaluate_report(&model, &data, &Batcher::new(None, &device), 16, &mut |_| {});
+        let wrong = report.examples - report.correct();
+        assert_eq!(report.mistakes.len(), wrong.min(MISTAKES_KEPT));
+        assert!(!report.mistakes.is_empty(), "an untrained network gets some wrong");
+        let batch = Batcher::new(None, &device).batch(&data, &(0..data.len()).collect::<Vec<_>>());
+        let probabilities = softmax(model.forward(batch.images), 1).into_data().try_to_vec::<f32>().unwrap();
+        for m in &report.mistakes {
+            let row = &probabilities[m.index * NUM_CLASSES..][..NUM_CLASSES];
+            let top = (0..NUM_CLASSES).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            assert_eq!((m.label, m.predicted), (data.label(m.index) as usize, top));
+            assert_ne!(m.label, m.predicted);
+            assert!((m.confidence - row[top] as f64).abs() < 1e-6, "{m:?} against {}", row[top]);
+        }
     }
 
     #[test]
@@ -149,7 +231,7 @@ mod tests {
         confusion[0][0] = 3;
         confusion[0][6] = 1; // a T-shirt taken for a shirt
         confusion[9][9] = 4;
-        let r = EvalReport::from_confusion(confusion, 2.0);
+        let r = EvalReport::from_confusion(confusion, 2.0, Vec::new());
         assert_eq!(r.examples, 8);
         assert_eq!(r.correct(), 7);
         assert_eq!(r.accuracy, 7.0 / 8.0);

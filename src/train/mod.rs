@@ -91,6 +91,8 @@ pub trait Observer {
     fn evaluating(&mut self, _examples: usize) {}
     /// A batch of the test pass, of `examples` examples, is done.
     fn test_step_done(&mut self, _examples: usize) {}
+    /// The trained network's evaluation on the test set this epoch (before `epoch_done`).
+    fn tested(&mut self, _report: &EvalReport) {}
     /// The epoch is complete and `state` includes it. An error stops the run.
     fn epoch_done(&mut self, _metrics: &EpochMetrics, _state: &TrainState) -> Result<(), ObserverError> {
         Ok(())
@@ -181,16 +183,19 @@ pub fn train(
         let val_len = validation.as_ref().map_or(0, |v| v.len());
         observer.evaluating(tested_networks * data.test.len() + val_len);
         let mut tested = |examples| observer.test_step_done(examples);
-        let mut accuracy = |model: &Network, split: &Dataset| {
-            let test = evaluate(&model.valid(), split, &test_batcher, config.batch_size, &mut tested);
-            match test.mean_loss().is_finite() {
-                true => Ok(test.accuracy()),
-                false => Err(TrainError::NonFiniteTestLoss { epoch, loss: test.mean_loss() }),
+        let mut test = |model: &Network, split: &Dataset| {
+            let report = evaluate_report(&model.valid(), split, &test_batcher, config.batch_size, &mut tested);
+            match report.loss.is_finite() {
+                true => Ok(report),
+                false => Err(TrainError::NonFiniteTestLoss { epoch, loss: report.loss }),
             }
         };
-        let val_accuracy = validation.as_ref().map(|v| accuracy(&state.model, v)).transpose()?;
-        let test_accuracy_now = accuracy(&state.model, &data.test)?;
-        let ema_test_accuracy = state.ema.as_ref().map(|average| accuracy(average, &data.test)).transpose()?;
+        let val_accuracy = validation.as_ref().map(|v| test(&state.model, v).map(|r| r.accuracy)).transpose()?;
+        let test_report = test(&state.model, &data.test)?;
+        let ema_test_accuracy =
+            state.ema.as_ref().map(|average| test(average, &data.test).map(|r| r.accuracy)).transpose()?;
+        observer.tested(&test_report);
+        let test_accuracy_now = test_report.accuracy;
         let metrics = EpochMetrics {
             epoch,
             loss: tally.mean_loss(),
@@ -273,7 +278,7 @@ impl StepOutput {
         let examples: Vec<usize> = steps.iter().map(|s| s.examples).collect();
         let mut unread: Unread = steps.into_iter().map(|s| (s.loss, s.correct)).collect();
         let values = read_back::read_back(&mut unread);
-        examples.into_iter().zip(values).map(|(n, (loss, correct))| (n, loss, correct[0] as usize)).collect()
+        examples.into_iter().zip(values).map(|(n, (loss, correct))| (n, loss[0], correct[0] as usize)).collect()
     }
 }
 
