@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use atomic::write_atomic;
 
 use crate::memory::Bytes as ByteCount;
-use crate::models::{ModelKind, Network};
+use crate::models::{ModelKind, Network, NetworkShape};
 use crate::report::plural;
 use crate::train::{optimizer_for, ConfigError, EpochMetrics, TrainConfig, TrainState};
 
@@ -411,8 +411,8 @@ impl RunDir {
         let path = self.path.join(file);
         let kind = record.config.model;
         let bytes = read_checkpoint_file(&path, kind)?;
-        let model =
-            load_network_bytes(kind, bytes, device).map_err(|reason| CheckpointError::corrupt(&path, reason))?;
+        let model = load_network_bytes_for(kind, record.config.shape(), bytes, device)
+            .map_err(|reason| CheckpointError::corrupt(&path, reason))?;
         if let Some(value) = model.first_non_finite() {
             return Err(CheckpointError::corrupt(&path, format!("holds a weight of {value}: the network diverged")));
         }
@@ -490,9 +490,20 @@ pub fn network_bytes(model: &Network) -> Vec<u8> {
     store.get_bytes().expect("bytes after writing").to_vec()
 }
 
-/// A `kind` network on `device` from burnpack bytes; the error says what does not fit.
+/// A `kind` network (for Fashion-MNIST) on `device` from burnpack bytes; the error says what
+/// does not fit.
 pub fn load_network_bytes(kind: ModelKind, bytes: Vec<u8>, device: &Device) -> Result<Network, String> {
-    let mut model = Network::new(kind, device);
+    load_network_bytes_for(kind, NetworkShape::default(), bytes, device)
+}
+
+/// [`load_network_bytes`] of a network for images and classes of `shape`.
+pub fn load_network_bytes_for(
+    kind: ModelKind,
+    shape: NetworkShape,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<Network, String> {
+    let mut model = kind.build_for(shape, device);
     // Mismatches are checked below, to name them briefly.
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes))).allow_partial(true).validate(false);
     let result = model.load_from(&mut store).map_err(|e| format!("not a readable deepcnn checkpoint: {e}"))?;

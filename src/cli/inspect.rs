@@ -12,7 +12,7 @@ use super::{positive, DataArgs, DeviceArgs};
 use crate::checkpoint::RunDir;
 use crate::data::idx::read_images;
 use crate::data::image_file::read_image;
-use crate::data::{batcher::shuffled, Batcher, FashionMnist};
+use crate::data::{batcher::shuffled, Batcher};
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
 use crate::predict::top_k;
@@ -52,7 +52,8 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute"
     );
     let size = record.config.image_size();
-    let test = FashionMnist::load_test(&args.data.data_dir)?;
+    let test = args.data.load(size, true)?.0.test;
+    record.config.check_classes(&test)?;
     if test.is_empty() {
         bail!(TrainError::NoTestData);
     }
@@ -60,7 +61,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let train = match args.precise_bn {
         Some(_) => {
             // The training images the run trained on (its --limit), in batches of its size.
-            let train = FashionMnist::load_train(&args.data.data_dir)?;
+            let train = args.data.load(size, false)?.0.train;
             let n_train = record.config.train_len(train.len());
             if n_train == 0 {
                 bail!("the training set is empty: precise BN needs training batches");
@@ -137,7 +138,8 @@ pub struct PredictArgs {
     pub checkpoint: PathBuf,
     #[command(flatten)]
     pub weights: super::WeightsArgs,
-    /// PNG or JPEG files (any size and colour; converted to 28×28 greyscale).
+    /// PNG or JPEG files (any size and colour; converted to the run's image size, in grey or
+    /// colour as it was trained).
     #[arg(value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
     /// An IDX image file (raw or .gz) to take an image from, with --index.
@@ -176,20 +178,23 @@ pub fn predict(args: PredictArgs, out: &mut impl Write) -> anyhow::Result<()> {
             eprintln!("error: {}", super::error_line(&earlier));
         }
     };
+    let (channels, classes) = (record.config.channels, record.config.classes());
     let predict_one = |name: String, pixels: Vec<u8>, [rows, cols]: [usize; 2], out: &mut dyn Write| {
-        let guesses = top_k(&model, &[pixels], [rows, cols], size, args.top_k, &device).remove(0);
+        let guesses = top_k(&model, &[pixels], [rows, cols], size, args.top_k, &classes, &device).remove(0);
         let list: Vec<String> = guesses.iter().map(|g| format!("{} {:.3}", g.class, g.probability)).collect();
         writeln!(out, "{name}: {}", list.join(", "))
     };
     for path in &args.images {
-        match read_image(path, 28, args.invert) {
-            Ok(pixels) => predict_one(path.display().to_string(), pixels, [28, 28], out)?,
+        match read_image(path, size as u32, channels, args.invert) {
+            Ok(pixels) => predict_one(path.display().to_string(), pixels, [size, size], out)?,
             Err(e) => fail(e.into()),
         }
     }
     if let (Some(file), Some(i)) = (&args.idx, args.index) {
         match idx_image(file, i) {
-            Ok((pixels, [rows, cols])) => {
+            Ok((grey, [rows, cols])) => {
+                // IDX images are grey: a colour network sees them in all three planes.
+                let pixels = grey.repeat(channels);
                 // Any size, resized to the network's input, as training resizes its data.
                 let name = match [rows, cols] == [size, size] {
                     true => format!("{}[{i}]", file.display()),

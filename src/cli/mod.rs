@@ -14,9 +14,9 @@ use std::path::PathBuf;
 use burn::prelude::*;
 use clap::{Args, Parser, Subcommand};
 
-use crate::data::DEFAULT_DATA_DIR;
+use crate::data::{FashionMnist, Source, DEFAULT_DATA_DIR};
 use crate::device::{ComputeDevice, Precision};
-use crate::models::ModelKind;
+use crate::models::{ModelKind, NetworkShape};
 use crate::nn::LayerRow;
 
 pub use bench::BenchArgs;
@@ -105,12 +105,38 @@ impl DeviceArgs {
     }
 }
 
-/// `--data-dir`, shared by the commands that read Fashion-MNIST.
+/// `--data-dir` and `--skip-bad`, shared by the commands that read data.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Directory with the Fashion-MNIST IDX files (raw or .gz).
+    /// Directory with the Fashion-MNIST IDX files (raw or .gz), or image folders:
+    /// DIR/train/<class>/*.png|jpg and DIR/test/<class>/* (classes from the folder names).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Leave unreadable image files out (counted in the header line) instead of stopping.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl DataArgs {
+    /// The data directory's splits at `size`×`size` (image folders are decoded at that size,
+    /// with a bar counting the files on a terminal); with `test_only` the training split is
+    /// left empty.
+    pub fn load(&self, size: usize, test_only: bool) -> anyhow::Result<(FashionMnist, Source)> {
+        let bar = progress::images_bar(0, "loading");
+        let loaded = crate::data::load(&self.data_dir, size, self.skip_bad, test_only, &bar);
+        bar.finish_and_clear();
+        Ok(loaded?)
+    }
+}
+
+impl crate::data::LoadProgress for indicatif::ProgressBar {
+    fn started(&self, files: usize) {
+        self.set_length(files as u64);
+    }
+
+    fn decoded(&self) {
+        self.inc(1);
+    }
 }
 
 fn positive(s: &str) -> Result<usize, String> {
@@ -170,7 +196,7 @@ pub fn run(cli: Cli, out: &mut impl Write) -> anyhow::Result<()> {
 fn summary(args: SummaryArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let size = args.input.unwrap_or(args.model.default_summary_size());
     args.model.check_input(size).map_err(|e| e.for_flag(Some("--input")))?;
-    let rows = args.model.layers(size);
+    let rows = args.model.layers(NetworkShape::default(), size);
     write_summary(&rows, out)?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use super::progress::images_bar;
 use super::runs::refuse_to_overwrite;
 use super::{DataArgs, DeviceArgs};
 use crate::checkpoint::{write_atomic, RunDir, Weights, REPORT_FILE};
-use crate::data::{Batcher, FashionMnist, CLASS_NAMES};
+use crate::data::Batcher;
 use crate::report::{html_report, RunReport};
 use crate::train::{evaluate_report, TrainConfig, TrainError};
 
@@ -48,37 +48,43 @@ pub fn report(args: ReportArgs, out: &mut impl Write) -> anyhow::Result<()> {
         refuse_to_overwrite(&page, args.force)?;
     }
     let device = args.device.open()?;
-    let test = FashionMnist::load_test(&args.data.data_dir)?;
-    if test.is_empty() {
-        bail!(TrainError::NoTestData);
-    }
     let weights = args.weights.weights();
     let mut runs = Vec::new();
+    // Each run at its own image size: the test set is loaded once per size.
+    let mut test: Option<(usize, crate::data::Dataset)> = None;
     for dir in &args.runs {
         let (run, record) = RunDir::open(dir)?;
-        let model = run.load_weights(&record, &device, weights)?;
         let size = record.config.image_size();
+        if test.as_ref().is_none_or(|(s, _)| *s != size) {
+            test = Some((size, args.data.load(size, true)?.0.test));
+        }
+        let test = &test.as_ref().expect("loaded above").1;
+        if test.is_empty() {
+            bail!(TrainError::NoTestData);
+        }
+        record.config.check_classes(test).with_context(|| format!("{}", dir.display()))?;
+        let model = run.load_weights(&record, &device, weights)?;
         let bar = images_bar(test.len(), format!("testing {}", dir.display()));
         let batcher = Batcher::new(Some(size), &device);
-        let evaluation = evaluate_report(&model, &test, &batcher, args.batch_size, &mut |n| bar.inc(n as u64));
+        let evaluation = evaluate_report(&model, test, &batcher, args.batch_size, &mut |n| bar.inc(n as u64));
         bar.finish_and_clear();
         let name = dir.file_name().map_or(record.config.model.to_string(), |n| n.to_string_lossy().into_owned());
         let evaluated = evaluated(weights, &record.config, &record.history, record.epochs_done);
-        runs.push((name, record, evaluation, evaluated));
+        runs.push((name, record, evaluation, evaluated, test.clone()));
     }
-    let layers: Vec<_> = runs.iter().map(|(_, r, _, _)| r.config.model.layers(r.config.image_size())).collect();
+    let layers: Vec<_> =
+        runs.iter().map(|(_, r, ..)| r.config.model.layers(r.config.shape(), r.config.image_size())).collect();
     let reports: Vec<RunReport> = runs
         .iter()
         .zip(&layers)
-        .map(|((name, record, evaluation, evaluated), layers)| RunReport {
+        .map(|((name, record, evaluation, evaluated, test), layers)| RunReport {
             name: name.clone(),
             config: &record.config,
             history: &record.history,
             machine: record.machine.as_deref(),
             evaluation,
-            test_images: &test,
+            test_images: test,
             evaluated: evaluated.clone(),
-            class_names: &CLASS_NAMES,
             layers,
         })
         .collect();

@@ -9,7 +9,6 @@ use clap::Args;
 
 use super::positive;
 use crate::checkpoint::{write_atomic, RunDir};
-use crate::data::CLASS_NAMES;
 use crate::interop::pytorch::{import_tensors, TorchFile};
 use crate::interop::{export_onnx, export_safetensors};
 use crate::models::ModelKind;
@@ -170,7 +169,11 @@ pub fn export(args: ExportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let (kind, size) = (record.config.model, record.config.image_size());
     let bytes = match format {
         ExportFormat::Safetensors => export_safetensors(kind, &model, size),
-        ExportFormat::Onnx => export_onnx(kind, &model, 1, size, &CLASS_NAMES),
+        ExportFormat::Onnx => {
+            let classes = record.config.classes();
+            let names: Vec<&str> = classes.iter().map(String::as_str).collect();
+            export_onnx(kind, &model, record.config.channels, size, &names)
+        }
     };
     write_atomic(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     writeln!(

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use super::progress::images_bar;
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
-use crate::data::{Augment, Dataset, FashionMnist, CLASS_NAMES};
+use crate::data::{Augment, Dataset, FashionMnist};
 use crate::device::Precision;
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
@@ -154,6 +154,8 @@ impl TrainArgs {
             early_stop: self.early_stop,
             mixup: self.mixup.unwrap_or(0.0),
             cutmix: self.cutmix.unwrap_or(0.0),
+            // Set from the data once it is loaded (`TrainConfig::for_data`).
+            ..book
         }
     }
 }
@@ -199,7 +201,16 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let resumed = args.resume.is_some();
     // What was in the run directory before: what a failure leaves there is said against it.
     let had_run = run_dir.as_ref().is_some_and(|run| run.path().join(RUN_FILE).exists());
-    let data = FashionMnist::load(&args.data.data_dir)?;
+    let (data, source) = args.data.load(config.image_size(), false)?;
+    // A new run's network is built for the data's images and classes; a resumed one must
+    // meet the data it was built for.
+    let config = match resumed {
+        true => {
+            config.check_classes(&data.train)?;
+            config
+        }
+        false => config.for_data(&data.train),
+    };
     // The checks that need the data, before the first line promises a run.
     config.check_val_split(data.train.len())?;
     let n_train = config.train_len(data.train.len());
@@ -217,6 +228,9 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     };
     let done = state.epochs_done();
     let mut first_line = header(&config, &data, n_train, done, scheduled_total);
+    if let Some(described) = source.describe(&args.data.data_dir, &data.train) {
+        first_line += &format!("; {described}");
+    }
     if args.device.precision == Precision::Bf16 {
         first_line += "; convolutions in bf16";
     }
@@ -225,7 +239,7 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let report = run_dir.as_ref().map(|run| ReportParts {
         name: run.path().file_name().map_or(config.model.to_string(), |n| n.to_string_lossy().into_owned()),
         test: &data.test,
-        layers: config.model.layers(config.image_size()),
+        layers: config.model.layers(config.shape(), config.image_size()),
         machine: crate::machine::describe(),
         last_test: None,
     });
@@ -407,7 +421,6 @@ fn derived_files(
             evaluation,
             test_images: parts.test,
             evaluated: format!("the weights after epoch {}", history.len()),
-            class_names: &CLASS_NAMES,
             layers: &parts.layers,
         };
         files.push((html, html_report(&[run]).into_bytes()));

@@ -34,27 +34,32 @@ impl Augment {
         self.crop_padding == 0 && !self.flip && self.erasing == 0.0
     }
 
-    /// One randomly cropped and/or flipped copy of the `h`×`w` image `pixels`.
-    pub fn apply(&self, pixels: &[u8], h: usize, w: usize, rng: &mut StdRng) -> Vec<u8> {
+    /// One randomly cropped and/or flipped copy of the `h`×`w` image `pixels`, of `channels`
+    /// planes (one draw for all of them).
+    pub fn apply(&self, pixels: &[u8], [channels, h, w]: [usize; 3], rng: &mut StdRng) -> Vec<u8> {
         let p = self.crop_padding as i64;
         // Offsets of the crop window inside the padded image, relative to the original.
         let (dy, dx) = if p > 0 { (rng.random_range(-p..=p), rng.random_range(-p..=p)) } else { (0, 0) };
         let flip = self.flip && rng.random_bool(0.5);
-        let mut out = vec![0u8; h * w];
-        for y in 0..h {
-            for x in 0..w {
-                let (sy, sx) = (y as i64 + dy, x as i64 + dx);
-                if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
-                    let x_out = if flip { w - 1 - x } else { x };
-                    out[y * w + x_out] = pixels[sy as usize * w + sx as usize];
+        let mut out = vec![0u8; channels * h * w];
+        for (plane, out) in pixels.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
+            for y in 0..h {
+                for x in 0..w {
+                    let (sy, sx) = (y as i64 + dy, x as i64 + dx);
+                    if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                        let x_out = if flip { w - 1 - x } else { x };
+                        out[y * w + x_out] = plane[sy as usize * w + sx as usize];
+                    }
                 }
             }
         }
         // Drawn only when erasing is on, so that crop and flip draw as they did before it.
         if self.erasing > 0.0 && rng.random_bool(self.erasing) {
             if let Some((top, left, eh, ew)) = erased_rectangle(h, w, rng) {
-                for row in out[top * w..(top + eh) * w].chunks_exact_mut(w) {
-                    row[left..left + ew].fill(0);
+                for plane in out.chunks_exact_mut(h * w) {
+                    for row in plane[top * w..(top + eh) * w].chunks_exact_mut(w) {
+                        row[left..left + ew].fill(0);
+                    }
                 }
             }
         }
@@ -89,9 +94,9 @@ mod tests {
     fn off_is_the_identity_and_flip_mirrors() {
         let img: Vec<u8> = (0..12).collect();
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(Augment::default().apply(&img, 3, 4, &mut rng), img);
+        assert_eq!(Augment::default().apply(&img, [1, 3, 4], &mut rng), img);
         let flip = Augment::crop_flip(0, true);
-        let outs: Vec<Vec<u8>> = (0..32).map(|_| flip.apply(&img, 3, 4, &mut rng)).collect();
+        let outs: Vec<Vec<u8>> = (0..32).map(|_| flip.apply(&img, [1, 3, 4], &mut rng)).collect();
         let mirrored: Vec<u8> = vec![3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8];
         assert!(outs.iter().all(|o| *o == img || *o == mirrored));
         assert!(outs.contains(&img) && outs.contains(&mirrored), "both outcomes occur in 32 draws");
@@ -104,7 +109,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let mut saw_shift = false;
         for _ in 0..50 {
-            let out = crop.apply(&img, 4, 4, &mut rng);
+            let out = crop.apply(&img, [1, 4, 4], &mut rng);
             let ones = out.iter().filter(|&&v| v == 1).count();
             // A shift of at most 2 in each direction keeps at least a 2×2 corner.
             assert!((4..=16).contains(&ones), "{out:?}");
@@ -125,7 +130,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let mut erased = 0;
         for _ in 0..200 {
-            let out = always.apply(&img, h, w, &mut rng);
+            let out = always.apply(&img, [1, h, w], &mut rng);
             let zeros: Vec<usize> = (0..h * w).filter(|&i| out[i] == 0).collect();
             assert!(out.iter().all(|&v| v == 0 || v == 200));
             if zeros.is_empty() {
@@ -142,9 +147,9 @@ mod tests {
         assert!(erased > 150, "only {erased} of 200 erased");
         let half = Augment { erasing: 0.5, ..Augment::default() };
         let mut rng = StdRng::seed_from_u64(4);
-        let touched = (0..400).filter(|_| half.apply(&img, h, w, &mut rng) != img).count();
+        let touched = (0..400).filter(|_| half.apply(&img, [1, h, w], &mut rng) != img).count();
         assert!((140..=260).contains(&touched), "{touched} of 400");
-        let draw = |seed| always.apply(&img, h, w, &mut StdRng::seed_from_u64(seed));
+        let draw = |seed| always.apply(&img, [1, h, w], &mut StdRng::seed_from_u64(seed));
         assert_eq!(draw(9), draw(9));
     }
 }

@@ -12,7 +12,7 @@ use super::{Augment, Dataset};
 /// A batch ready for the network.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// N×1×S×S, values in [0, 1].
+    /// N×C×S×S, values in [0, 1].
     pub images: Tensor<4>,
     /// N class indices.
     pub labels: Tensor<1, Int>,
@@ -39,7 +39,8 @@ impl Batcher {
     /// Like [`batch`](Self::batch), each image randomly augmented with draws from `rng`.
     pub fn augmented_batch(&self, data: &Dataset, indices: &[usize], augment: Augment, rng: &mut StdRng) -> Batch {
         let [h, w] = data.image_size();
-        let pixels: Vec<u8> = indices.iter().flat_map(|&i| augment.apply(data.image(i), h, w, rng)).collect();
+        let shape = [data.channels(), h, w];
+        let pixels: Vec<u8> = indices.iter().flat_map(|&i| augment.apply(data.image(i), shape, rng)).collect();
         self.batch_of_pixels(data, indices, pixels)
     }
 
@@ -47,7 +48,8 @@ impl Batcher {
         let [h, w] = data.image_size();
         let pixels: Vec<f32> = pixels.into_iter().map(|p| p as f32 / 255.0).collect();
         let labels: Vec<i64> = indices.iter().map(|&i| data.label(i) as i64).collect();
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), 1, h, w]), &self.device);
+        let images =
+            Tensor::<4>::from_data(TensorData::new(pixels, [indices.len(), data.channels(), h, w]), &self.device);
         let images = match self.resize {
             Some(s) if [s, s] != [h, w] => resize(images, s),
             _ => images,

@@ -2,6 +2,7 @@
 //! (60,000 + 10,000 images of 28×28 bytes, 55 MB).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::idx::{self, IdxError};
 
@@ -30,15 +31,28 @@ pub enum DataError {
     MissingFile { dir: PathBuf, name: String },
     #[error(transparent)]
     Idx(#[from] IdxError),
+    /// An image folder that cannot be used as it is.
+    #[error("{}: {reason}", .path.display())]
+    Folder { path: PathBuf, reason: String },
+    #[error("{}: {reason}", .path.display())]
+    BadImage { path: PathBuf, reason: String },
 }
 
-/// One split (train or test): images as bytes, N×rows×cols, and their labels.
+/// One split (train or test): images as bytes, N×channels×rows×cols, their labels, and the
+/// names of the classes the labels index.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     rows: usize,
     cols: usize,
+    channels: usize,
     pixels: Vec<u8>,
     labels: Vec<u8>,
+    classes: Arc<[String]>,
+}
+
+/// Fashion-MNIST's class names, shared by its splits.
+pub fn fashion_mnist_classes() -> Arc<[String]> {
+    CLASS_NAMES.iter().map(|n| n.to_string()).collect()
 }
 
 impl Dataset {
@@ -60,7 +74,27 @@ impl Dataset {
         if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= NUM_CLASSES) {
             return Err(IdxError::BadLabel { path: labels_path.into(), index, label, classes: NUM_CLASSES });
         }
-        Ok(Self { rows: images.rows, cols: images.cols, pixels: images.pixels, labels })
+        Ok(Self {
+            rows: images.rows,
+            cols: images.cols,
+            channels: 1,
+            pixels: images.pixels,
+            labels,
+            classes: fashion_mnist_classes(),
+        })
+    }
+
+    /// Images of `channels` planes of `size` (rows, cols) each, labelled into `classes`
+    /// (image folders). The caller has checked that the pieces fit together.
+    pub fn from_images(
+        [channels, rows, cols]: [usize; 3],
+        pixels: Vec<u8>,
+        labels: Vec<u8>,
+        classes: Arc<[String]>,
+    ) -> Self {
+        assert_eq!(pixels.len(), labels.len() * channels * rows * cols, "images and labels belong together");
+        assert!(labels.iter().all(|&l| (l as usize) < classes.len()), "every label names a class");
+        Self { rows, cols, channels, pixels, labels, classes }
     }
 
     /// An in-memory split (for tests and synthetic data); same checks as [`Dataset::new`].
@@ -92,9 +126,19 @@ impl Dataset {
         [self.rows, self.cols]
     }
 
-    /// The bytes of image `i`, row-major.
+    /// 1 for grey images, 3 for colour (RGB).
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The class names, in label order.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The bytes of image `i`: its channels one after another, each row-major.
     pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.rows * self.cols;
+        let n = self.channels * self.rows * self.cols;
         &self.pixels[i * n..(i + 1) * n]
     }
 
@@ -104,12 +148,12 @@ impl Dataset {
 
     /// A copy of the examples in `range` (a validation split).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
-        let image = self.rows * self.cols;
+        let image = self.channels * self.rows * self.cols;
         Self {
-            rows: self.rows,
-            cols: self.cols,
             pixels: self.pixels[range.start * image..range.end * image].to_vec(),
             labels: self.labels[range].to_vec(),
+            classes: self.classes.clone(),
+            ..*self
         }
     }
 
@@ -117,7 +161,7 @@ impl Dataset {
     pub fn truncated(mut self, n: usize) -> Self {
         let n = n.min(self.len());
         self.labels.truncate(n);
-        self.pixels.truncate(n * self.rows * self.cols);
+        self.pixels.truncate(n * self.channels * self.rows * self.cols);
         self
     }
 }

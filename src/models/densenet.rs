@@ -7,7 +7,7 @@ use burn::prelude::*;
 use super::head::Head;
 use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
-use super::{InputSizes, Network, NetworkSpec};
+use super::{InputSizes, Network, NetworkShape, NetworkSpec};
 use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{AvgPool2d, AvgPool2dConfig, Conv2d, Conv2dConfig};
@@ -21,7 +21,7 @@ pub const SPEC: NetworkSpec = NetworkSpec {
     train_size: 96,
     summary_size: 96,
     has_batch_norm: true,
-    build: |device| Network::DenseNet(DenseNet::new(device)),
+    build: |device, shape| Network::DenseNet(DenseNet::new(shape, device)),
     torch_name,
 };
 
@@ -128,7 +128,7 @@ pub struct DenseNet {
 }
 
 impl DenseNet {
-    pub fn new(device: &Device) -> Self {
+    pub fn new(shape: NetworkShape, device: &Device) -> Self {
         let mut channels = STEM_CHANNELS;
         let (mut dense_blocks, mut transitions) = (Vec::new(), Vec::new());
         for (i, &num_convs) in CONVS_PER_BLOCK.iter().enumerate() {
@@ -141,11 +141,11 @@ impl DenseNet {
             }
         }
         Self {
-            stem: Stem::new(device),
+            stem: Stem::new(shape.channels, device),
             dense_blocks,
             transitions,
             bn: FusedBatchNormConfig::new(channels).init(device),
-            head: Head::new(channels, device),
+            head: Head::new(channels, shape.classes, device),
         }
     }
 
@@ -230,7 +230,7 @@ mod tests {
         let device = Device::flex();
         let min = DenseNet::min_input();
         assert_eq!(min, 29, "28×28 Fashion-MNIST needs resizing for DenseNet");
-        let logits = DenseNet::new(&device).forward(Tensor::zeros([1, 1, min, min], &device));
+        let logits = DenseNet::new(NetworkShape::default(), &device).forward(Tensor::zeros([1, 1, min, min], &device));
         assert_eq!(logits.dims(), [1, 10]);
     }
 }

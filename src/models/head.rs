@@ -5,7 +5,6 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::torch_names::TorchName;
-use crate::data::NUM_CLASSES;
 use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::Stage;
 
@@ -16,10 +15,11 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn new(channels: usize, device: &Device) -> Self {
+    /// The head from `channels` feature maps to `classes` logits.
+    pub fn new(channels: usize, classes: usize, device: &Device) -> Self {
         Self {
             global_avg_pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
-            fc: LinearConfig::new(channels, NUM_CLASSES).init(device),
+            fc: LinearConfig::new(channels, classes).init(device),
         }
     }
 

@@ -24,11 +24,25 @@ pub struct NetworkSpec {
     pub summary_size: usize,
     /// Whether it has batch normalization.
     pub has_batch_norm: bool,
-    /// Builds it with freshly initialised weights.
-    pub build: fn(&Device) -> Network,
+    /// Builds it with freshly initialised weights for images and classes of `shape`.
+    pub build: fn(&Device, NetworkShape) -> Network,
     /// The PyTorch name of a tensor, from its burn module path below the network (`["stem",
     /// "conv"]`) and its name (`weight`); `None` for a path the network does not have.
     pub torch_name: fn(&[&str], &'static str) -> Option<TorchName>,
+}
+
+/// What a network's ends are sized for: the input images' channels (its first layer) and the
+/// classes (its last). Fashion-MNIST's is the book's: 1 channel, 10 classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkShape {
+    pub channels: usize,
+    pub classes: usize,
+}
+
+impl Default for NetworkShape {
+    fn default() -> Self {
+        Self { channels: 1, classes: crate::data::NUM_CLASSES }
+    }
 }
 
 /// The image sizes (height = width) a network takes.
@@ -85,9 +99,14 @@ impl ModelKind {
         self.0.has_batch_norm
     }
 
-    /// A new network of this kind.
+    /// A new network of this kind, for Fashion-MNIST ([`NetworkShape::default`]).
     pub fn build(self, device: &Device) -> Network {
-        (self.0.build)(device)
+        self.build_for(NetworkShape::default(), device)
+    }
+
+    /// A new network of this kind for images and classes of `shape`.
+    pub fn build_for(self, shape: NetworkShape, device: &Device) -> Network {
+        (self.0.build)(device, shape)
     }
 
     /// The PyTorch key and layout of the tensor at burn path `path` (`LeNet.norm1.Builtin.gamma`)
@@ -99,8 +118,8 @@ impl ModelKind {
 
     /// Each top-level layer's output shape and trainable parameters at `size`×`size`
     /// ([`Network::summary`] of a fresh network: the counts do not depend on the weights).
-    pub fn layers(self, size: usize) -> Vec<crate::nn::LayerRow> {
-        self.build(&Device::flex().autodiff()).summary(size)
+    pub fn layers(self, shape: NetworkShape, size: usize) -> Vec<crate::nn::LayerRow> {
+        self.build_for(shape, &Device::flex().autodiff()).summary(size)
     }
 
     /// Checks that the network can take `size`×`size` images (at most [`MAX_IMAGE_SIZE`]).

@@ -5,7 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchLayout, TorchName};
-use super::{InputSizes, Network, NetworkSpec};
+use super::{InputSizes, Network, NetworkShape, NetworkSpec};
 use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::layers::{sigmoid, Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::norm::NormKind;
@@ -20,24 +20,24 @@ pub const LENET_INPUT: usize = 28;
 /// The book's three LeNets: with sigmoid and max-pooling (§5.5), with deepcnn's from-scratch
 /// batch normalization (§5.10.3), and with the framework's built-in one (§5.10.4).
 pub const PLAIN: NetworkSpec =
-    spec("lenet", None, |d| Network::LeNet(LeNet::new(None, d)), |m, t| torch_name(false, m, t));
+    spec("lenet", None, |d, shape| Network::LeNet(LeNet::new(None, shape, d)), |m, t| torch_name(false, m, t));
 pub const BN_SCRATCH: NetworkSpec = spec(
     "lenet-bn-scratch",
     Some(NormKind::Scratch),
-    |d| Network::LeNet(LeNet::new(Some(NormKind::Scratch), d)),
+    |d, shape| Network::LeNet(LeNet::new(Some(NormKind::Scratch), shape, d)),
     |m, t| torch_name(true, m, t),
 );
 pub const BN: NetworkSpec = spec(
     "lenet-bn",
     Some(NormKind::Fused),
-    |d| Network::LeNet(LeNet::new(Some(NormKind::Fused), d)),
+    |d, shape| Network::LeNet(LeNet::new(Some(NormKind::Fused), shape, d)),
     |m, t| torch_name(true, m, t),
 );
 
 const fn spec(
     name: &'static str,
     norm: Option<NormKind>,
-    build: fn(&Device) -> Network,
+    build: fn(&Device, NetworkShape) -> Network,
     torch_name: fn(&[&str], &'static str) -> Option<TorchName>,
 ) -> NetworkSpec {
     NetworkSpec {
@@ -100,11 +100,11 @@ pub struct LeNet {
 }
 
 impl LeNet {
-    /// `norm: None` is the plain LeNet of §5.5.
-    pub fn new(norm: Option<NormKind>, device: &Device) -> Self {
+    /// `norm: None` is the plain LeNet of §5.5; `shape` sizes its first and last layers.
+    pub fn new(norm: Option<NormKind>, shape: NetworkShape, device: &Device) -> Self {
         let norm_of = |features| norm.map(|kind| Norm::new(kind, features, device));
         Self {
-            conv1: Conv2dConfig::new([1, 6], [5, 5]).init(device),
+            conv1: Conv2dConfig::new([shape.channels, 6], [5, 5]).init(device),
             norm1: norm_of(6),
             conv2: Conv2dConfig::new([6, 16], [5, 5]).init(device),
             norm2: norm_of(16),
@@ -113,7 +113,7 @@ impl LeNet {
             norm3: norm_of(120),
             fc2: LinearConfig::new(120, 84).init(device),
             norm4: norm_of(84),
-            fc3: LinearConfig::new(84, 10).init(device),
+            fc3: LinearConfig::new(84, shape.classes).init(device),
         }
     }
 

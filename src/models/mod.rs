@@ -11,7 +11,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::prelude::*;
 
 pub use densenet::{conv_block, transition_block, DenseBlock, DenseNet};
-pub use kind::{InputSizeError, InputSizes, ModelKind, NetworkSpec, MAX_IMAGE_SIZE};
+pub use kind::{InputSizeError, InputSizes, ModelKind, NetworkShape, NetworkSpec, MAX_IMAGE_SIZE};
 pub use lenet::LeNet;
 pub use resnet::{ResNet18, Residual, ResnetBlock};
 
@@ -74,6 +74,11 @@ impl Network {
     /// to `device`, because each backend has its own generator: a seed gives the same network on
     /// every device.
     pub fn seeded(kind: ModelKind, seed: u64, device: &Device) -> Self {
+        Self::seeded_for(kind, NetworkShape::default(), seed, device)
+    }
+
+    /// [`Network::seeded`] for images and classes of `shape`.
+    pub fn seeded_for(kind: ModelKind, shape: NetworkShape, seed: u64, device: &Device) -> Self {
         struct Materialize;
         impl ModuleVisitor for Materialize {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -84,7 +89,7 @@ impl Network {
         let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cpu = if device.is_autodiff() { Device::flex().autodiff() } else { Device::flex() };
         cpu.seed(seed);
-        let model = Network::new(kind, &cpu);
+        let model = kind.build_for(shape, &cpu);
         model.visit(&mut Materialize);
         if &cpu == device {
             model
@@ -117,15 +122,25 @@ impl Network {
         find.0
     }
 
+    /// The channels of the images the network takes (its first convolution's inputs).
+    pub fn input_channels(&self) -> usize {
+        match self {
+            Network::LeNet(net) => net.conv1.weight.dims()[1],
+            Network::ResNet18(net) => net.stem.conv.weight.dims()[1],
+            Network::DenseNet(net) => net.stem.conv.weight.dims()[1],
+        }
+    }
+
     /// Each top-level layer's output shape and trainable parameter count for one
-    /// 1×1×`size`×`size` input, as the book prints them. The network should live on an
+    /// 1×C×`size`×`size` input, as the book prints them. The network should live on an
     /// autodiff device, where trainable parameters can be told from BN's moving statistics.
     ///
     /// The shapes come from a forward pass of an empty batch (0×1×S×S), which computes and
     /// allocates nothing, so any size the network can take is summarised at no cost.
     pub fn summary(&self, size: usize) -> Vec<LayerRow> {
         let device = self.devices().into_iter().next().unwrap_or_default();
-        let mut rows = stage::rows(&self.named_stages(), Tensor::<4>::zeros([0, 1, size, size], &device).into());
+        let input = Tensor::<4>::zeros([0, self.input_channels(), size, size], &device);
+        let mut rows = stage::rows(&self.named_stages(), input.into());
         for row in &mut rows {
             row.shape[0] = 1;
         }

@@ -9,7 +9,7 @@ use burn::tensor::activation::relu;
 use super::head::Head;
 use super::stem::Stem;
 use super::torch_names::{layer_tensor, TorchName};
-use super::{InputSizes, Network, NetworkSpec};
+use super::{InputSizes, Network, NetworkShape, NetworkSpec};
 use crate::interop::onnx::{OnnxGraph, Value};
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{Conv2d, Conv2dConfig};
@@ -23,7 +23,7 @@ pub const SPEC: NetworkSpec = NetworkSpec {
     train_size: 28,
     summary_size: 224,
     has_batch_norm: true,
-    build: |device| Network::ResNet18(ResNet18::new(device)),
+    build: |device, shape| Network::ResNet18(ResNet18::new(shape, device)),
     torch_name,
 };
 
@@ -135,14 +135,14 @@ pub struct ResNet18 {
 }
 
 impl ResNet18 {
-    pub fn new(device: &Device) -> Self {
+    pub fn new(shape: NetworkShape, device: &Device) -> Self {
         let stages = vec![
             ResnetBlock::new(64, 64, 2, true, device),
             ResnetBlock::new(64, 128, 2, false, device),
             ResnetBlock::new(128, 256, 2, false, device),
             ResnetBlock::new(256, 512, 2, false, device),
         ];
-        Self { stem: Stem::new(device), stages, head: Head::new(512, device) }
+        Self { stem: Stem::new(shape.channels, device), stages, head: Head::new(512, shape.classes, device) }
     }
 
     /// The book's `b1` (the stem's four layers), `resnet_block1` to `resnet_block4`,
@@ -192,7 +192,11 @@ mod tests {
     #[test]
     fn resnet18_takes_fashion_mnist_sized_input() {
         let device = Device::flex();
-        let logits = ResNet18::new(&device).forward(Tensor::zeros([2, 1, 28, 28], &device));
+        let logits = ResNet18::new(NetworkShape::default(), &device).forward(Tensor::zeros([2, 1, 28, 28], &device));
         assert_eq!(logits.dims(), [2, 10]);
+        // Colour images of 5 classes.
+        let shape = NetworkShape { channels: 3, classes: 5 };
+        let logits = ResNet18::new(shape, &device).forward(Tensor::zeros([2, 3, 28, 28], &device));
+        assert_eq!(logits.dims(), [2, 5]);
     }
 }

@@ -20,9 +20,10 @@ pub struct Stem {
 }
 
 impl Stem {
-    pub fn new(device: &Device) -> Self {
+    /// The stem for images of `channels` channels.
+    pub fn new(channels: usize, device: &Device) -> Self {
         Self {
-            conv: Conv2dConfig::new([1, STEM_CHANNELS], [7, 7])
+            conv: Conv2dConfig::new([channels, STEM_CHANNELS], [7, 7])
                 .with_stride([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(3, 3, 3, 3))
                 .init(device),

@@ -2,7 +2,6 @@
 
 use std::io::{self, Write};
 
-use crate::data::CLASS_NAMES;
 use crate::train::EvalReport;
 
 pub fn write_eval_report(r: &EvalReport, out: &mut impl Write) -> io::Result<()> {
@@ -13,13 +12,14 @@ pub fn write_eval_report(r: &EvalReport, out: &mut impl Write) -> io::Result<()>
         writeln!(out, "  {:<12} {accuracy}  ({} images)", c.class, c.examples)?;
     }
     writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted):")?;
-    let short: Vec<String> = CLASS_NAMES.iter().map(|n| n.chars().take(7).collect()).collect();
+    let classes = r.classes();
+    let short: Vec<String> = classes.iter().map(|n| n.chars().take(7).collect()).collect();
     write!(out, "{:>12}", "")?;
     for s in &short {
         write!(out, " {s:>7}")?;
     }
     writeln!(out)?;
-    for (name, row) in CLASS_NAMES.iter().zip(&r.confusion) {
+    for (name, row) in classes.iter().zip(&r.confusion) {
         write!(out, "{name:>12}")?;
         for v in row {
             write!(out, " {v:>7}")?;

@@ -27,7 +27,6 @@ pub struct RunReport<'a> {
     pub test_images: &'a Dataset,
     /// What the evaluation tested: "the weights after epoch 5", say.
     pub evaluated: String,
-    pub class_names: &'a [&'a str],
     /// The network's layers at its image size.
     pub layers: &'a [LayerRow],
 }
@@ -98,8 +97,9 @@ fn run_section(page: &mut String, run: &RunReport, several: bool) {
     );
     epochs_table(page, run.history);
     hyper_parameters(page, run);
-    confusion_matrix(page, e, run.class_names);
-    per_class(page, e, run.class_names);
+    let classes = e.classes();
+    confusion_matrix(page, e, &classes);
+    per_class(page, e, &classes);
     gallery(page, run);
     layers(page, run.layers);
 }
@@ -196,6 +196,7 @@ fn per_class(page: &mut String, e: &EvalReport, classes: &[&str]) {
 /// predicted classes.
 fn gallery(page: &mut String, run: &RunReport) {
     let mistakes = &run.evaluation.mistakes;
+    let classes = run.evaluation.classes();
     let _ = writeln!(
         page,
         "<h3>Most confident mistakes</h3>\n<p>The {} test images the network got wrong with the highest probability.</p>\n<div id=\"gallery\">",
@@ -207,12 +208,8 @@ fn gallery(page: &mut String, run: &RunReport) {
     let [h, w] = run.test_images.image_size();
     for m in mistakes {
         let mut png = Vec::new();
-        let encoded = image::codecs::png::PngEncoder::new(&mut png).write_image(
-            run.test_images.image(m.index),
-            w as u32,
-            h as u32,
-            image::ExtendedColorType::L8,
-        );
+        let (pixels, colour) = interleaved(run.test_images.image(m.index), run.test_images.channels());
+        let encoded = image::codecs::png::PngEncoder::new(&mut png).write_image(&pixels, w as u32, h as u32, colour);
         let src = match encoded {
             Ok(()) => format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png)),
             Err(_) => String::new(),
@@ -223,8 +220,8 @@ fn gallery(page: &mut String, run: &RunReport) {
             m.index,
             m.index,
             m.index,
-            escape(run.class_names[m.label]),
-            escape(run.class_names[m.predicted]),
+            escape(classes[m.label]),
+            escape(classes[m.predicted]),
             m.confidence * 100.0
         );
     }
@@ -245,6 +242,16 @@ fn layers(page: &mut String, rows: &[LayerRow]) {
     }
     let total: usize = rows.iter().map(|r| r.params).sum();
     let _ = writeln!(page, "<tr><th class=\"name\">total</th><td></td><th>{total}</th></tr>\n</table>");
+}
+
+/// An image's pixels as PNG takes them: grey as it is, colour planes interleaved (RGBRGB…).
+fn interleaved(planes: &[u8], channels: usize) -> (Vec<u8>, image::ExtendedColorType) {
+    if channels == 1 {
+        return (planes.to_vec(), image::ExtendedColorType::L8);
+    }
+    let n = planes.len() / channels;
+    let pixels = (0..n).flat_map(|i| (0..channels).map(move |c| planes[c * n + i])).collect();
+    (pixels, image::ExtendedColorType::Rgb8)
 }
 
 /// `text` safe inside HTML elements and quoted attributes.
@@ -292,7 +299,7 @@ mod tests {
         let evaluation = evaluate_report(&model, &test, &Batcher::new(None, &device), 16, &mut |_| {});
         let config = TrainConfig::new(ModelKind::LeNetBn);
         let history = [metrics(1), metrics(2)];
-        let layers = ModelKind::LeNetBn.layers(28);
+        let layers = ModelKind::LeNetBn.layers(crate::models::NetworkShape::default(), 28);
         let run = RunReport {
             name: name.into(),
             config: &config,
@@ -301,7 +308,6 @@ mod tests {
             evaluation: &evaluation,
             test_images: &test,
             evaluated: "the weights after epoch 2".into(),
-            class_names: &CLASS_NAMES,
             layers: &layers,
         };
         (html_report(&[run]), evaluation)

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::EpochMetrics;
 pub use crate::data::augment::Augment;
-use crate::models::{InputSizeError, ModelKind};
+use crate::data::{Dataset, CLASS_NAMES};
+use crate::models::{InputSizeError, ModelKind, NetworkShape};
 
 /// How many training batches precise BN averages by default: on 8 LeNet-BN networks, 10, 40 and
 /// 235 batches gave the same test accuracy to ±0.0005.
@@ -86,6 +87,18 @@ pub struct TrainConfig {
     /// CutMix's α (timm's `cutmix_alpha`); 0 is off. With mixup too, each batch takes one.
     #[serde(default)]
     pub cutmix: f64,
+    /// The images' channels (1 grey, 3 colour), from the data trained on; runs saved before
+    /// the field (all on Fashion-MNIST) read as its 1.
+    #[serde(default = "one_channel")]
+    pub channels: usize,
+    /// The classes' names in label order, from the data trained on (an image folder's class
+    /// folders); `None` is Fashion-MNIST's ten, and what runs saved before the field read as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_names: Option<Vec<String>>,
+}
+
+fn one_channel() -> usize {
+    1
 }
 
 /// The optimizer a run trains with.
@@ -149,6 +162,8 @@ impl Schedule {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("the run's network takes {run}; the data has {data}")]
+    OtherData { run: String, data: String },
     #[error("{name} must be at least 1, got {value}")]
     NotPositive { name: &'static str, value: usize },
     #[error("{0} epochs is more than any run needs (at most {MAX_EPOCHS})")]
@@ -219,6 +234,8 @@ impl TrainConfig {
             early_stop: None,
             mixup: 0.0,
             cutmix: 0.0,
+            channels: 1,
+            class_names: None,
         }
     }
 
@@ -229,6 +246,49 @@ impl TrainConfig {
         let padding = self.augment.crop_padding;
         if padding > 0 && padding >= rows.min(cols).div_ceil(2) {
             return Err(ConfigError::BadCropPadding { padding, rows, cols });
+        }
+        Ok(())
+    }
+
+    /// What the network's first and last layers are sized for.
+    pub fn shape(&self) -> NetworkShape {
+        NetworkShape { channels: self.channels, classes: self.classes().len() }
+    }
+
+    /// The class names, in label order.
+    pub fn classes(&self) -> Vec<String> {
+        match &self.class_names {
+            Some(names) => names.clone(),
+            None => CLASS_NAMES.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    /// The run's settings for `data`'s images and classes: Fashion-MNIST's are the default
+    /// (`class_names` stays `None`, as in runs saved before image folders).
+    pub fn for_data(mut self, data: &Dataset) -> Self {
+        self.channels = data.channels();
+        let fashion_mnist = data.classes().iter().map(String::as_str).eq(CLASS_NAMES);
+        self.class_names = (!fashion_mnist).then(|| data.classes().to_vec());
+        self
+    }
+
+    /// Refuses data whose images or classes are not the ones the run's network was built for
+    /// (a resumed run, or an evaluation, pointed at other data).
+    pub fn check_classes(&self, data: &Dataset) -> Result<(), ConfigError> {
+        let classes = self.classes();
+        if data.channels() != self.channels || data.classes() != classes.as_slice() {
+            let describe = |channels: usize, classes: &[String]| {
+                let colour = if channels == 1 { "grey" } else { "colour" };
+                let mut names = classes.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+                if classes.len() > 4 {
+                    names += ", …";
+                }
+                format!("{colour} images of {} classes ({names})", classes.len())
+            };
+            return Err(ConfigError::OtherData {
+                run: describe(self.channels, &classes),
+                data: describe(data.channels(), data.classes()),
+            });
         }
         Ok(())
     }

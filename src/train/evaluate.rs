@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::metrics::Tally;
 use super::read_back::{read_back, Unread, READ_BACK_EVERY};
-use crate::data::{Batcher, Dataset, CLASS_NAMES, NUM_CLASSES};
+use crate::data::{Batcher, Dataset};
 use crate::models::Network;
 
 /// Loss and accuracy of `model` on all of `data`. `model` should be in evaluation mode
@@ -56,21 +56,24 @@ pub struct Mistake {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassAccuracy {
-    pub class: &'static str,
+    pub class: String,
     pub examples: usize,
     /// `None` (JSON `null`) for a class with no examples: there is nothing to be right about.
     pub accuracy: Option<f64>,
 }
 
 impl EvalReport {
-    fn from_confusion(confusion: Vec<Vec<usize>>, loss_sum: f64, mistakes: Vec<Mistake>) -> Self {
+    /// The report of `confusion` (over `classes`, in label order).
+    fn from_confusion(confusion: Vec<Vec<usize>>, loss_sum: f64, mistakes: Vec<Mistake>, classes: &[String]) -> Self {
         let examples: usize = confusion.iter().flatten().sum();
-        let correct: usize = (0..NUM_CLASSES).map(|c| confusion[c][c]).sum();
-        let per_class = (0..NUM_CLASSES)
-            .map(|c| {
+        let correct: usize = (0..classes.len()).map(|c| confusion[c][c]).sum();
+        let per_class = classes
+            .iter()
+            .enumerate()
+            .map(|(c, class)| {
                 let n: usize = confusion[c].iter().sum();
                 let accuracy = (n > 0).then(|| confusion[c][c] as f64 / n as f64);
-                ClassAccuracy { class: CLASS_NAMES[c], examples: n, accuracy }
+                ClassAccuracy { class: class.clone(), examples: n, accuracy }
             })
             .collect();
         let denominator = examples.max(1) as f64;
@@ -79,7 +82,12 @@ impl EvalReport {
     }
 
     pub fn correct(&self) -> usize {
-        (0..NUM_CLASSES).map(|c| self.confusion[c][c]).sum()
+        (0..self.confusion.len()).map(|c| self.confusion[c][c]).sum()
+    }
+
+    /// The class names, in label order.
+    pub fn classes(&self) -> Vec<&str> {
+        self.per_class.iter().map(|c| c.class.as_str()).collect()
     }
 }
 
@@ -95,7 +103,7 @@ pub fn evaluate_report(
     let loss_fn = CrossEntropyLossConfig::new().init(&batcher.device);
     let order: Vec<usize> = (0..data.len()).collect();
     let mut counts = Counts {
-        confusion: vec![vec![0usize; NUM_CLASSES]; NUM_CLASSES],
+        confusion: vec![vec![0usize; data.classes().len()]; data.classes().len()],
         loss_sum: 0.0,
         next_example: 0,
         mistakes: Vec::new(),
@@ -115,7 +123,7 @@ pub fn evaluate_report(
         }
     }
     counts.read_back(&mut unread, data);
-    EvalReport::from_confusion(counts.confusion, counts.loss_sum, counts.mistakes)
+    EvalReport::from_confusion(counts.confusion, counts.loss_sum, counts.mistakes, data.classes())
 }
 
 /// What evaluation has read back so far; examples come in the data set's order.
@@ -166,6 +174,7 @@ pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1, Int
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{CLASS_NAMES, NUM_CLASSES};
 
     #[test]
     fn batches_read_back_in_groups_give_the_report_of_one_pass() {
@@ -231,13 +240,14 @@ mod tests {
         confusion[0][0] = 3;
         confusion[0][6] = 1; // a T-shirt taken for a shirt
         confusion[9][9] = 4;
-        let r = EvalReport::from_confusion(confusion, 2.0, Vec::new());
+        let classes: Vec<String> = CLASS_NAMES.iter().map(|c| c.to_string()).collect();
+        let r = EvalReport::from_confusion(confusion, 2.0, Vec::new(), &classes);
         assert_eq!(r.examples, 8);
         assert_eq!(r.correct(), 7);
         assert_eq!(r.accuracy, 7.0 / 8.0);
         assert_eq!(r.loss, 0.25);
         assert_eq!(
-            (r.per_class[0].class, r.per_class[0].examples, r.per_class[0].accuracy),
+            (r.per_class[0].class.as_str(), r.per_class[0].examples, r.per_class[0].accuracy),
             ("T-shirt/top", 4, Some(0.75))
         );
         assert_eq!(r.per_class[9].accuracy, Some(1.0));

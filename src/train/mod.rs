@@ -71,7 +71,7 @@ pub struct TrainState {
 impl TrainState {
     /// A fresh network initialised from `config.seed` on `device`'s autodiff wrapper.
     pub fn fresh(config: &TrainConfig, device: &Device) -> Self {
-        let model = Network::seeded(config.model, config.seed, &device.clone().autodiff());
+        let model = Network::seeded_for(config.model, config.shape(), config.seed, &device.clone().autodiff());
         let ema = config.ema.map(|_| ema::copy_of(&model));
         Self { model, optim: optimizer_for(config), ema, history: Vec::new() }
     }
@@ -121,6 +121,7 @@ pub fn train(
 ) -> Result<TrainState, TrainError> {
     config.validate()?;
     config.check_data(data.train.image_size())?;
+    config.check_classes(&data.train)?;
     config.check_val_split(data.train.len())?;
     let n_train = config.train_len(data.train.len());
     if n_train == 0 {
