@@ -114,10 +114,19 @@ fn a_run_json_that_does_not_fit_its_network_is_refused_by_every_command() {
     for args in commands {
         fails_with(args, "run.json: settings that cannot be used: batch size must be at least 1");
     }
-    edit_run_json(&run, |j| {
-        j["config"]["batch_size"] = 32.into();
-        j["model_file"] = "../../etc/passwd".into();
-    });
+    edit_run_json(&run, |j| j["config"]["batch_size"] = 32.into());
+    // The data's shape: a network is not built for images or classes no data has.
+    for (field, value, message) in [
+        ("channels", serde_json::json!(0), "images have 1 channel (grey) or 3 (colour), not 0"),
+        ("channels", serde_json::json!(7), "images have 1 channel (grey) or 3 (colour), not 7"),
+        ("class_names", serde_json::json!([]), "a network needs 1 to 256 classes, not 0"),
+    ] {
+        let before = std::fs::read(run.join("run.json")).unwrap();
+        edit_run_json(&run, |j| j["config"][field] = value);
+        fails_with(commands[0], message);
+        std::fs::write(run.join("run.json"), before).unwrap();
+    }
+    edit_run_json(&run, |j| j["model_file"] = "../../etc/passwd".into());
     fails_with(commands[0], "which is not a file in the run directory");
 }
 

@@ -18,7 +18,7 @@ use super::{DataError, Dataset, FashionMnist};
 /// The file names taken as images (case ignored), as torchvision's loaders take them.
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// Labels are bytes.
-const MAX_CLASSES: usize = 256;
+pub const MAX_CLASSES: usize = 256;
 
 /// Whether `dir` is in the image-folder layout (has `train/` and `test/` folders).
 pub fn is_image_folder(dir: &Path) -> bool {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::metrics::EpochMetrics;
 pub use crate::data::augment::Augment;
+use crate::data::image_folder::MAX_CLASSES;
 use crate::data::{Dataset, CLASS_NAMES};
 use crate::models::{InputSizeError, ModelKind, NetworkShape};
 
@@ -164,6 +165,10 @@ impl Schedule {
 pub enum ConfigError {
     #[error("the run's network takes {run}; the data has {data}")]
     OtherData { run: String, data: String },
+    #[error("images have 1 channel (grey) or 3 (colour), not {0}")]
+    BadChannels(usize),
+    #[error("a network needs 1 to {MAX_CLASSES} classes, not {0}")]
+    BadClassCount(usize),
     #[error("{name} must be at least 1, got {value}")]
     NotPositive { name: &'static str, value: usize },
     #[error("{0} epochs is more than any run needs (at most {MAX_EPOCHS})")]
@@ -361,6 +366,14 @@ impl TrainConfig {
         {
             if value == 0 {
                 return Err(ConfigError::NotPositive { name, value });
+            }
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(ConfigError::BadChannels(self.channels));
+        }
+        if let Some(names) = &self.class_names {
+            if names.is_empty() || names.len() > MAX_CLASSES {
+                return Err(ConfigError::BadClassCount(names.len()));
             }
         }
         // Step counts (epochs × steps an epoch) must not overflow; no run is this long.
