@@ -82,24 +82,14 @@ impl OnnxGraph {
 
     /// burn's batch normalization layer (deepcnn's fused kernel) with its moving statistics.
     pub fn fused_batch_norm(&mut self, name: &str, bn: &FusedBatchNorm, x: &Value) -> Value {
-        let stats = [
-            self.weight(name, "gamma", &bn.gamma),
-            self.weight(name, "beta", &bn.beta),
-            self.tensor(name, "running_mean", bn.running_mean.value()),
-            self.tensor(name, "running_var", bn.running_var.value()),
-        ];
-        self.batch_normalization(name, stats, bn.epsilon, x)
+        let statistics = [("running_mean", bn.running_mean.value()), ("running_var", bn.running_var.value())];
+        self.batch_normalization(name, [&bn.gamma, &bn.beta], statistics, bn.epsilon, x)
     }
 
     /// deepcnn's from-scratch batch normalization with its moving statistics.
     pub fn scratch_batch_norm(&mut self, name: &str, bn: &ScratchBatchNorm, x: &Value) -> Value {
-        let stats = [
-            self.weight(name, "gamma", &bn.gamma),
-            self.weight(name, "beta", &bn.beta),
-            self.tensor(name, "moving_mean", bn.moving_mean.value()),
-            self.tensor(name, "moving_var", bn.moving_var.value()),
-        ];
-        self.batch_normalization(name, stats, bn.eps, x)
+        let statistics = [("moving_mean", bn.moving_mean.value()), ("moving_var", bn.moving_var.value())];
+        self.batch_normalization(name, [&bn.gamma, &bn.beta], statistics, bn.eps, x)
     }
 
     /// Either batch normalization of a [`Norm`] slot (its module path names the variant, as
@@ -111,9 +101,20 @@ impl OnnxGraph {
         }
     }
 
-    fn batch_normalization(&mut self, name: &str, stats: [String; 4], epsilon: f64, x: &Value) -> Value {
-        let mut inputs = vec![x.name.clone()];
-        inputs.extend(stats);
+    /// `BatchNormalization` from γ and β and the (field, value) of the mean and the variance
+    /// (each layer names its statistics its own way).
+    fn batch_normalization(
+        &mut self,
+        name: &str,
+        [gamma, beta]: [&Param<Tensor<1>>; 2],
+        statistics: [(&str, Tensor<1>); 2],
+        epsilon: f64,
+        x: &Value,
+    ) -> Value {
+        let mut inputs = vec![x.name.clone(), self.weight(name, "gamma", gamma), self.weight(name, "beta", beta)];
+        for (field, value) in statistics {
+            inputs.push(self.tensor(name, field, value));
+        }
         self.node("BatchNormalization", name, inputs, vec![float("epsilon", epsilon as f32)], x.shape.clone())
     }
 
