@@ -132,3 +132,55 @@ fn colour_images_of_any_size_train_a_three_channel_network() {
     let report: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(report["per_class"][1]["class"], "red");
 }
+
+#[test]
+fn one_class_tree_trains_with_a_held_out_share_of_each_class_as_its_test_set() {
+    let (images, labels) = ten_class_split(120, 3);
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (pixels, &label)) in images.iter().zip(&labels).enumerate() {
+        let folder = dir.path().join(class_name(label));
+        std::fs::create_dir_all(&folder).unwrap();
+        image::GrayImage::from_raw(28, 28, pixels.clone()).unwrap().save(folder.join(format!("{i:05}.png"))).unwrap();
+    }
+    let runs = tempfile::tempdir().unwrap();
+    let run = runs.path().join("tree");
+    let train = ["train", "--model", "lenet-bn", "--epochs", "2", "--batch-size", "16", "--data-dir", path(dir.path())];
+    // Without a test folder the run needs a held-out part, and says how to ask for it.
+    for split in [&[][..], &["--val-split", "30"]] {
+        let out = deepcnn(&[&train[..], split].concat());
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("is one class tree") && stderr(&out).contains("--val-split F"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Early stopping must not watch what is the test set here.
+    let out = deepcnn(&[&train[..], &["--val-split", "0.25", "--early-stop", "2"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("early stopping must not watch"), "{}", stderr(&out));
+
+    let printed = ok(&[&train[..], &["--val-split", "0.25", "--out", path(&run)]].concat());
+    let first = printed.lines().next().unwrap();
+    // 3 of each class's 12 images.
+    assert!(first.contains("training lenet-bn on 90 images"), "{first}");
+    assert!(
+        first.contains("class tree") && first.contains("25% of each class held out as the test set: 30 images"),
+        "{first}"
+    );
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(
+        (record["config"]["test_split"].as_f64(), record["config"]["val_split"].as_u64()),
+        (Some(0.25), Some(0))
+    );
+
+    // eval finds the same 30 images from run.json, and scores what the last epoch's test did.
+    let summary = ok(&["eval", "--checkpoint", path(&run), "--data-dir", path(dir.path()), "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(report["examples"], 30);
+    let last = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let test_acc: f64 = last.lines().last().unwrap().split(',').nth(3).unwrap().parse().unwrap();
+    assert!((report["accuracy"].as_f64().unwrap() - test_acc).abs() < 1e-4, "{summary} vs {test_acc}");
+    // Resumed, the run trains on the same 90.
+    let resumed = ok(&["train", "--resume", path(&run), "--epochs", "3", "--data-dir", path(dir.path())]);
+    assert!(resumed.lines().next().unwrap().contains("on 90 images"), "{resumed}");
+}

@@ -52,7 +52,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
         "{model_kind} has no batch normalization, so --precise-bn has nothing to recompute"
     );
     let size = record.config.image_size();
-    let test = args.data.load(size, true)?.0.test;
+    let test = args.data.load(size, true, record.config.test_split)?.0.test;
     record.config.check_classes(&test)?;
     if test.is_empty() {
         bail!(TrainError::NoTestData);
@@ -61,7 +61,7 @@ pub fn eval(args: EvalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let train = match args.precise_bn {
         Some(_) => {
             // The training images the run trained on (its --limit), in batches of its size.
-            let train = args.data.load(size, false)?.0.train;
+            let train = args.data.load(size, false, record.config.test_split)?.0.train;
             let n_train = record.config.train_len(train.len());
             if n_train == 0 {
                 bail!("the training set is empty: precise BN needs training batches");

@@ -109,7 +109,8 @@ impl DeviceArgs {
 #[derive(Debug, Args)]
 pub struct DataArgs {
     /// Directory with the Fashion-MNIST IDX files (raw or .gz), or image folders:
-    /// DIR/train/<class>/*.png|jpg and DIR/test/<class>/* (classes from the folder names).
+    /// DIR/train/<class>/*.png|jpg and DIR/test/<class>/* (classes from the folder names), or
+    /// one class tree DIR/<class>/* (train with --val-split F to hold out a test set).
     #[arg(long, default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Leave unreadable image files out (counted in the header line) instead of stopping.
@@ -119,11 +120,16 @@ pub struct DataArgs {
 
 impl DataArgs {
     /// The data directory's splits at `size`×`size` (image folders are decoded at that size,
-    /// with a bar counting the files on a terminal); with `test_only` the training split is
-    /// left empty.
-    pub fn load(&self, size: usize, test_only: bool) -> anyhow::Result<(FashionMnist, Source)> {
+    /// with a bar counting the files on a terminal; one class tree's test set is `test_split`
+    /// of each class); with `test_only` the training split is left empty.
+    pub fn load(
+        &self,
+        size: usize,
+        test_only: bool,
+        test_split: Option<f64>,
+    ) -> anyhow::Result<(FashionMnist, Source)> {
         let bar = progress::images_bar(0, "loading");
-        let loaded = crate::data::load(&self.data_dir, size, self.skip_bad, test_only, &bar);
+        let loaded = crate::data::load(&self.data_dir, size, self.skip_bad, test_only, test_split, &bar);
         bar.finish_and_clear();
         Ok(loaded?)
     }

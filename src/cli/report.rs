@@ -50,13 +50,14 @@ pub fn report(args: ReportArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let device = args.device.open()?;
     let weights = args.weights.weights();
     let mut runs = Vec::new();
-    // Each run at its own image size: the test set is loaded once per size.
-    let mut test: Option<(usize, crate::data::Dataset)> = None;
+    // Each run at its own image size (and class tree split): the test set is loaded once per them.
+    let mut test: Option<((usize, Option<f64>), crate::data::Dataset)> = None;
     for dir in &args.runs {
         let (run, record) = RunDir::open(dir)?;
         let size = record.config.image_size();
-        if test.as_ref().is_none_or(|(s, _)| *s != size) {
-            test = Some((size, args.data.load(size, true)?.0.test));
+        let key = (size, record.config.test_split);
+        if test.as_ref().is_none_or(|(k, _)| *k != key) {
+            test = Some((key, args.data.load(size, true, record.config.test_split)?.0.test));
         }
         let test = &test.as_ref().expect("loaded above").1;
         if test.is_empty() {

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use super::progress::images_bar;
 use super::{non_negative_number, positive, positive_number, DataArgs, DeviceArgs};
 use crate::checkpoint::{RunDir, DERIVED_FILES, RUN_FILE};
-use crate::data::{Augment, Dataset, FashionMnist};
+use crate::data::{Augment, Dataset, FashionMnist, Source};
 use crate::device::Precision;
 use crate::memory::{self, MemoryError};
 use crate::models::ModelKind;
@@ -89,11 +89,12 @@ pub struct TrainArgs {
     /// ModelEmaV2), tested after every epoch beside the weights and saved with them.
     #[arg(long, value_name = "D", value_parser = positive_number, allow_negative_numbers = true, conflicts_with = "resume")]
     pub ema: Option<f64>,
-    /// Hold the last N of the training examples out of training, test on them after every
-    /// epoch, and keep the checkpoint of the best epoch by their accuracy (best-epochE.bpk;
-    /// `eval --best`). The test set stays for the final number only.
-    #[arg(long, value_name = "N", conflicts_with = "resume")]
-    pub val_split: Option<usize>,
+    /// Hold the last N (or the fraction F, e.g. 0.1) of the training examples out of
+    /// training, test on them after every epoch, and keep the checkpoint of the best epoch by
+    /// their accuracy (best-epochE.bpk; `eval --best`). The test set stays for the final number
+    /// only. On one class tree (DIR/<class>/*, no test folder) F of each class is the test set.
+    #[arg(long, value_name = "N|F", value_parser = val_split_arg, conflicts_with = "resume")]
+    pub val_split: Option<ValSplit>,
     /// Stop after K epochs without a better validation accuracy (needs --val-split).
     #[arg(long, value_name = "K", conflicts_with = "resume")]
     pub early_stop: Option<usize>,
@@ -123,6 +124,45 @@ pub struct TrainArgs {
     pub device: DeviceArgs,
 }
 
+/// `--val-split`'s value: a count of training examples, or a fraction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValSplit {
+    Count(usize),
+    Fraction(f64),
+}
+
+fn val_split_arg(s: &str) -> Result<ValSplit, String> {
+    let wrong = || format!("'{s}' is neither a count of examples (5000) nor a fraction between 0 and 1 (0.1)");
+    match s.contains(['.', 'e', 'E']) {
+        true => s.parse::<f64>().ok().filter(|f| *f > 0.0 && *f < 1.0).map(ValSplit::Fraction).ok_or_else(wrong),
+        false => positive(s).map(ValSplit::Count).map_err(|_| wrong()),
+    }
+}
+
+impl ValSplit {
+    /// A fraction: the test share of a class tree, if the data is one.
+    fn fraction(self) -> Option<f64> {
+        match self {
+            ValSplit::Fraction(f) => Some(f),
+            ValSplit::Count(_) => None,
+        }
+    }
+
+    /// The split of a new run, now that its data is known: on one class tree the fraction of
+    /// each class held out as the test set; otherwise the count of (limited) training examples
+    /// held out for validation, a fraction of them rounded (at least one).
+    fn apply(self, config: TrainConfig, source: &Source, available: usize) -> TrainConfig {
+        match (source, self) {
+            (Source::ClassTree { test_fraction, .. }, _) => TrainConfig { test_split: Some(*test_fraction), ..config },
+            (_, ValSplit::Count(n)) => TrainConfig { val_split: n, ..config },
+            (_, ValSplit::Fraction(f)) => {
+                let n = ((config.usable_len(available) as f64 * f).round() as usize).max(1);
+                TrainConfig { val_split: n, ..config }
+            }
+        }
+    }
+}
+
 impl TrainArgs {
     fn config(&self, model: ModelKind) -> TrainConfig {
         let book = TrainConfig::new(model);
@@ -150,7 +190,8 @@ impl TrainArgs {
             nesterov: self.nesterov,
             clip_grad: self.clip_grad,
             ema: self.ema,
-            val_split: self.val_split.unwrap_or(0),
+            // Set from the data once it is loaded (`ValSplit::apply`).
+            val_split: 0,
             early_stop: self.early_stop,
             mixup: self.mixup.unwrap_or(0.0),
             cutmix: self.cutmix.unwrap_or(0.0),
@@ -189,6 +230,9 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
         None => {
             let config = args.config(args.model.expect("clap requires --model without --resume"));
             // Check the flags before touching files or spending time on loading data.
+            if args.early_stop.is_some() && args.val_split.is_none() {
+                bail!(ConfigError::EarlyStopWithoutValidation);
+            }
             config.validate().map_err(|e| match e {
                 ConfigError::NoBatchNorm(_) => anyhow::anyhow!("{e} (pass --precise-bn 0)"),
                 e => e.into(),
@@ -201,7 +245,12 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let resumed = args.resume.is_some();
     // What was in the run directory before: what a failure leaves there is said against it.
     let had_run = run_dir.as_ref().is_some_and(|run| run.path().join(RUN_FILE).exists());
-    let (data, source) = args.data.load(config.image_size(), false)?;
+    // One class tree's test set is the fraction of it held out: the run's, once it has one.
+    let test_split = match resumed {
+        true => config.test_split,
+        false => args.val_split.and_then(ValSplit::fraction),
+    };
+    let (data, source) = args.data.load(config.image_size(), false, test_split)?;
     // A new run's network is built for the data's images and classes; a resumed one must
     // meet the data it was built for.
     let config = match resumed {
@@ -209,7 +258,13 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
             config.check_classes(&data.train)?;
             config
         }
-        false => config.for_data(&data.train),
+        false => {
+            let config = config.for_data(&data.train);
+            match args.val_split {
+                Some(split) => split.apply(config, &source, data.train.len()),
+                None => config,
+            }
+        }
     };
     // The checks that need the data, before the first line promises a run.
     config.check_val_split(data.train.len())?;
@@ -228,7 +283,7 @@ pub fn run(args: TrainArgs, out: &mut impl Write) -> anyhow::Result<()> {
     };
     let done = state.epochs_done();
     let mut first_line = header(&config, &data, n_train, done, scheduled_total);
-    if let Some(described) = source.describe(&args.data.data_dir, &data.train) {
+    if let Some(described) = source.describe(&args.data.data_dir, &data) {
         first_line += &format!("; {described}");
     }
     if args.device.precision == Precision::Bf16 {
@@ -505,5 +560,30 @@ impl<W: Write> Observer for CliObserver<'_, W> {
         writeln!(self.out, "{metrics}")?;
         self.out.flush()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn val_split_is_a_count_or_a_fraction_and_a_fraction_rounds_to_a_count() {
+        assert_eq!(val_split_arg("5000"), Ok(ValSplit::Count(5000)));
+        assert_eq!(val_split_arg("0.1"), Ok(ValSplit::Fraction(0.1)));
+        assert_eq!(val_split_arg("1e-1"), Ok(ValSplit::Fraction(0.1)));
+        for bad in ["0", "1.0", "1.5", "-0.1", "0.0", "ten", "nan"] {
+            assert!(val_split_arg(bad).is_err(), "{bad} was taken");
+        }
+        let config = TrainConfig { limit: Some(1000), ..TrainConfig::new(ModelKind::LeNetBn) };
+        let idx = Source::Idx;
+        // A fraction of the (limited) training examples, at least one.
+        assert_eq!(ValSplit::Fraction(0.1).apply(config.clone(), &idx, 60_000).val_split, 100);
+        assert_eq!(ValSplit::Fraction(0.1).apply(config.clone(), &idx, 4).val_split, 1);
+        assert_eq!(ValSplit::Count(30).apply(config.clone(), &idx, 60_000).val_split, 30);
+        // One class tree's fraction is its test set; nothing more is held out of training.
+        let tree = Source::ClassTree { skipped: 0, test_fraction: 0.2 };
+        let on_tree = ValSplit::Fraction(0.2).apply(config, &tree, 60_000);
+        assert_eq!((on_tree.val_split, on_tree.test_split), (0, Some(0.2)));
     }
 }

@@ -1,5 +1,6 @@
 //! Image folders in torchvision's `ImageFolder` layout: `DIR/train/<class>/*.png|jpg` and
-//! `DIR/test/<class>/*`. Classes are the train folder's subfolders in name order (a label is
+//! `DIR/test/<class>/*`, or one class tree `DIR/<class>/*` with a fraction of each class held
+//! out as the test set. Classes are the (train) folder's subfolders in name order (a label is
 //! its class's index there), files are taken in name order, images of any size are resized to
 //! the run's size, and the data is grey unless some image has colour (then every image is RGB).
 //! Files are decoded on all cores.
@@ -23,6 +24,24 @@ pub const MAX_CLASSES: usize = 256;
 /// Whether `dir` is in the image-folder layout (has `train/` and `test/` folders).
 pub fn is_image_folder(dir: &Path) -> bool {
     dir.join("train").is_dir() && dir.join("test").is_dir()
+}
+
+/// Whether `dir` is one class tree (`DIR/<class>/*.png`): no `train/` and `test/` folders,
+/// and some subfolder holding an image.
+pub fn is_class_tree(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    !is_image_folder(dir)
+        && entries.flatten().any(|entry| {
+            let is_class = entry.path().is_dir() && !entry.file_name().to_string_lossy().starts_with('.');
+            is_class
+                && std::fs::read_dir(entry.path())
+                    .is_ok_and(|files| files.flatten().any(|file| is_image_file(&file.path())))
+        })
+}
+
+fn is_image_file(path: &Path) -> bool {
+    let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase());
+    path.is_file() && extension.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
 /// What loading is told.
@@ -54,12 +73,7 @@ pub fn load_image_folders(
 ) -> Result<LoadedFolders, DataError> {
     let train_dir = dir.join("train");
     let classes = class_folders(&train_dir)?;
-    if classes.len() > MAX_CLASSES {
-        return Err(DataError::Folder {
-            path: train_dir,
-            reason: format!("has {} class folders; deepcnn takes at most {MAX_CLASSES}", classes.len()),
-        });
-    }
+    check_class_count(&train_dir, &classes)?;
     let mut train_files = files_of(&train_dir, &classes)?;
     if test_only {
         train_files.clear();
@@ -80,9 +94,79 @@ pub fn load_image_folders(
             (path, classes.iter().position(|c| c == name).expect("checked above") as u8)
         })
         .collect();
+    decode_splits(classes, &train_files, &test_files, size, skip_bad, progress)
+}
+
+/// Loads the class tree `dir/<class>/*` at `size`×`size`, holding `test_fraction` of each
+/// class out as the test set (at least one image of a class with two or more, and never all
+/// of them). Which ones is decided by a hash of each file's name, so the split is the same on
+/// every machine and at every load, whatever order the files were written in. With
+/// `test_only` only the held-out images are decoded.
+pub fn load_class_tree(
+    dir: &Path,
+    size: usize,
+    skip_bad: bool,
+    test_only: bool,
+    test_fraction: f64,
+    progress: &dyn LoadProgress,
+) -> Result<LoadedFolders, DataError> {
+    let classes = class_folders(dir)?;
+    check_class_count(dir, &classes)?;
+    let (mut train_files, mut test_files) = (Vec::new(), Vec::new());
+    let mut files = files_of(dir, &classes)?.into_iter().peekable();
+    while let Some(&(_, label)) = files.peek() {
+        let mut class: Vec<(PathBuf, u8)> = std::iter::from_fn(|| files.next_if(|(_, l)| *l == label)).collect();
+        let held_out = held_out_count(class.len(), test_fraction);
+        class.sort_by_cached_key(|(path, _)| (name_hash(path), path.clone()));
+        let mut test: Vec<_> = class.drain(..held_out).collect();
+        // Each side in name order again, as the folders list them.
+        test.sort();
+        class.sort();
+        test_files.extend(test);
+        train_files.extend(class);
+    }
+    if test_only {
+        train_files.clear();
+    }
+    decode_splits(classes, &train_files, &test_files, size, skip_bad, progress)
+}
+
+/// How many of a class's `n` images a test fraction holds out: the nearest count, at least one
+/// and at most all but one (a class of one image is all training).
+pub fn held_out_count(n: usize, fraction: f64) -> usize {
+    match n {
+        0 | 1 => 0,
+        n => ((n as f64 * fraction).round() as usize).clamp(1, n - 1),
+    }
+}
+
+/// A hash of a file's name (not its folder's path: the split is the same wherever the tree is).
+fn name_hash(path: &Path) -> u32 {
+    crc32fast::hash(path.file_name().unwrap_or_default().as_encoded_bytes())
+}
+
+fn check_class_count(dir: &Path, classes: &[String]) -> Result<(), DataError> {
+    if classes.len() > MAX_CLASSES {
+        return Err(DataError::Folder {
+            path: dir.into(),
+            reason: format!("has {} class folders; deepcnn takes at most {MAX_CLASSES}", classes.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Decodes both splits' files (labels: indices into `classes`) into data sets.
+fn decode_splits(
+    classes: Vec<String>,
+    train_files: &[(PathBuf, u8)],
+    test_files: &[(PathBuf, u8)],
+    size: usize,
+    skip_bad: bool,
+    progress: &dyn LoadProgress,
+) -> Result<LoadedFolders, DataError> {
     progress.started(train_files.len() + test_files.len());
-    let train = decode_all(&train_files, size, skip_bad, progress)?;
-    let test = decode_all(&test_files, size, skip_bad, progress)?;
+    let train = decode_all(train_files, size, skip_bad, progress)?;
+    let test = decode_all(test_files, size, skip_bad, progress)?;
     // Grey unless some image has colour: then all of them are RGB.
     let colour = train.images.iter().chain(&test.images).any(|(img, _)| img.color().has_color());
     let channels = if colour { 3 } else { 1 };
@@ -110,7 +194,7 @@ fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
     classes.sort();
     if classes.is_empty() {
         return Err(error(
-            "holds no class folders (the layout is DIR/train/<class>/*.png and DIR/test/<class>/*)".into(),
+            "holds no class folders (the layouts are DIR/train/<class>/*.png with DIR/test/<class>/*, or DIR/<class>/*.png)".into(),
         ));
     }
     Ok(classes)
@@ -127,10 +211,7 @@ fn files_of(dir: &Path, classes: &[String]) -> Result<Vec<(PathBuf, u8)>, DataEr
             .map_err(|e| error(e.to_string()))?
             .map(|entry| entry.map(|e| e.path()).map_err(|e| error(e.to_string())))
             .collect::<Result<_, _>>()?;
-        files.retain(|path| {
-            let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase());
-            path.is_file() && extension.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-        });
+        files.retain(|path| is_image_file(path));
         if files.is_empty() {
             return Err(error("is an empty class: it holds no PNG or JPEG images".into()));
         }
@@ -273,5 +354,71 @@ mod tests {
         png(&dir.path().join("test/bird/b.png"), &[0; 16], false);
         let e = load_image_folders(dir.path(), 4, true, false, &()).unwrap_err().to_string();
         assert!(e.contains("test/bird") && e.contains("a test class that"), "{e}");
+    }
+
+    /// A tree of `counts[c]` images for class c, each image's value its own number (so the
+    /// images can be told apart after loading).
+    fn tree(counts: &[usize]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut value = 0u8;
+        for (class, &n) in ["ant", "bee", "cat"].iter().zip(counts) {
+            for i in 0..n {
+                png(&dir.path().join(class).join(format!("{i:02}.png")), &[value; 16], false);
+                value += 1;
+            }
+        }
+        dir
+    }
+
+    fn values(data: &Dataset) -> Vec<(u8, u8)> {
+        (0..data.len()).map(|i| (data.label(i), data.image(i)[0])).collect()
+    }
+
+    #[test]
+    fn a_class_tree_holds_the_same_share_of_each_class_out_as_its_test_set() {
+        let dir = tree(&[10, 4, 1]);
+        assert!(is_class_tree(dir.path()) && !is_image_folder(dir.path()));
+        let loaded = load_class_tree(dir.path(), 4, false, false, 0.25, &()).unwrap();
+        let (train, test) = (values(&loaded.data.train), values(&loaded.data.test));
+        assert_eq!(loaded.data.test.classes(), ["ant", "bee", "cat"]);
+        // 2.5 of ten rounds to 3, one of four, and a class of one image is all training.
+        let count = |split: &[(u8, u8)], class| split.iter().filter(|(l, _)| *l == class).count();
+        assert_eq!([0, 1, 2].map(|c| count(&test, c)), [3, 1, 0]);
+        assert_eq!([0, 1, 2].map(|c| count(&train, c)), [7, 3, 1]);
+        // Every image on exactly one side, with its own label; each side in name order.
+        let mut all: Vec<_> = train.iter().chain(&test).copied().collect();
+        all.sort();
+        assert_eq!(
+            all,
+            (0..15)
+                .map(|v| (
+                    if v < 10 {
+                        0
+                    } else if v < 14 {
+                        1
+                    } else {
+                        2
+                    },
+                    v
+                ))
+                .collect::<Vec<_>>()
+        );
+        assert!(train.windows(2).all(|w| w[0] < w[1]) && test.windows(2).all(|w| w[0] < w[1]));
+        // The same split every time, and from the test set alone.
+        let again = load_class_tree(dir.path(), 4, false, true, 0.25, &()).unwrap();
+        assert_eq!((values(&again.data.test), again.data.train.len()), (test.clone(), 0));
+        // Not name order: the hash picks from all over the class.
+        let ant_test: Vec<u8> = test.iter().filter(|(l, _)| *l == 0).map(|(_, v)| *v).collect();
+        assert_ne!(ant_test, [0, 1, 2]);
+        assert_ne!(ant_test, [7, 8, 9]);
+        // The held-out share grows with the fraction.
+        let half = load_class_tree(dir.path(), 4, false, false, 0.5, &()).unwrap();
+        assert_eq!(half.data.test.len(), 5 + 2);
+    }
+
+    #[test]
+    fn held_out_counts_round_and_leave_every_class_something_to_train_on() {
+        assert_eq!([0, 1, 2, 3, 10, 100].map(|n| held_out_count(n, 0.1)), [0, 0, 1, 1, 1, 10]);
+        assert_eq!([2, 3, 10].map(|n| held_out_count(n, 0.9)), [1, 2, 9]);
     }
 }

@@ -17,8 +17,21 @@ pub fn plural(n: usize, noun: &str, nouns: &str) -> String {
     format!("{n} {}", if n == 1 { noun } else { nouns })
 }
 
+/// A fraction as a percentage, without digits it does not have: "10%", "12.5%".
+pub fn percent(fraction: f64) -> String {
+    let digits = format!("{:.4}", fraction * 100.0);
+    format!("{}%", digits.trim_end_matches('0').trim_end_matches('.'))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn percentages_keep_only_their_digits() {
+        assert_eq!(super::percent(0.1), "10%");
+        assert_eq!(super::percent(0.125), "12.5%");
+        assert_eq!(super::percent(0.07), "7%");
+    }
+
     #[test]
     fn one_is_singular() {
         assert_eq!(super::plural(1, "epoch", "epochs"), "1 epoch");

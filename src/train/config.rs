@@ -78,6 +78,11 @@ pub struct TrainConfig {
     /// it. 0 (and runs saved before the field) holds nothing out.
     #[serde(default)]
     pub val_split: usize,
+    /// Trained on one class tree (`DIR/<class>/*`, no test folder): this fraction of each
+    /// class is held out as the test set ([`crate::data::image_folder::load_class_tree`]),
+    /// the same images whenever the run's data is loaded again. `None` for data with a test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_split: Option<f64>,
     /// Stop when `early_stop` epochs in a row brought no better validation accuracy.
     #[serde(default)]
     pub early_stop: Option<usize>,
@@ -183,6 +188,13 @@ pub enum ConfigError {
     BadMixAlpha { name: &'static str, value: f64 },
     #[error("early stopping watches the validation split: pass --val-split too")]
     EarlyStopWithoutValidation,
+    #[error(
+        "on one class tree --val-split holds out the test set, which early stopping must not watch: \
+         lay the images out as DIR/train/<class> and DIR/test/<class> to have both"
+    )]
+    EarlyStopOnClassTree,
+    #[error("a held-out fraction must be above 0 and below 1 (e.g. 0.1), got {0}")]
+    BadTestSplit(f64),
     #[error("a validation split of {val} leaves none of the {available} training examples to train on")]
     ValSplitTooLarge { val: usize, available: usize },
     #[error("the EMA decay must be above 0 and below 1 (e.g. 0.999), got {0}")]
@@ -236,6 +248,7 @@ impl TrainConfig {
             clip_grad: None,
             ema: None,
             val_split: 0,
+            test_split: None,
             early_stop: None,
             mixup: 0.0,
             cutmix: 0.0,
@@ -321,7 +334,7 @@ impl TrainConfig {
     }
 
     /// The first `limit` of `available` training examples: those trained on and validated on.
-    fn usable_len(&self, available: usize) -> usize {
+    pub fn usable_len(&self, available: usize) -> usize {
         self.limit.map_or(available, |l| l.min(available))
     }
 
@@ -330,8 +343,15 @@ impl TrainConfig {
         self.train_len(available)..self.usable_len(available)
     }
 
-    /// Checks the validation split against the `available` training examples.
+    /// Checks the validation split against the `available` training examples, and that early
+    /// stopping has one to watch.
     pub fn check_val_split(&self, available: usize) -> Result<(), ConfigError> {
+        if self.early_stop.is_some() && self.val_split == 0 {
+            return Err(match self.test_split {
+                Some(_) => ConfigError::EarlyStopOnClassTree,
+                None => ConfigError::EarlyStopWithoutValidation,
+            });
+        }
         let usable = self.usable_len(available);
         if self.val_split > 0 && self.val_split >= usable {
             return Err(ConfigError::ValSplitTooLarge { val: self.val_split, available: usable });
@@ -416,8 +436,8 @@ impl TrainConfig {
         if self.early_stop == Some(0) {
             return Err(ConfigError::NotPositive { name: "early stop", value: 0 });
         }
-        if self.early_stop.is_some() && self.val_split == 0 {
-            return Err(ConfigError::EarlyStopWithoutValidation);
+        if let Some(fraction) = self.test_split.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+            return Err(ConfigError::BadTestSplit(fraction));
         }
         if let Some(decay) = self.ema.filter(|d| !(*d > 0.0 && *d < 1.0)) {
             return Err(ConfigError::BadEma(decay));
@@ -465,7 +485,8 @@ mod tests {
             TrainConfig { optimizer: OptimizerKind::Sgd, momentum: -0.5, ..ok.clone() },
             TrainConfig { clip_grad: Some(0.0), ..ok.clone() },
             TrainConfig { ema: Some(1.0), ..ok.clone() },
-            TrainConfig { early_stop: Some(3), ..ok.clone() },
+            TrainConfig { test_split: Some(1.0), ..ok.clone() },
+            TrainConfig { test_split: Some(f64::NAN), ..ok.clone() },
             TrainConfig { mixup: -0.2, ..ok.clone() },
             TrainConfig { cutmix: f64::INFINITY, ..ok.clone() },
             TrainConfig { early_stop: Some(0), val_split: 10, ..ok.clone() },
@@ -570,6 +591,12 @@ mod tests {
         assert_eq!((c.train_len(60_000), c.val_range(60_000)), (900, 900..1000));
         assert_eq!((c.train_len(500), c.val_range(500)), (400, 400..500));
         assert!(c.check_val_split(1000).is_ok() && c.check_val_split(100).is_err());
+        // Early stopping needs a validation split to watch, and one class tree's held-out part
+        // is its test set.
+        let unwatched = TrainConfig { val_split: 0, ..c.clone() };
+        assert!(matches!(unwatched.check_val_split(1000), Err(ConfigError::EarlyStopWithoutValidation)));
+        let tree = TrainConfig { test_split: Some(0.1), ..unwatched };
+        assert!(matches!(tree.check_val_split(1000), Err(ConfigError::EarlyStopOnClassTree)));
         let epoch = |epoch, val| EpochMetrics {
             epoch,
             loss: 1.0,
