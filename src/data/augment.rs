@@ -42,14 +42,19 @@ impl Augment {
         let (dy, dx) = if p > 0 { (rng.random_range(-p..=p), rng.random_range(-p..=p)) } else { (0, 0) };
         let flip = self.flip && rng.random_bool(0.5);
         let mut out = vec![0u8; channels * h * w];
+        // Output columns x0..x1 read source columns x0 + dx..x1 + dx; the rest is padding.
+        let (x0, x1) = ((-dx).clamp(0, w as i64) as usize, (w as i64 - dx).clamp(0, w as i64) as usize);
         for (plane, out) in pixels.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
-            for y in 0..h {
-                for x in 0..w {
-                    let (sy, sx) = (y as i64 + dy, x as i64 + dx);
-                    if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
-                        let x_out = if flip { w - 1 - x } else { x };
-                        out[y * w + x_out] = plane[sy as usize * w + sx as usize];
-                    }
+            for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
+                let sy = y as i64 + dy;
+                if !(0..h as i64).contains(&sy) || x0 >= x1 {
+                    continue;
+                }
+                let source = &plane[sy as usize * w..][(x0 as i64 + dx) as usize..(x1 as i64 + dx) as usize];
+                match flip {
+                    // Column x lands at w - 1 - x.
+                    true => out_row[w - x1..w - x0].iter_mut().rev().zip(source).for_each(|(o, &s)| *o = s),
+                    false => out_row[x0..x1].copy_from_slice(source),
                 }
             }
         }
@@ -151,5 +156,41 @@ mod tests {
         assert!((140..=260).contains(&touched), "{touched} of 400");
         let draw = |seed| always.apply(&img, [1, h, w], &mut StdRng::seed_from_u64(seed));
         assert_eq!(draw(9), draw(9));
+    }
+
+    /// The crop and flip pixel by pixel, as torchvision defines them: what `apply`'s row copies
+    /// must equal.
+    fn crop_flip_by_pixel(pixels: &[u8], [channels, h, w]: [usize; 3], dy: i64, dx: i64, flip: bool) -> Vec<u8> {
+        let mut out = vec![0u8; channels * h * w];
+        for c in 0..channels {
+            for y in 0..h {
+                for x in 0..w {
+                    let (sy, sx) = (y as i64 + dy, x as i64 + dx);
+                    if (0..h as i64).contains(&sy) && (0..w as i64).contains(&sx) {
+                        let x_out = if flip { w - 1 - x } else { x };
+                        out[(c * h + y) * w + x_out] = pixels[(c * h + sy as usize) * w + sx as usize];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn crop_and_flip_move_every_pixel_where_the_definition_puts_it() {
+        let shape = [3, 5, 7];
+        let img: Vec<u8> = (0..105).map(|v| v as u8 + 1).collect();
+        for (padding, flip) in [(0, true), (2, false), (2, true), (8, true), (8, false)] {
+            let augment = Augment::crop_flip(padding, flip);
+            for seed in 0..40 {
+                // The draws apply makes, in its order.
+                let mut rng = StdRng::seed_from_u64(seed);
+                let p = padding as i64;
+                let (dy, dx) = if p > 0 { (rng.random_range(-p..=p), rng.random_range(-p..=p)) } else { (0, 0) };
+                let flipped = flip && rng.random_bool(0.5);
+                let got = augment.apply(&img, shape, &mut StdRng::seed_from_u64(seed));
+                assert_eq!(got, crop_flip_by_pixel(&img, shape, dy, dx, flipped), "shift {dy},{dx} flip {flipped}");
+            }
+        }
     }
 }
