@@ -339,6 +339,9 @@ fn sgd_clipping_and_erasing_change_the_training() {
     let (header, erased, record) = first_epoch(data.path(), runs.path(), "erased", &["--random-erasing", "0.5"]);
     assert!(header.contains("random erasing with p 0.5") && record.contains("\"erasing\": 0.5"), "{header}");
     assert_ne!(plain, erased);
+    let (header, cropped, _) = first_epoch(data.path(), runs.path(), "cropped", &["--crop-padding", "2", "--flip"]);
+    assert!(header.contains("; random crop, padded by 2 pixels; random horizontal flip"), "{header}");
+    assert_ne!(plain, cropped);
     let resumed = ok(&["train", "--resume", path(&runs.path().join("sgd")), "--epochs", "3"]);
     assert!(resumed.lines().any(|l| l.starts_with("epoch 3,")), "{resumed}");
     assert_fails_with(&["train", "--model", "lenet-bn", "--momentum", "0.5"], "pass --optimizer sgd");

@@ -402,6 +402,12 @@ fn header(config: &TrainConfig, data: &FashionMnist, n_train: usize, done: usize
             line += &format!("; {name} α {}", compact(alpha));
         }
     }
+    if config.augment.crop_padding > 0 {
+        line += &format!("; random crop, padded by {}", plural(config.augment.crop_padding, "pixel", "pixels"));
+    }
+    if config.augment.flip {
+        line += "; random horizontal flip";
+    }
     if config.augment.erasing > 0.0 {
         line += &format!("; random erasing with p {}", compact(config.augment.erasing));
     }
