@@ -32,11 +32,15 @@ pub fn is_class_tree(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else { return false };
     !is_image_folder(dir)
         && entries.flatten().any(|entry| {
-            let is_class = entry.path().is_dir() && !entry.file_name().to_string_lossy().starts_with('.');
-            is_class
+            is_class_folder(&entry.path())
                 && std::fs::read_dir(entry.path())
                     .is_ok_and(|files| files.flatten().any(|file| is_image_file(&file.path())))
         })
+}
+
+/// A subfolder that is a class: hidden ones are not.
+fn is_class_folder(path: &Path) -> bool {
+    path.is_dir() && !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'))
 }
 
 fn is_image_file(path: &Path) -> bool {
@@ -186,9 +190,8 @@ fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
     let mut classes = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| error(e.to_string()))? {
         let entry = entry.map_err(|e| error(e.to_string()))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.path().is_dir() && !name.starts_with('.') {
-            classes.push(name);
+        if is_class_folder(&entry.path()) {
+            classes.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
     classes.sort();
@@ -388,21 +391,12 @@ mod tests {
         // Every image on exactly one side, with its own label; each side in name order.
         let mut all: Vec<_> = train.iter().chain(&test).copied().collect();
         all.sort();
-        assert_eq!(
-            all,
-            (0..15)
-                .map(|v| (
-                    if v < 10 {
-                        0
-                    } else if v < 14 {
-                        1
-                    } else {
-                        2
-                    },
-                    v
-                ))
-                .collect::<Vec<_>>()
-        );
+        let label = |v: u8| match v {
+            0..10 => 0,
+            10..14 => 1,
+            _ => 2,
+        };
+        assert_eq!(all, (0..15).map(|v| (label(v), v)).collect::<Vec<_>>());
         assert!(train.windows(2).all(|w| w[0] < w[1]) && test.windows(2).all(|w| w[0] < w[1]));
         // The same split every time, and from the test set alone.
         let again = load_class_tree(dir.path(), 4, false, true, 0.25, &()).unwrap();
