@@ -269,3 +269,32 @@ impl FastOps for Flex {
         LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::ops::FloatTensorOps;
+
+    use super::*;
+
+    /// Two channels-last tensors add in place, into the first one's N×H×W×C buffer (the
+    /// vendored burn-flex's in-place walk in memory order, `vendor/README.md`): the sum keeps
+    /// the layout, so autodiff's sums of channels-last gradients stay one dense pass. Without
+    /// the patch the sum comes back as a new NCHW tensor.
+    #[test]
+    fn channels_last_tensors_add_in_place_and_keep_their_layout() {
+        let shape = [2, 3, 4, 5];
+        let len = shape.iter().product::<usize>();
+        let a: Vec<f32> = (0..len).map(|i| i as f32).collect();
+        let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32 - 7.0).collect();
+        let sum = Flex::float_add(
+            flex_in(a.clone(), &shape, Layout::ChannelsLast),
+            flex_in(b.clone(), &shape, Layout::ChannelsLast),
+        );
+        let storage = channels_last_storage(&sum).expect("the sum is no longer channels-last");
+        let expected: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        assert_eq!(storage, &expected[..]);
+        // And in NCHW order, as every other operation reads it.
+        let nchw = layout::to_nchw(&expected, shape[0], shape[1], shape[2] * shape[3]);
+        assert_eq!(&f32s(&sum)[..], &nchw[..]);
+    }
+}
