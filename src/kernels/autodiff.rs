@@ -11,7 +11,8 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::{tensor::FloatTensor, AutodiffBackend, Backend};
 
 use super::batch_norm::Activation;
-use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
+use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, FastOps, LayerGrads};
+use super::layout::Layout;
 use super::{adam, pool};
 
 /// A backward pass: from the state the forward kept and the output's gradient, the gradients
@@ -232,5 +233,27 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         _input_grad: bool,
     ) -> LayerGrads<Self> {
         unimplemented!("second derivatives of convolution are not supported")
+    }
+
+    fn fast_to_layout(x: FloatTensor<Self>, layout: Layout) -> FloatTensor<Self> {
+        let inputs = [x.node()];
+        let output = B::fast_to_layout(x.into_primitive(), layout);
+        // The same values either way: the gradient is the output's, in burn's layout.
+        record::<B, C, _, 1>(inputs, (), output, |(), grad, _| [B::fast_to_layout(grad, Layout::Nchw)])
+    }
+
+    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        let inputs = [a.node(), b.node()];
+        let (a, b) = (a.into_primitive(), b.into_primitive());
+        let channels = [burn::backend::TensorMetadata::shape(&a)[1], burn::backend::TensorMetadata::shape(&b)[1]];
+        let output = B::fast_cat_channels(a, b);
+        record::<B, C, _, 2>(inputs, channels, output, |channels, grad, _| {
+            let split = B::fast_split_channels(grad, channels);
+            [split.first, split.second]
+        })
+    }
+
+    fn fast_split_channels(_grad: FloatTensor<Self>, _channels: [usize; 2]) -> ChannelSplit<Self> {
+        unimplemented!("second derivatives of concatenation are not supported")
     }
 }

@@ -6,6 +6,7 @@
 use burn::backend::{backend_extension, tensor::FloatTensor, Backend, ExtensionType};
 
 use super::batch_norm::Activation;
+use super::layout::Layout;
 use super::{adam, pool};
 
 /// The outputs of training-mode batch normalization.
@@ -24,6 +25,13 @@ pub struct LayerGrads<B: Backend> {
     pub bias: FloatTensor<B>,
 }
 
+/// The two parts of a batch split along the channels.
+#[derive(ExtensionType)]
+pub struct ChannelSplit<B: Backend> {
+    pub first: FloatTensor<B>,
+    pub second: FloatTensor<B>,
+}
+
 /// A parameter and its Adam moments after one update.
 #[derive(ExtensionType)]
 pub struct AdamUpdate<B: Backend> {
@@ -32,7 +40,10 @@ pub struct AdamUpdate<B: Backend> {
     pub moment_2: FloatTensor<B>,
 }
 
-/// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements.
+/// The fast operations. Shapes: `x` is N×C×…, per-channel tensors have C elements. An
+/// N×C×H×W tensor may lie channels-last ([`Layout`]): the operations then work in that layout
+/// and give their outputs and the gradients of their inputs in it (the layout is a matter of
+/// speed only: either gives the same values).
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
     /// Batch normalization with the batch's own statistics (biased variance), followed by
@@ -89,7 +100,8 @@ pub trait FastOps: Backend {
     /// 2×2 average pooling with stride 2, no padding, rounding down.
     fn fast_avg_pool2d_2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// Gradient of [`FastOps::fast_avg_pool2d_2x2`] for an input of `input_shape`.
+    /// Gradient of [`FastOps::fast_avg_pool2d_2x2`] for an input of `input_shape`, in the layout
+    /// of `output_grad`.
     fn fast_avg_pool2d_2x2_backward(output_grad: FloatTensor<Self>, input_shape: [usize; 4]) -> FloatTensor<Self>;
 
     /// Gradient of [`FastOps::fast_max_pool2d`] from its input and output.
@@ -124,4 +136,15 @@ pub trait FastOps: Backend {
         geometry: [usize; 4],
         input_grad: bool,
     ) -> LayerGrads<Self>;
+
+    /// The N×C×H×W tensor `x` with its values in `layout` (the same values: a copy only where
+    /// it lies otherwise).
+    fn fast_to_layout(x: FloatTensor<Self>, layout: Layout) -> FloatTensor<Self>;
+
+    /// `a` and `b` (N×Ca×H×W and N×Cb×H×W) concatenated along the channels, in `a`'s layout.
+    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// Gradients of [`FastOps::fast_cat_channels`] for its inputs of `channels` channels, in the
+    /// layout of `grad`.
+    fn fast_split_channels(grad: FloatTensor<Self>, channels: [usize; 2]) -> ChannelSplit<Self>;
 }

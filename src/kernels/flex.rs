@@ -1,7 +1,9 @@
 //! [`FastOps`] on burn's Flex CPU backend: each operation reads its tensors as f32 slices (a
 //! copy only for strided views), runs deepcnn's kernel, timed for profiles, and wraps the
-//! result as a tensor. Convolutions take a channels-last input ([`layout`]) as it lies and
-//! give its gradient in the same layout; the other kernels read such views transposed to NCHW.
+//! result as a tensor. Convolutions, batch normalization, pooling and concatenation work in
+//! the layout of their input ([`layout`]): a channels-last input gives a channels-last output
+//! and gradient, and any other tensor they read (an output's gradient, the second part of a
+//! concatenation) is brought into that layout first. The sigmoid reads NCHW.
 
 use std::borrow::Cow;
 
@@ -11,10 +13,11 @@ use burn::prelude::*;
 
 use super::batch_norm::{self, Activation, NcsShape};
 use super::conv::{self, ConvGeometry};
-use super::extension::{AdamUpdate, BatchNormTrainOutput, FastOps, LayerGrads};
+use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, FastOps, LayerGrads};
 use super::layout::{self, Layout};
+use super::pool::channels_last::NhwcShape;
 use super::profile::{self, Pass};
-use super::{activation, adam, ema, pool, Kernel};
+use super::{activation, adam, concat, ema, pool, Kernel};
 
 /// `t`'s values in NCHW order: borrowed where they lie so, else a copy.
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -31,25 +34,48 @@ fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
 /// `t`'s values and the layout they are in: a channels-last view as it lies, anything else in
 /// NCHW order (see [`f32s`]).
 fn f32s_in_layout(t: &FlexTensor) -> (Cow<'_, [f32]>, Layout) {
-    match channels_last_storage(t) {
-        Some(s) => (Cow::Borrowed(s), Layout::ChannelsLast),
-        None => (f32s(t), Layout::Nchw),
-    }
+    let layout = layout_of(t);
+    (f32s_as(t, layout), layout)
 }
 
 /// The N×H×W×C buffer behind `t` where `t` is an N×C×H×W view of all of it (what
-/// `permute([0, 3, 1, 2])` makes of an N×H×W×C tensor), and not also contiguous (with one
-/// channel, or 1×1 maps, the two layouts agree).
+/// `permute([0, 3, 1, 2])` makes of an N×H×W×C tensor). Told from NCHW by the strides alone,
+/// also where the two orders agree (one channel, or 1×1 maps): a network's first layer makes
+/// its input channels-last that way, for nothing.
 fn channels_last_storage(t: &FlexTensor) -> Option<&[f32]> {
     let l = t.layout();
     let d = l.shape();
-    if d.num_dims() != 4 || t.is_contiguous() {
+    if d.num_dims() != 4 {
         return None;
     }
     let (c, h, w) = (d[1], d[2], d[3]);
     let strides = [(h * w * c) as isize, 1, (w * c) as isize, c as isize];
     let storage = t.storage::<f32>();
     (l.start_offset() == 0 && l.strides() == strides && storage.len() == d.num_elements()).then_some(storage)
+}
+
+/// The layout of `t`'s values: channels-last where [`channels_last_storage`] finds it so.
+fn layout_of(t: &FlexTensor) -> Layout {
+    match channels_last_storage(t) {
+        Some(_) => Layout::ChannelsLast,
+        None => Layout::Nchw,
+    }
+}
+
+/// `t`'s values (N×C×H×W) in `layout`: borrowed where they lie so, else a copy.
+fn f32s_as(t: &FlexTensor, layout: Layout) -> Cow<'_, [f32]> {
+    match layout {
+        Layout::Nchw => f32s(t),
+        Layout::ChannelsLast => match (channels_last_storage(t), t.as_slice::<f32>()) {
+            (Some(s), _) => Cow::Borrowed(s),
+            (None, Some(s)) => {
+                let d = dims(t);
+                layout::to_channels_last(s, d[0], d[1], d[2] * d[3]).into()
+            }
+            // Any other view: burn-flex's strided copy, in N×H×W×C order.
+            (None, None) => Cow::Owned(t.clone().permute(&[0, 2, 3, 1]).to_contiguous().storage::<f32>().to_vec()),
+        },
+    }
 }
 
 /// An N×C×H×W tensor (`shape`) of values in `layout`.
@@ -79,6 +105,10 @@ fn dims(t: &FlexTensor) -> Vec<usize> {
     burn::backend::TensorMetadata::shape(t).to_vec()
 }
 
+fn nhwc_shape(d: &[usize]) -> NhwcShape {
+    NhwcShape { n: d[0], c: d[1], h: d[2], w: d[3] }
+}
+
 fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry {
     let [sh, sw, ph, pw] = geometry;
     ConvGeometry {
@@ -104,10 +134,21 @@ impl FastOps for Flex {
     ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
+        let (x, layout) = f32s_in_layout(&x);
         let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
-            batch_norm::forward_train(&f32s(&x), ncs, &f32s(&gamma), &f32s(&beta), epsilon, activation)
+            let (gamma, beta) = (f32s(&gamma), f32s(&beta));
+            match layout {
+                Layout::Nchw => batch_norm::forward_train(&x, ncs, &gamma, &beta, epsilon, activation),
+                Layout::ChannelsLast => {
+                    batch_norm::channels_last::forward_train(&x, ncs, &gamma, &beta, epsilon, activation)
+                }
+            }
         });
-        BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
+        BatchNormTrainOutput {
+            output: flex_in(y, &shape, layout),
+            mean: flex(mean, &[ncs.c]),
+            variance: flex(var, &[ncs.c]),
+        }
     }
 
     fn fused_batch_norm_train_backward(
@@ -122,20 +163,17 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
+        let (x, layout) = f32s_in_layout(&x);
         let (dx, dgamma, dbeta) = profile::timed(Kernel::BatchNorm, Pass::Backward, || {
-            batch_norm::backward_train(
-                &f32s(&x),
-                ncs,
-                &f32s(&gamma),
-                &f32s(&beta),
-                &f32s(&mean),
-                &f32s(&variance),
-                epsilon,
-                relu,
-                &f32s(&output_grad),
-            )
+            let (gamma, beta, mean, var) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
+            let dy = f32s_as(&output_grad, layout);
+            let backward = match layout {
+                Layout::Nchw => batch_norm::backward_train,
+                Layout::ChannelsLast => batch_norm::channels_last::backward_train,
+            };
+            backward(&x, ncs, &gamma, &beta, &mean, &var, epsilon, relu, &dy)
         });
-        LayerGrads { input: flex(dx, &shape), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
+        LayerGrads { input: flex_in(dx, &shape, layout), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
     }
 
     fn fused_batch_norm(
@@ -149,11 +187,16 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
+        let (x, layout) = f32s_in_layout(&x);
         let y = profile::timed(Kernel::BatchNorm, Pass::Evaluation, || {
-            let (x, gamma, beta, mean, variance) = (f32s(&x), f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
-            batch_norm::normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, activation)
+            let (gamma, beta, mean, variance) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
+            let normalize = match layout {
+                Layout::Nchw => batch_norm::normalize,
+                Layout::ChannelsLast => batch_norm::channels_last::normalize,
+            };
+            normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, activation)
         });
-        flex(y, &shape)
+        flex_in(y, &shape, layout)
     }
 
     fn fused_adam_step(
@@ -185,11 +228,13 @@ impl FastOps for Flex {
     fn fast_max_pool2d(x: FlexTensor, window: pool::PoolWindow) -> FlexTensor {
         let d = dims(&x);
         let (planes, [ho, wo]) = (d[0] * d[1], window.out_size(d[2], d[3]));
-        let y = profile::timed(Kernel::MaxPool, Pass::Forward, || match window == pool::LENETS_WINDOW {
-            true => pool::max_pool_2x2(&f32s(&x), planes, d[2], d[3]),
-            false => pool::max_pool(&f32s(&x), planes, d[2], d[3], &window),
+        let (x, layout) = f32s_in_layout(&x);
+        let y = profile::timed(Kernel::MaxPool, Pass::Forward, || match layout {
+            Layout::ChannelsLast => pool::channels_last::max_pool(&x, nhwc_shape(&d), &window),
+            Layout::Nchw if window == pool::LENETS_WINDOW => pool::max_pool_2x2(&x, planes, d[2], d[3]),
+            Layout::Nchw => pool::max_pool(&x, planes, d[2], d[3], &window),
         });
-        flex(y, &[d[0], d[1], ho, wo])
+        flex_in(y, &[d[0], d[1], ho, wo], layout)
     }
 
     fn fast_max_pool2d_backward(
@@ -200,28 +245,38 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let d = dims(&x);
         let planes = d[0] * d[1];
-        let dx = profile::timed(Kernel::MaxPool, Pass::Backward, || match window == pool::LENETS_WINDOW {
-            true => pool::max_pool_2x2_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), planes, d[2], d[3]),
-            false => {
-                pool::max_pool_backward(&f32s(&x), &f32s(&output), &f32s(&output_grad), planes, d[2], d[3], &window)
+        let (x, layout) = f32s_in_layout(&x);
+        let dx = profile::timed(Kernel::MaxPool, Pass::Backward, || {
+            let (y, dy) = (f32s_as(&output, layout), f32s_as(&output_grad, layout));
+            match layout {
+                Layout::ChannelsLast => pool::channels_last::max_pool_backward(&x, &y, &dy, nhwc_shape(&d), &window),
+                Layout::Nchw if window == pool::LENETS_WINDOW => {
+                    pool::max_pool_2x2_backward(&x, &y, &dy, planes, d[2], d[3])
+                }
+                Layout::Nchw => pool::max_pool_backward(&x, &y, &dy, planes, d[2], d[3], &window),
             }
         });
-        flex(dx, &d)
+        flex_in(dx, &d, layout)
     }
 
     fn fast_avg_pool2d_2x2(x: FlexTensor) -> FlexTensor {
         let d = dims(&x);
-        let y =
-            profile::timed(Kernel::AvgPool, Pass::Forward, || pool::avg_pool_2x2(&f32s(&x), d[0] * d[1], d[2], d[3]));
-        flex(y, &[d[0], d[1], d[2] / 2, d[3] / 2])
+        let (x, layout) = f32s_in_layout(&x);
+        let y = profile::timed(Kernel::AvgPool, Pass::Forward, || match layout {
+            Layout::ChannelsLast => pool::channels_last::avg_pool_2x2(&x, nhwc_shape(&d)),
+            Layout::Nchw => pool::avg_pool_2x2(&x, d[0] * d[1], d[2], d[3]),
+        });
+        flex_in(y, &[d[0], d[1], d[2] / 2, d[3] / 2], layout)
     }
 
     fn fast_avg_pool2d_2x2_backward(output_grad: FlexTensor, input_shape: [usize; 4]) -> FlexTensor {
         let [n, c, h, w] = input_shape;
-        let dx = profile::timed(Kernel::AvgPool, Pass::Backward, || {
-            pool::avg_pool_2x2_backward(&f32s(&output_grad), n * c, h, w)
+        let (dy, layout) = f32s_in_layout(&output_grad);
+        let dx = profile::timed(Kernel::AvgPool, Pass::Backward, || match layout {
+            Layout::ChannelsLast => pool::channels_last::avg_pool_2x2_backward(&dy, nhwc_shape(&input_shape)),
+            Layout::Nchw => pool::avg_pool_2x2_backward(&dy, n * c, h, w),
         });
-        flex(dx, &input_shape)
+        flex_in(dx, &input_shape, layout)
     }
 
     fn fast_sigmoid(x: FlexTensor) -> FlexTensor {
@@ -240,11 +295,10 @@ impl FastOps for Flex {
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
         let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
         profile::count_conv_flops(g.flops());
-        let (x, x_layout) = f32s_in_layout(&x);
-        let y = profile::timed(Kernel::Conv, Pass::Forward, || {
-            conv::forward(&x, &f32s(&weight), &f32s(&bias), &g, x_layout)
-        });
-        flex(y, &[g.batch, g.c_out, g.out_h(), g.out_w()])
+        let (x, layout) = f32s_in_layout(&x);
+        let y =
+            profile::timed(Kernel::Conv, Pass::Forward, || conv::forward(&x, &f32s(&weight), &f32s(&bias), &g, layout));
+        flex_in(y, &[g.batch, g.c_out, g.out_h(), g.out_w()], layout)
     }
 
     fn gemm_conv2d_backward(
@@ -258,15 +312,46 @@ impl FastOps for Flex {
         let g = conv_geometry(&x_dims, &w_dims, geometry);
         // ∂W, and ∂X where wanted, each as many operations as the forward.
         profile::count_conv_flops(g.flops() * (1 + u64::from(input_grad)));
-        let (x, x_layout) = f32s_in_layout(&x);
+        let (x, layout) = f32s_in_layout(&x);
         let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
-            conv::backward(&x, &f32s(&weight), &f32s(&output_grad), &g, input_grad, x_layout)
+            conv::backward(&x, &f32s(&weight), &f32s_as(&output_grad, layout), &g, input_grad, layout)
         });
         let input = match dx {
-            Some(dx) => flex_in(dx, &x_dims, x_layout),
+            Some(dx) => flex_in(dx, &x_dims, layout),
             None => flex(Vec::new(), &[0]),
         };
         LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
+    }
+
+    fn fast_to_layout(x: FlexTensor, layout: Layout) -> FlexTensor {
+        if layout_of(&x) == layout {
+            return x;
+        }
+        let shape = dims(&x);
+        let values = profile::timed(Kernel::ChannelsLast, Pass::Forward, || f32s_as(&x, layout).into_owned());
+        flex_in(values, &shape, layout)
+    }
+
+    fn fast_cat_channels(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+        let (da, db) = (dims(&a), dims(&b));
+        let (a, layout) = f32s_in_layout(&a);
+        let out = profile::timed(Kernel::Concat, Pass::Forward, || {
+            let b = f32s_as(&b, layout);
+            concat::cat_channels(&a, &b, da[0], [da[1], db[1]], da[2] * da[3], layout)
+        });
+        flex_in(out, &[da[0], da[1] + db[1], da[2], da[3]], layout)
+    }
+
+    fn fast_split_channels(grad: FlexTensor, [ca, cb]: [usize; 2]) -> ChannelSplit<Self> {
+        let d = dims(&grad);
+        let (grad, layout) = f32s_in_layout(&grad);
+        let (a, b) = profile::timed(Kernel::Concat, Pass::Backward, || {
+            concat::split_channels(&grad, d[0], [ca, cb], d[2] * d[3], layout)
+        });
+        ChannelSplit {
+            first: flex_in(a, &[d[0], ca, d[2], d[3]], layout),
+            second: flex_in(b, &[d[0], cb, d[2], d[3]], layout),
+        }
     }
 }
 
@@ -275,6 +360,7 @@ mod tests {
     use burn::backend::ops::FloatTensorOps;
 
     use super::*;
+    use crate::kernels::onednn;
 
     /// Two channels-last tensors add in place, into the first one's N×H×W×C buffer (the
     /// vendored burn-flex's in-place walk in memory order, `vendor/README.md`): the sum keeps
@@ -296,5 +382,88 @@ mod tests {
         // And in NCHW order, as every other operation reads it.
         let nchw = layout::to_nchw(&expected, shape[0], shape[1], shape[2] * shape[3]);
         assert_eq!(&f32s(&sum)[..], &nchw[..]);
+    }
+
+    /// Each layer given a channels-last input gives a channels-last output and input gradient,
+    /// with the values it gives for the same input in NCHW; the second part of a concatenation
+    /// and an output gradient may come in either layout.
+    #[test]
+    fn layers_keep_a_channels_last_input_channels_last() {
+        use crate::test_util::pattern;
+        let shape = [2, 8, 6, 7];
+        let len = shape.iter().product::<usize>();
+        let nchw = pattern(len, 1);
+        let last = || flex_in(layout::to_channels_last(&nchw, 2, 8, 42), &shape, Layout::ChannelsLast);
+        let plain = || flex(nchw.clone(), &shape);
+        assert_eq!(layout_of(&last()), Layout::ChannelsLast);
+        assert_eq!(&f32s(&last())[..], &nchw[..]);
+        let per_channel = |seed| flex(pattern(8, seed), &[8]);
+        let check = |what: &str, got: FlexTensor, want: FlexTensor| {
+            assert_eq!(layout_of(&got), Layout::ChannelsLast, "{what}: not channels-last");
+            crate::test_util::assert_close(&f32s(&got), &f32s(&want), 1e-5, what);
+        };
+        let bn = |x| Flex::fused_batch_norm_train(x, per_channel(2), per_channel(3), 1e-5, Activation::Relu);
+        check("batch norm", bn(last()).output, bn(plain()).output);
+        let eval = |x| {
+            Flex::fused_batch_norm(
+                x,
+                per_channel(2),
+                per_channel(3),
+                per_channel(4),
+                flex(vec![0.5; 8], &[8]),
+                1e-5,
+                Activation::Relu,
+            )
+        };
+        check("evaluation batch norm", eval(last()), eval(plain()));
+        let dy = || flex(pattern(len, 5), &shape);
+        let bn_grad = |x| {
+            Flex::fused_batch_norm_train_backward(
+                x,
+                per_channel(2),
+                per_channel(3),
+                per_channel(4),
+                flex(vec![0.5; 8], &[8]),
+                1e-5,
+                true,
+                dy(),
+            )
+        };
+        check("batch norm's gradient", bn_grad(last()).input, bn_grad(plain()).input);
+        let window = pool::PoolWindow { kernel: [3, 3], stride: [2, 2], padding: [1, 1] };
+        check("max pool", Flex::fast_max_pool2d(last(), window), Flex::fast_max_pool2d(plain(), window));
+        let y = Flex::fast_max_pool2d(plain(), window);
+        let pooled_grad = || flex(pattern(y.layout().shape().num_elements(), 6), &dims(&y));
+        let max_grad = |x: FlexTensor| {
+            let y = Flex::fast_max_pool2d(x.clone(), window);
+            Flex::fast_max_pool2d_backward(x, y, pooled_grad(), window)
+        };
+        check("max pool's gradient", max_grad(last()), max_grad(plain()));
+        check("avg pool", Flex::fast_avg_pool2d_2x2(last()), Flex::fast_avg_pool2d_2x2(plain()));
+        let avg_grad = |g| Flex::fast_avg_pool2d_2x2_backward(g, shape);
+        let g = Flex::fast_avg_pool2d_2x2(last());
+        check("avg pool's gradient", avg_grad(g.clone()), avg_grad(Flex::fast_to_layout(g, Layout::Nchw)));
+        let other = || flex(pattern(2 * 3 * 42, 7), &[2, 3, 6, 7]);
+        check("concatenation", Flex::fast_cat_channels(last(), other()), Flex::fast_cat_channels(plain(), other()));
+        let cat = Flex::fast_cat_channels(last(), other());
+        let split = Flex::fast_split_channels(cat.clone(), [8, 3]);
+        check("first part", split.first, plain());
+        check("second part", split.second, other());
+        if onednn::has_channels_last_kernels() {
+            let (w, b) = (flex(pattern(4 * 8 * 9, 8), &[4, 8, 3, 3]), flex(pattern(4, 9), &[4]));
+            let conv = |x| Flex::gemm_conv2d(x, w.clone(), b.clone(), [1, 1, 1, 1]);
+            check("convolution", conv(last()), conv(plain()));
+            let conv_grad = |x| {
+                Flex::gemm_conv2d_backward(
+                    x,
+                    w.clone(),
+                    flex(pattern(2 * 4 * 42, 10), &[2, 4, 6, 7]),
+                    [1, 1, 1, 1],
+                    true,
+                )
+            };
+            check("convolution's gradient", conv_grad(last()).input, conv_grad(plain()).input);
+        }
+        assert_eq!(layout_of(&Flex::fast_to_layout(last(), Layout::Nchw)), Layout::Nchw);
     }
 }

@@ -13,6 +13,7 @@ pub mod activation;
 pub mod adam;
 mod autodiff;
 pub mod batch_norm;
+pub mod concat;
 pub mod conv;
 pub mod ema;
 pub mod extension;
@@ -49,6 +50,11 @@ pub enum Kernel {
     Ema,
     /// oneDNN's convolutions: off, deepcnn's own im2col + GEMM ones take their place.
     Onednn,
+    /// Activations kept channels-last from layer to layer where a network asks for it
+    /// ([`channels_last`]): off, they stay NCHW.
+    ChannelsLast,
+    /// Concatenation along the channels in either layout ([`cat_channels`]): off, burn's.
+    Concat,
 }
 
 impl Kernel {
@@ -63,12 +69,14 @@ impl Kernel {
             Kernel::AvgPool => "avg pool",
             Kernel::Ema => "ema",
             Kernel::Onednn => "oneDNN",
+            Kernel::ChannelsLast => "to channels-last",
+            Kernel::Concat => "concat",
         }
     }
 }
 
 // One per variant (`Kernel::Onednn`'s own switch lives in `onednn`).
-static DISABLED: [AtomicBool; 8] = [const { AtomicBool::new(false) }; 8];
+static DISABLED: [AtomicBool; 10] = [const { AtomicBool::new(false) }; 10];
 
 /// Uses burn's own operations instead of `kernel` (or deepcnn's kernel again) from now on, in
 /// the whole process.
@@ -211,6 +219,28 @@ pub fn avg_pool2d(x: Tensor<4>, options: AvgPoolOptions<2>) -> Tensor<4> {
         return burn::tensor::module::avg_pool2d(x, options);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_avg_pool2d_2x2(x.into_dispatch()))
+}
+
+/// `x` with its values channels-last (an N×C×H×W view of an N×H×W×C buffer, [`layout`]), from
+/// which deepcnn's kernels keep the layout from layer to layer: oneDNN's convolutions then
+/// read and write their activations without a reorder. Where that is not so (another
+/// backend, the kernels or oneDNN switched off, or oneDNN without fast channels-last kernels
+/// here), `x` as it is. The values are the same either way.
+pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
+    let fits = onednn::is_enabled() && !DISABLED[Kernel::Conv as usize].load(Ordering::Relaxed);
+    if !(fast_path(Kernel::ChannelsLast, &x) && fits && onednn::has_channels_last_kernels()) {
+        return x;
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_to_layout(x.into_dispatch(), layout::Layout::ChannelsLast))
+}
+
+/// `a` and `b` concatenated along the channels (`Tensor::cat` on dimension 1), in `a`'s layout.
+pub fn cat_channels(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    let ([n, _, h, w], [nb, _, hb, wb]) = (a.dims(), b.dims());
+    if !(fast_path(Kernel::Concat, &a) && fast_path(Kernel::Concat, &b) && [n, h, w] == [nb, hb, wb]) {
+        return Tensor::cat(vec![a, b], 1);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOps>::fast_cat_channels(a.into_dispatch(), b.into_dispatch()))
 }
 
 /// The logistic sigmoid.

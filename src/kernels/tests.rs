@@ -269,3 +269,57 @@ fn general_max_pool_sends_a_nan_windows_gradient_where_burn_does() {
         assert_eq!(x.grad(&g1).unwrap().to_data(), x.grad(&g2).unwrap().to_data(), "{w}: gradients");
     }
 }
+
+/// DenseNet's layers on the activations `channels_last` makes (where oneDNN has channels-last
+/// kernels, else it keeps NCHW) give the values and gradients of the same layers on NCHW
+/// ones: the stem's convolution of a one-channel image, batch normalization with its ReLU,
+/// max pooling, a 3×3 convolution, the concatenation, evaluation-mode batch normalization
+/// and average pooling, in f32 (and in bf16 the same way, as the process runs f32 here).
+#[test]
+fn channels_last_activations_give_the_nchw_values_and_gradients() {
+    let device = Device::flex().autodiff();
+    let x = random([2, 1, 15, 15], &device).require_grad();
+    let params: Vec<Tensor<4>> = [[6, 1, 3, 3], [4, 6, 3, 3]].map(|s| random(s, &device).require_grad()).into();
+    let (gamma, beta) = (random([6], &device).require_grad(), random([6], &device).require_grad());
+    let (mean, var) = (random([10], &device), random([10], &device).abs());
+    let biases = (random([6], &device), random([4], &device));
+    let run = |x: Tensor<4>| {
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let y = conv2d(x, params[0].clone(), Some(biases.0.clone()), options.clone());
+        let (y, _, _) = batch_norm_train(y, gamma.clone(), beta.clone(), 1e-5, Activation::Relu);
+        let y = max_pool2d(y, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]));
+        let z = conv2d(y.clone(), params[1].clone(), Some(biases.1.clone()), options);
+        let y = cat_channels(y, z);
+        let ones = Tensor::ones([10], &device);
+        let y = batch_norm(y, ones.clone(), ones.mul_scalar(0.1), mean.clone(), var.clone(), 1e-5, Activation::Relu);
+        avg_pool2d(y, AvgPoolOptions::new([2, 2]).with_stride([2, 2]))
+    };
+    let (last, plain) = (run(channels_last(x.clone())), run(x.clone()));
+    assert_eq!(last.dims(), [2, 10, 4, 4]);
+    assert!(max_diff(last.clone(), plain.clone()) < 1e-5, "outputs differ");
+    let weights = random(plain.dims(), &device);
+    let (g_last, g_plain) = ((last * weights.clone()).sum().backward(), (plain * weights).sum().backward());
+    let grads = [("x", &x), ("conv 1", &params[0]), ("conv 2", &params[1])];
+    for (name, t) in grads {
+        let d = max_diff(t.grad(&g_last).unwrap(), t.grad(&g_plain).unwrap());
+        assert!(d < 1e-4, "∂{name} differs by {d}");
+    }
+    for (name, t) in [("γ", &gamma), ("β", &beta)] {
+        let d = max_diff(t.grad(&g_last).unwrap(), t.grad(&g_plain).unwrap());
+        assert!(d < 1e-4, "∂{name} differs by {d}");
+    }
+}
+
+/// Concatenation along the channels against burn's `cat`, in value and gradient.
+#[test]
+fn cat_channels_matches_burns_cat() {
+    let device = Device::flex().autodiff();
+    let (a, b) = (random([2, 3, 4, 5], &device).require_grad(), random([2, 6, 4, 5], &device).require_grad());
+    let ours = cat_channels(a.clone(), b.clone());
+    let theirs = Tensor::cat(vec![a.clone(), b.clone()], 1);
+    assert_eq!(max_diff(ours.clone(), theirs.clone()), 0.0);
+    let weights = random(ours.dims(), &device);
+    let (g_ours, g_theirs) = ((ours * weights.clone()).sum().backward(), (theirs * weights).sum().backward());
+    assert_eq!(max_diff(a.grad(&g_ours).unwrap(), a.grad(&g_theirs).unwrap()), 0.0);
+    assert_eq!(max_diff(b.grad(&g_ours).unwrap(), b.grad(&g_theirs).unwrap()), 0.0);
+}

@@ -9,6 +9,8 @@ use super::stem::{Stem, STEM_CHANNELS};
 use super::torch_names::{builtin_bn, layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkShape, NetworkSpec};
 use crate::interop::onnx::{OnnxGraph, Value};
+use crate::kernels;
+use crate::kernels::layout::Layout;
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{AvgPool2d, AvgPool2dConfig, Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
@@ -91,7 +93,7 @@ impl DenseBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.net.iter().fold(x, |x, blk| {
             let y = blk.forward(x.clone());
-            Tensor::cat(vec![x, y], 1)
+            kernels::cat_channels(x, y)
         })
     }
 }
@@ -151,9 +153,10 @@ impl DenseNet {
 
     /// The book's `b1` (the stem's four layers), then each `DenseBlock_{i}` and
     /// `transition_block_{i}`, `BN`, `relu` (computed in one pass with the BN),
-    /// `global_avg_pool` and `fc`.
+    /// `global_avg_pool` and `fc`. The activations are channels-last from the stem to the head
+    /// where the CPU kernels run: DenseNet's many convolutions then need no reorder.
     pub fn named_stages(&self) -> Vec<Stage<'_>> {
-        let mut stages = Vec::from(self.stem.stages());
+        let mut stages = Vec::from(self.stem.stages(Layout::ChannelsLast));
         for (i, block) in self.dense_blocks.iter().enumerate() {
             stages.push(Stage::layer(format!("DenseBlock_{i}"), block, move |x: Tensor<4>| block.forward(x)));
             if let Some(transition) = self.transitions.get(i) {

@@ -11,6 +11,7 @@ use super::stem::Stem;
 use super::torch_names::{layer_tensor, TorchName};
 use super::{InputSizes, Network, NetworkShape, NetworkSpec};
 use crate::interop::onnx::{OnnxGraph, Value};
+use crate::kernels::layout::Layout;
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{Conv2d, Conv2dConfig};
 use crate::nn::stage::logits;
@@ -151,7 +152,7 @@ impl ResNet18 {
         let blocks = self.stages.iter().enumerate().map(|(i, block)| {
             Stage::layer(format!("resnet_block{}", i + 1), block, move |x: Tensor<4>| block.forward(x))
         });
-        self.stem.stages().into_iter().chain(blocks).chain(self.head.stages()).collect()
+        self.stem.stages(Layout::Nchw).into_iter().chain(blocks).chain(self.head.stages()).collect()
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {

@@ -6,6 +6,8 @@ use burn::prelude::*;
 
 use super::torch_names::{builtin_bn, TorchName};
 use crate::interop::onnx::{OnnxGraph, Value};
+use crate::kernels;
+use crate::kernels::layout::Layout;
 use crate::nn::fused_batch_norm::{FusedBatchNorm, FusedBatchNormConfig};
 use crate::nn::layers::{Conv2d, Conv2dConfig, MaxPool2d, MaxPool2dConfig};
 use crate::nn::Stage;
@@ -36,9 +38,15 @@ impl Stem {
     }
 
     /// The book's layers 0 to 3: conv, BN, ReLU (computed in one pass with the BN), max-pool.
-    pub fn stages(&self) -> [Stage<'_>; 4] {
+    /// With `Layout::ChannelsLast` the convolution takes its input channels-last, and the
+    /// layers after it keep that layout ([`kernels::channels_last`]).
+    pub fn stages(&self, layout: Layout) -> [Stage<'_>; 4] {
+        let input = move |x| match layout {
+            Layout::Nchw => x,
+            Layout::ChannelsLast => kernels::channels_last(x),
+        };
         [
-            Stage::layer("0", &self.conv, move |x: Tensor<4>| self.conv.forward(x)),
+            Stage::layer("0", &self.conv, move |x: Tensor<4>| self.conv.forward(input(x))),
             Stage::layer("1", &self.bn, move |x: Tensor<4>| self.bn.forward_relu(x)),
             Stage::fused_into_previous("2"),
             Stage::stateless("3", move |x: Tensor<4>| self.pool.forward(x)),

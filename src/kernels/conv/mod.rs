@@ -68,50 +68,46 @@ fn on_onednn(g: &ConvGeometry) -> bool {
     onednn::is_enabled() && (onednn::is_bf16() || !direct::fits(g) || onednn::has_avx512())
 }
 
-/// Y = conv(X, W) + b, X: N×Cin×H×W in `x_layout`, W: Cout×Cin×kh×kw, b: Cout, Y NCHW, by
-/// oneDNN or deepcnn's own kernels ([`on_onednn`]). oneDNN reads a channels-last X as it is;
-/// the other kernels read NCHW, so a channels-last X is transposed for them.
-pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, x_layout: Layout) -> Vec<f32> {
+/// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout, Y: N×Cout×H'×W', X and Y
+/// in `layout`, by oneDNN or deepcnn's own kernels ([`on_onednn`]). oneDNN reads and writes
+/// channels-last activations as they are; the other kernels compute in NCHW, so channels-last
+/// ones are transposed for them.
+pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, layout: Layout) -> Vec<f32> {
     // An empty batch (how `summary` finds shapes) has no columns to allocate.
     if g.batch == 0 {
         return Vec::new();
     }
     if !single_pixel::fits(g) && on_onednn(g) {
-        let (x, x_layout) = onednn_input(x, g, x_layout);
-        match onednn::forward_in(&x, weight, bias, g, onednn::is_bf16(), x_layout) {
-            Ok(y) => return y,
+        let onednn_layout = onednn_layout(layout);
+        let x = convert(x, g.batch, g.c_in, g.h * g.w, layout, onednn_layout);
+        match onednn::forward_in(&x, weight, bias, g, onednn::is_bf16(), onednn_layout) {
+            Ok(y) => return convert(&y, g.batch, g.c_out, g.p(), onednn_layout, layout).into_owned(),
             Err(e) => warn_fallback(&e),
         }
     }
-    let x = in_nchw(x, g, x_layout);
-    if single_pixel::fits(g) {
-        return single_pixel::forward(&x, weight, bias, g, onednn::is_bf16());
-    }
-    own_forward(&x, weight, bias, g)
+    let x = convert(x, g.batch, g.c_in, g.h * g.w, layout, Layout::Nchw);
+    let y = match single_pixel::fits(g) {
+        true => single_pixel::forward(&x, weight, bias, g, onednn::is_bf16()),
+        false => own_forward(&x, weight, bias, g),
+    };
+    convert(&y, g.batch, g.c_out, g.p(), Layout::Nchw, layout).into_owned()
 }
 
-/// X (N×Cin×H×W) in NCHW, transposed where it is channels-last.
-fn in_nchw<'a>(x: &'a [f32], g: &ConvGeometry, x_layout: Layout) -> Cow<'a, [f32]> {
-    match x_layout {
-        Layout::Nchw => x.into(),
-        Layout::ChannelsLast => layout::to_nchw(x, g.batch, g.c_in, g.h * g.w).into(),
-    }
-}
-
-/// ∂X, computed NCHW, in `x_layout`.
-fn nchw_into(dx: Vec<f32>, g: &ConvGeometry, x_layout: Layout) -> Vec<f32> {
-    match x_layout {
-        Layout::Nchw => dx,
-        Layout::ChannelsLast => layout::to_channels_last(&dx, g.batch, g.c_in, g.h * g.w),
+/// An N×C×S batch from layout `from` to layout `to`: borrowed where the two agree.
+fn convert(v: &[f32], n: usize, c: usize, s: usize, from: Layout, to: Layout) -> Cow<'_, [f32]> {
+    match (from, to) {
+        (Layout::ChannelsLast, Layout::Nchw) => layout::to_nchw(v, n, c, s).into(),
+        (Layout::Nchw, Layout::ChannelsLast) => layout::to_channels_last(v, n, c, s).into(),
+        _ => v.into(),
     }
 }
 
-/// X as oneDNN takes it: as it lies, unless it is channels-last and oneDNN has only slow
-/// kernels for that here (then transposed to NCHW), and the layout it is then in.
-fn onednn_input<'a>(x: &'a [f32], g: &ConvGeometry, x_layout: Layout) -> (Cow<'a, [f32]>, Layout) {
-    match x_layout == Layout::ChannelsLast && !onednn::has_channels_last_kernels() {
-        true => (in_nchw(x, g, x_layout), Layout::Nchw),
-        false => (x.into(), x_layout),
+/// The layout oneDNN computes activations given in `layout` in: as they are, unless they are
+/// channels-last and oneDNN has only slow kernels for that here (then NCHW).
+fn onednn_layout(layout: Layout) -> Layout {
+    match layout == Layout::ChannelsLast && !onednn::has_channels_last_kernels() {
+        true => Layout::Nchw,
+        false => layout,
     }
 }
 
@@ -136,35 +132,39 @@ fn own_forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec
 }
 
 /// The gradients of [`forward`] with respect to X (when `input_grad`: the first layer of a
-/// network needs none; in X's `x_layout`), W and b, given ∂Y.
+/// network needs none), W and b, given ∂Y; X, ∂Y and ∂X in `layout`.
 pub fn backward(
     x: &[f32],
     weight: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     input_grad: bool,
-    x_layout: Layout,
+    layout: Layout,
 ) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
     if g.batch == 0 {
         return (input_grad.then(Vec::new), vec![0.0; weight.len()], vec![0.0; g.c_out]);
     }
+    let (s, p) = (g.h * g.w, g.p());
+    let into_layout = |dx: Vec<f32>, from: Layout| convert(&dx, g.batch, g.c_in, s, from, layout).into_owned();
     if !single_pixel::fits(g) && on_onednn(g) {
-        let (x_in, layout_in) = onednn_input(x, g, x_layout);
-        match onednn::backward_in(&x_in, weight, dy, g, input_grad, onednn::is_bf16(), layout_in) {
-            Ok((dx, dw, db)) if layout_in == x_layout => return (dx, dw, db),
-            Ok((dx, dw, db)) => return (dx.map(|dx| nchw_into(dx, g, x_layout)), dw, db),
+        let onednn_layout = onednn_layout(layout);
+        let x = convert(x, g.batch, g.c_in, s, layout, onednn_layout);
+        let dy = convert(dy, g.batch, g.c_out, p, layout, onednn_layout);
+        match onednn::backward_in(&x, weight, &dy, g, input_grad, onednn::is_bf16(), onednn_layout) {
+            Ok((dx, dw, db)) => return (dx.map(|dx| into_layout(dx, onednn_layout)), dw, db),
             Err(e) => warn_fallback(&e),
         }
     }
-    let x = in_nchw(x, g, x_layout);
+    let x = convert(x, g.batch, g.c_in, s, layout, Layout::Nchw);
+    let dy = convert(dy, g.batch, g.c_out, p, layout, Layout::Nchw);
     let (dx, dw, db) = if single_pixel::fits(g) {
         let bf16 = onednn::is_bf16();
-        let dx = input_grad.then(|| single_pixel::input_grad(weight, dy, g, bf16));
-        (dx, single_pixel::weight_grad(&x, dy, g, bf16), bias_grad(dy, g))
+        let dx = input_grad.then(|| single_pixel::input_grad(weight, &dy, g, bf16));
+        (dx, single_pixel::weight_grad(&x, &dy, g, bf16), bias_grad(&dy, g))
     } else {
-        own_backward(&x, weight, dy, g, input_grad)
+        own_backward(&x, weight, &dy, g, input_grad)
     };
-    (dx.map(|dx| nchw_into(dx, g, x_layout)), dw, db)
+    (dx.map(|dx| into_layout(dx, Layout::Nchw)), dw, db)
 }
 
 /// [`backward`] by deepcnn's own kernels.

@@ -1,6 +1,6 @@
 //! oneDNN's convolutions (Debian's `libdnnl-dev`, the library PyTorch's CPU convolutions use),
 //! behind a safe interface. `shim.cpp` holds the oneDNN calls: primitives cached per pass and
-//! geometry, oneDNN's own blocked layouts inside, plain NCHW/OIHW buffers at the boundary. This
+//! geometry, oneDNN's own blocked layouts inside, plain NCHW (or NHWC) and OIHW buffers at the boundary. This
 //! file checks every buffer's length against the geometry, which the C side cannot.
 
 use std::ffi::{c_char, c_int, CStr};
@@ -13,7 +13,7 @@ mod ffi {
     use std::ffi::{c_char, c_int};
 
     /// A geometry as the shim reads it (`DCNN_GEOMETRY_LEN` in shim.h): n, c_in, h, w, c_out,
-    /// kh, kw, stride_h, stride_w, pad_h, pad_w, bf16, nhwc_src.
+    /// kh, kw, stride_h, stride_w, pad_h, pad_w, bf16, nhwc.
     pub type Geometry = [c_int; 13];
 
     extern "C" {
@@ -128,15 +128,15 @@ pub fn gemm_gflops(n: usize, bf16: bool, reps: usize) -> Result<f64, OneDnnError
 }
 
 /// The shim's geometry arguments, each checked to fit a C int, the precision, and the layout
-/// of X and ∂X (Y and ∂Y are always NCHW).
-fn dims(g: &ConvGeometry, bf16: bool, x_layout: Layout) -> Result<ffi::Geometry, OneDnnError> {
+/// of the activations (X, Y and their gradients).
+fn dims(g: &ConvGeometry, bf16: bool, layout: Layout) -> Result<ffi::Geometry, OneDnnError> {
     let all = [g.batch, g.c_in, g.h, g.w, g.c_out, g.kh, g.kw, g.stride[0], g.stride[1], g.padding[0], g.padding[1]];
     let mut out = [0; 13];
     for (o, v) in out.iter_mut().zip(all) {
         *o = c_int::try_from(v).map_err(|_| OneDnnError(format!("a size of {v} is too large")))?;
     }
     out[11] = c_int::from(bf16);
-    out[12] = c_int::from(x_layout == Layout::ChannelsLast);
+    out[12] = c_int::from(layout == Layout::ChannelsLast);
     Ok(out)
 }
 
@@ -179,17 +179,17 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Res
     forward_in(x, weight, bias, g, is_bf16(), Layout::Nchw)
 }
 
-/// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32, with X in
-/// `x_layout`.
+/// [`forward`], in bf16 (inputs rounded to bf16, f32 accumulation) or f32, with X and Y in
+/// `layout`.
 pub fn forward_in(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
     g: &ConvGeometry,
     bf16: bool,
-    x_layout: Layout,
+    layout: Layout,
 ) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g, bf16, x_layout)?;
+    let d = dims(g, bf16, layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the bias", bias.len(), g.c_out)?;
@@ -200,16 +200,16 @@ pub fn forward_in(
     })
 }
 
-/// ∂X of [`forward`] in `x_layout`, given W and ∂Y, in bf16 or f32 (one pass of
-/// [`backward_in`]).
+/// ∂X of [`forward`], given W and ∂Y, both activations in `layout`, in bf16 or f32 (one pass
+/// of [`backward_in`]).
 pub fn backward_data_in(
     weight: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     bf16: bool,
-    x_layout: Layout,
+    layout: Layout,
 ) -> Result<Vec<f32>, OneDnnError> {
-    let d = dims(g, bf16, x_layout)?;
+    let d = dims(g, bf16, layout)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     // SAFETY: as in `forward_in`.
@@ -218,15 +218,16 @@ pub fn backward_data_in(
     })
 }
 
-/// ∂W and ∂b of [`forward`], given X and ∂Y, in bf16 or f32 (one pass of [`backward_in`]).
+/// ∂W and ∂b of [`forward`], given X and ∂Y in `layout`, in bf16 or f32 (one pass of
+/// [`backward_in`]).
 pub fn backward_weights_in(
     x: &[f32],
     dy: &[f32],
     g: &ConvGeometry,
     bf16: bool,
-    x_layout: Layout,
+    layout: Layout,
 ) -> Result<(Vec<f32>, Vec<f32>), OneDnnError> {
-    let d = dims(g, bf16, x_layout)?;
+    let d = dims(g, bf16, layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
     let mut db = vec![0.0f32; g.c_out];
@@ -237,8 +238,9 @@ pub fn backward_weights_in(
     Ok((dw, db))
 }
 
-/// Both backward passes of [`forward`]: ∂X (in X's `x_layout`) where `input_grad`, ∂W and ∂b,
-/// in bf16 or f32, with ∂Y brought into oneDNN's layout once for both.
+/// Both backward passes of [`forward`]: ∂X where `input_grad`, ∂W and ∂b, in bf16 or f32,
+/// from X and ∂Y, the activations all in `layout`, with ∂Y brought into oneDNN's layout once
+/// for both.
 #[allow(clippy::type_complexity)]
 pub fn backward_in(
     x: &[f32],
@@ -247,9 +249,9 @@ pub fn backward_in(
     g: &ConvGeometry,
     input_grad: bool,
     bf16: bool,
-    x_layout: Layout,
+    layout: Layout,
 ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
-    let d = dims(g, bf16, x_layout)?;
+    let d = dims(g, bf16, layout)?;
     check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
@@ -270,9 +272,9 @@ pub fn backward_in(
 }
 
 /// The implementation oneDNN chose for each pass of `g` (forward, ∂X, ∂W) in bf16 or f32 with
-/// X in `x_layout`, e.g. `jit:avx512_core`, for logs and checks.
-pub fn implementations(g: &ConvGeometry, bf16: bool, x_layout: Layout) -> Result<[String; 3], OneDnnError> {
-    let d = dims(g, bf16, x_layout)?;
+/// the activations in `layout`, e.g. `jit:avx512_core`, for logs and checks.
+pub fn implementations(g: &ConvGeometry, bf16: bool, layout: Layout) -> Result<[String; 3], OneDnnError> {
+    let d = dims(g, bf16, layout)?;
     let name = |pass: c_int| -> Result<String, OneDnnError> {
         // SAFETY: the shim returns NULL or a NUL-terminated string that lives as long as the
         // process.
@@ -330,23 +332,25 @@ mod tests {
         }
     }
 
-    /// X and ∂X channels-last (oneDNN's NHWC kernels, no reorder) give the NCHW passes'
+    /// All activations channels-last (oneDNN's NHWC kernels, no reorder) give the NCHW passes'
     /// values, in f32 and bf16.
     #[test]
-    fn channels_last_inputs_give_the_same_passes() {
+    fn channels_last_activations_give_the_same_passes() {
         use crate::kernels::layout::{to_channels_last, to_nchw};
         let bf16_too = has_bf16_kernels();
         for g in [geometry(2, 32, 7, 16, 3, 1, 1), geometry(3, 16, 9, 32, 3, 2, 1), geometry(2, 24, 6, 12, 1, 1, 0)] {
-            let s = g.h * g.w;
+            let (s, s_out) = (g.h * g.w, g.out_h() * g.out_w());
             let x = values(g.batch * g.c_in * s, 1);
             let (w, b) = (values(weight_len(&g), 2), values(g.c_out, 3));
-            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
-            let x_last = to_channels_last(&x, g.batch, g.c_in, s);
+            let dy = values(g.batch * g.c_out * s_out, 4);
+            let (x_last, dy_last) =
+                (to_channels_last(&x, g.batch, g.c_in, s), to_channels_last(&dy, g.batch, g.c_out, s_out));
             for bf16 in [false, true].into_iter().filter(|&b| !b || bf16_too) {
                 let what = format!("{g:?} bf16 {bf16}");
                 let y = forward_in(&x_last, &w, &b, &g, bf16, Layout::ChannelsLast).unwrap();
+                let y = to_nchw(&y, g.batch, g.c_out, s_out);
                 assert!(max_diff(&y, &forward_in(&x, &w, &b, &g, bf16, N).unwrap()) < 1e-4, "{what}: Y");
-                let (dx, dw, db) = backward_in(&x_last, &w, &dy, &g, true, bf16, Layout::ChannelsLast).unwrap();
+                let (dx, dw, db) = backward_in(&x_last, &w, &dy_last, &g, true, bf16, Layout::ChannelsLast).unwrap();
                 let (want_dx, want_dw, want_db) = backward_in(&x, &w, &dy, &g, true, bf16, N).unwrap();
                 let dx = to_nchw(&dx.unwrap(), g.batch, g.c_in, s);
                 assert!(max_diff(&dx, &want_dx.unwrap()) < 1e-4, "{what}: ∂X");

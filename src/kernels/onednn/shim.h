@@ -1,10 +1,10 @@
 /* Plain-C interface to oneDNN 2.6 fp32 2-D convolutions (training passes).
  *
  * All tensors are dense row-major float32:
- *   x, dx : N x C_in  x H    x W      (NCHW; with nhwc_src = 1 N x H x W x C_in)
+ *   x, dx : N x C_in  x H    x W      (NCHW; with nhwc = 1 N x H x W x C_in)
  *   w, dw : C_out x C_in x KH x KW    (OIHW)
  *   b, db : C_out
- *   y, dy : N x C_out x H_out x W_out (NCHW)
+ *   y, dy : N x C_out x H_out x W_out (NCHW; with nhwc = 1 N x H_out x W_out x C_out)
  * with H_out = (H + 2*pad_h - KH) / stride_h + 1 (likewise W_out); padding is
  * symmetric and there is no dilation or grouping. With bf16 = 1 the inputs (x, w,
  * dy) are rounded to bfloat16 inside the call and the convolution accumulates and
@@ -27,7 +27,7 @@ extern "C" {
 #define DCNN_EOTHER 3 /* anything else, e.g. out of memory */
 
 /* A geometry: DCNN_GEOMETRY_LEN ints, in this order:
- * n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, bf16, nhwc_src. */
+ * n, c_in, h, w, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, bf16, nhwc. */
 #define DCNN_GEOMETRY_LEN 13
 
 #define DCNN_PASS_FORWARD 0

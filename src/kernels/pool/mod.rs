@@ -10,9 +10,13 @@
 //! element (in row-major order) holding the maximum (for 2×2 also the first NaN; for other
 //! windows, as burn and PyTorch have it there, the last); rows and columns past the last whole
 //! window are dropped (floor) and get zero gradient.
+//!
+//! [`channels_last`] pools channels-last (N×H×W×C) batches with the same semantics.
 
 use super::simd::avx2;
 use rayon::prelude::*;
+
+pub mod channels_last;
 
 /// Planes per task.
 const PLANES_PER_TASK: usize = 16;

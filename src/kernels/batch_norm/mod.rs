@@ -12,10 +12,14 @@
 //! Samples are split across threads; per-channel partial sums are merged at the end. Within a
 //! run of one channel the sums are kept in 8 interleaved lanes, one SIMD register, in a fixed
 //! order: a single running sum would make every addition wait for the one before.
+//!
+//! [`channels_last`] computes the same functions on channels-last (N×H×W×C) batches.
 
 use super::activation::logistic;
 use super::simd::avx2;
 use rayon::prelude::*;
+
+pub mod channels_last;
 
 /// The shape of a batch, as the kernels see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

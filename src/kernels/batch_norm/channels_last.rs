@@ -1,0 +1,238 @@
+//! The batch normalization of [`super`] on channels-last batches (N×H×W×C in memory: a row of
+//! C values per pixel), the layout oneDNN's convolutions read and write without a reorder.
+//! Every loop runs along a row, over the channels, which makes it SIMD code with one
+//! accumulator per channel. Rows are split into fixed blocks: each block sums in f32, the
+//! blocks' sums are added in f64 in block order, so the bits do not depend on the threads.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::{inv_std, relu, relu_grad, scale_and_shift, Activation, NcsShape};
+use crate::kernels::activation::logistic;
+use crate::kernels::simd::avx2;
+
+/// Rows per block: a block's f32 sums stay short (the NCHW kernels' runs are as long), and a
+/// batch of DenseNet's has hundreds of blocks to share between threads.
+const ROWS_PER_BLOCK: usize = 128;
+
+/// Per-channel sums of K quantities over all rows: `add(row, acc)` adds one row's terms into
+/// the K accumulators of C channels.
+fn channel_sums<const K: usize>(
+    rows: usize,
+    c: usize,
+    add: impl Fn(usize, &mut [Vec<f32>; K]) + Sync,
+) -> [Vec<f64>; K] {
+    let blocks: Vec<[Vec<f32>; K]> = (0..rows.div_ceil(ROWS_PER_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let mut acc = std::array::from_fn(|_| vec![0.0f32; c]);
+            avx2(
+                #[inline(always)]
+                || (b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK)).for_each(|r| add(r, &mut acc)),
+            );
+            acc
+        })
+        .collect();
+    let mut total = std::array::from_fn(|_| vec![0.0f64; c]);
+    for block in &blocks {
+        for (t, b) in total.iter_mut().zip(block) {
+            t.iter_mut().zip(b).for_each(|(t, &v)| *t += v as f64);
+        }
+    }
+    total
+}
+
+/// A new batch of `rows` rows of C values, each written by `fill(row, out)`.
+fn fill_rows(rows: usize, c: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let len = rows * c;
+    let mut out = Vec::with_capacity(len);
+    if len > 0 {
+        out.spare_capacity_mut()[..len].par_chunks_mut(ROWS_PER_BLOCK * c).enumerate().for_each(|(b, block)| {
+            avx2(
+                #[inline(always)]
+                || {
+                    for (i, row) in block.chunks_exact_mut(c).enumerate() {
+                        fill(b * ROWS_PER_BLOCK + i, row);
+                    }
+                },
+            )
+        });
+    }
+    // SAFETY: the blocks cover all `len` elements in whole rows, and `fill` writes each row.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Row `r` of a batch of rows of `c` values.
+#[inline(always)]
+fn row(x: &[f32], r: usize, c: usize) -> &[f32] {
+    &x[r * c..][..c]
+}
+
+/// The batch's per-channel mean and biased variance (as [`super::statistics`]).
+pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
+    let (rows, c, m) = (shape.n * shape.s, shape.c, shape.per_channel());
+    let [sum] = channel_sums(rows, c, |r, [acc]| acc.iter_mut().zip(row(x, r, c)).for_each(|(a, &v)| *a += v));
+    let mean: Vec<f32> = sum.iter().map(|s| (s / m) as f32).collect();
+    let [squares] = channel_sums(rows, c, |r, [acc]| {
+        acc.iter_mut().zip(row(x, r, c)).zip(&mean).for_each(|((a, &v), &mu)| *a += (v - mu) * (v - mu))
+    });
+    (mean, squares.iter().map(|s| (s / m) as f32).collect())
+}
+
+/// `y = γ·(x − mean)/√(var + ε) + β` with the given statistics, then `activation` (as
+/// [`super::normalize`]).
+#[allow(clippy::too_many_arguments)]
+pub fn normalize(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    activation: Activation,
+) -> Vec<f32> {
+    let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
+    let c = shape.c;
+    fill_rows(shape.n * shape.s, c, |r, out| {
+        let terms = out.iter_mut().zip(row(x, r, c)).zip(scale.iter().zip(&shift));
+        match activation {
+            Activation::Identity => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(v * a + b)),
+            Activation::Relu => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(relu(v * a + b))),
+            Activation::Sigmoid => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(logistic(v * a + b))),
+        }
+    })
+}
+
+/// Training-mode forward, then `activation`: the output and the batch's mean and biased
+/// variance (as [`super::forward_train`]).
+pub fn forward_train(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    activation: Activation,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mean, var) = statistics(x, shape);
+    let y = normalize(x, shape, gamma, beta, &mean, &var, eps, activation);
+    (y, mean, var)
+}
+
+/// Gradients of the training-mode forward, with its ReLU where `relu`: (dx, dγ, dβ), as
+/// [`super::backward_train`]. Along a row ∂β and Σ dy·(x − μ) come in one pass.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_train(
+    x: &[f32],
+    shape: NcsShape,
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f64,
+    relu: bool,
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (rows, c, m) = (shape.n * shape.s, shape.c, shape.per_channel());
+    let inv: Vec<f32> = var.iter().map(|&v| inv_std(v, eps)).collect();
+    let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
+    // The gradient reaching the normalization: dy, masked by the ReLU where there is one (the
+    // loops are written twice so that the hot ones carry no test of `relu`).
+    let [dbeta64, sums] = channel_sums(rows, c, |r, [db, s]| {
+        let terms = db.iter_mut().zip(s.iter_mut()).zip(row(x, r, c).iter().zip(row(dy, r, c)));
+        let per_channel = scale.iter().zip(&shift).zip(mean);
+        match relu {
+            true => terms.zip(per_channel).for_each(|(((db, s), (&v, &g)), ((&sc, &sh), &mu))| {
+                let g = relu_grad(v * sc + sh, g);
+                *db += g;
+                *s += g * (v - mu);
+            }),
+            false => terms.zip(per_channel).for_each(|(((db, s), (&v, &g)), (_, &mu))| {
+                *db += g;
+                *s += g * (v - mu);
+            }),
+        }
+    });
+    let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
+    let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
+    // dx = k·(dy − a − (x − mean)·b) per channel, as in the NCHW kernel.
+    let a: Vec<f32> = dbeta64.iter().map(|&s| (s / m) as f32).collect();
+    let b: Vec<f32> = (0..c).map(|ch| ((sums[ch] / m) * (inv[ch] as f64 * inv[ch] as f64)) as f32).collect();
+    let dx = fill_rows(rows, c, |r, out| {
+        let terms = out.iter_mut().zip(row(x, r, c).iter().zip(row(dy, r, c)));
+        let per_channel = scale.iter().zip(&shift).zip(a.iter().zip(&b).zip(mean));
+        match relu {
+            true => terms.zip(per_channel).for_each(|((o, (&v, &g)), ((&k, &sh), ((&ac, &bc), &mc)))| {
+                o.write(k * (relu_grad(v * k + sh, g) - ac - (v - mc) * bc));
+            }),
+            false => terms.zip(per_channel).for_each(|((o, (&v, &g)), ((&k, _), ((&ac, &bc), &mc)))| {
+                o.write(k * (g - ac - (v - mc) * bc));
+            }),
+        }
+    });
+    (dx, dgamma, dbeta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::layout::{to_channels_last, to_nchw};
+    use crate::test_util::{assert_close, pattern};
+
+    /// Shapes with one channel, fewer channels than a SIMD register, DenseNet's many, and
+    /// batches that end inside a block of rows.
+    const SHAPES: [NcsShape; 4] = [
+        NcsShape { n: 3, c: 1, s: 50 },
+        NcsShape { n: 2, c: 5, s: 81 },
+        NcsShape { n: 4, c: 64, s: 49 },
+        NcsShape { n: 2, c: 24, s: 144 },
+    ];
+
+    /// Every function gives the NCHW kernel's values on the same batch, channels-last, to
+    /// float rounding (the sums run in another order), with each activation.
+    #[test]
+    fn agrees_with_the_nchw_kernels() {
+        for shape in SHAPES {
+            let (n, c, s) = (shape.n, shape.c, shape.s);
+            let x: Vec<f32> = pattern(n * c * s, 1).iter().map(|v| 2.0 * v + 0.5).collect();
+            let dy = pattern(n * c * s, 2);
+            let (gamma, beta) = (pattern(c, 3), pattern(c, 4));
+            let (x_last, dy_last) = (to_channels_last(&x, n, c, s), to_channels_last(&dy, n, c, s));
+            let what = |part: &str| format!("{shape:?}: {part}");
+            for activation in [Activation::Identity, Activation::Relu, Activation::Sigmoid] {
+                let (y, mean, var) = forward_train(&x_last, shape, &gamma, &beta, 1e-5, activation);
+                let (want_y, want_mean, want_var) =
+                    super::super::forward_train(&x, shape, &gamma, &beta, 1e-5, activation);
+                assert_close(&to_nchw(&y, n, c, s), &want_y, 1e-5, &what("y"));
+                assert_close(&mean, &want_mean, 1e-6, &what("mean"));
+                assert_close(&var, &want_var, 1e-6, &what("variance"));
+                let var: Vec<f32> = gamma.iter().map(|v| v.abs()).collect();
+                let y = normalize(&x_last, shape, &gamma, &beta, &beta, &var, 1e-5, activation);
+                let want = super::super::normalize(&x, shape, &gamma, &beta, &beta, &var, 1e-5, activation);
+                assert_eq!(to_nchw(&y, n, c, s), want, "{}", what("evaluation"));
+            }
+            for relu in [false, true] {
+                let (mean, var) = statistics(&x_last, shape);
+                let (dx, dgamma, dbeta) =
+                    backward_train(&x_last, shape, &gamma, &beta, &mean, &var, 1e-5, relu, &dy_last);
+                let (want_dx, want_dgamma, want_dbeta) =
+                    super::super::backward_train(&x, shape, &gamma, &beta, &mean, &var, 1e-5, relu, &dy);
+                assert_close(&to_nchw(&dx, n, c, s), &want_dx, 1e-5, &what("dx"));
+                assert_close(&dgamma, &want_dgamma, 1e-4, &what("dγ"));
+                assert_close(&dbeta, &want_dbeta, 1e-4, &what("dβ"));
+                // The same batch gives the same bits again.
+                let again = backward_train(&x_last, shape, &gamma, &beta, &mean, &var, 1e-5, relu, &dy_last);
+                assert!(again == (dx, dgamma, dbeta), "{}", what("not reproducible"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_batch_has_an_empty_output() {
+        let shape = NcsShape { n: 0, c: 4, s: 9 };
+        let (y, mean, _) = forward_train(&[], shape, &[1.0; 4], &[0.0; 4], 1e-5, Activation::Relu);
+        assert!(y.is_empty() && mean.len() == 4);
+    }
+}
