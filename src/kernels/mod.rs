@@ -51,9 +51,9 @@ pub enum Kernel {
     /// oneDNN's convolutions: off, deepcnn's own im2col + GEMM ones take their place.
     Onednn,
     /// Activations kept channels-last from layer to layer where a network asks for it
-    /// ([`channels_last`]): off, they stay NCHW.
+    /// (DenseNet): off, they stay NCHW.
     ChannelsLast,
-    /// Concatenation along the channels in either layout ([`cat_channels`]): off, burn's.
+    /// deepcnn's concatenation along the channels, in either layout: off, burn's.
     Concat,
 }
 

@@ -126,32 +126,27 @@ pub fn max_pool_backward(x: &[f32], y: &[f32], dy: &[f32], shape: NhwcShape, win
     let first_nan = *window == LENETS_WINDOW;
     let len = h * w * c;
     dx.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each_init(
-        || vec![0.0f32; c],
-        |left, (sample, (dx, plane))| {
+        || Vec::with_capacity(window.kernel[0] * window.kernel[1]),
+        |taps, (sample, (dx, plane))| {
             avx2(
                 #[inline(always)]
                 || {
                     for oh in 0..ho {
                         for ow in 0..wo {
+                            taps.clear();
+                            taps.extend(window_pixels(window, h, w, oh, ow).map(|p| p * c));
                             let at = ((sample * ho + oh) * wo + ow) * c;
                             let (m, g) = (&y[at..][..c], &dy[at..][..c]);
-                            left.copy_from_slice(g);
-                            for p in window_pixels(window, h, w, oh, ow) {
-                                let (d, v) = (&mut dx[p * c..][..c], &plane[p * c..][..c]);
-                                let taps = d.iter_mut().zip(v).zip(m.iter().zip(left.iter_mut()));
-                                taps.for_each(|((d, &v), (&m, l))| {
-                                    let hit = v == m;
-                                    *d += if hit { *l } else { 0.0 };
-                                    *l = if hit { 0.0 } else { *l };
-                                });
+                            let mut has_nan = false;
+                            for ch in (0..c).step_by(LANES) {
+                                has_nan |= window_backward(dx, plane, taps, &m[ch..], &g[ch..], ch);
                             }
-                            if m.iter().any(|v| v.is_nan()) {
+                            if has_nan {
                                 for ch in (0..c).filter(|&ch| m[ch].is_nan()) {
-                                    let mut nans =
-                                        window_pixels(window, h, w, oh, ow).filter(|p| plane[p * c + ch].is_nan());
-                                    let p = if first_nan { nans.next() } else { nans.last() };
-                                    if let Some(p) = p {
-                                        dx[p * c + ch] += g[ch];
+                                    let mut nans = taps.iter().filter(|&&p| plane[p + ch].is_nan());
+                                    let p = if first_nan { nans.next() } else { nans.next_back() };
+                                    if let Some(&p) = p {
+                                        dx[p + ch] += g[ch];
                                     }
                                 }
                             }
@@ -162,6 +157,41 @@ pub fn max_pool_backward(x: &[f32], y: &[f32], dy: &[f32], shape: NhwcShape, win
         },
     );
     dx
+}
+
+/// Channels a step of [`window_backward`] handles at once: a register's worth.
+const LANES: usize = 8;
+
+/// One window's gradient for channels `ch..ch + LANES` (fewer at the end of a row) given their
+/// maxima `m` and gradients `g`: to the first tap (offsets of pixel rows in `taps`) equal to
+/// the maximum, the gradient still to be given held in registers across the taps. Whether
+/// some maximum is NaN (which no tap equals).
+#[inline(always)]
+fn window_backward(dx: &mut [f32], plane: &[f32], taps: &[usize], m: &[f32], g: &[f32], ch: usize) -> bool {
+    if m.len() < LANES {
+        let mut left = g.to_vec();
+        for &p in taps {
+            let (d, v) = (&mut dx[p + ch..][..m.len()], &plane[p + ch..][..m.len()]);
+            for i in 0..m.len() {
+                let hit = v[i] == m[i];
+                d[i] += if hit { left[i] } else { 0.0 };
+                left[i] = if hit { 0.0 } else { left[i] };
+            }
+        }
+        return m.iter().any(|v| v.is_nan());
+    }
+    let m: [f32; LANES] = m[..LANES].try_into().unwrap();
+    let mut left: [f32; LANES] = g[..LANES].try_into().unwrap();
+    for &p in taps {
+        let d: &mut [f32; LANES] = (&mut dx[p + ch..][..LANES]).try_into().unwrap();
+        let v: &[f32; LANES] = plane[p + ch..][..LANES].try_into().unwrap();
+        for i in 0..LANES {
+            let hit = v[i] == m[i];
+            d[i] += if hit { left[i] } else { 0.0 };
+            left[i] = if hit { 0.0 } else { left[i] };
+        }
+    }
+    m.iter().fold(false, |any, v| any | v.is_nan())
 }
 
 #[cfg(test)]
