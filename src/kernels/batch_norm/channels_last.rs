@@ -70,14 +70,48 @@ fn row(x: &[f32], r: usize, c: usize) -> &[f32] {
     &x[r * c..][..c]
 }
 
-/// The batch's per-channel mean and biased variance (as [`super::statistics`]).
+/// The batch's per-channel mean and biased variance (as [`super::statistics`]), in one pass
+/// over the batch: each block of rows, while it is in cache, gives its sum and its squares
+/// about its own mean, and the blocks combine in f64 by Chan's formula
+/// (M₂ = Σ M₂ᵦ + nᵦ·(meanᵦ − mean)²).
 pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
     let (rows, c, m) = (shape.n * shape.s, shape.c, shape.per_channel());
-    let [sum] = channel_sums(rows, c, |r, [acc]| acc.iter_mut().zip(row(x, r, c)).for_each(|(a, &v)| *a += v));
+    let blocks: Vec<(usize, Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let block = b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK);
+            let count = block.len();
+            let (mut sum, mut squares) = (vec![0.0f32; c], vec![0.0f32; c]);
+            avx2(
+                #[inline(always)]
+                || {
+                    for r in block.clone() {
+                        sum.iter_mut().zip(row(x, r, c)).for_each(|(a, &v)| *a += v);
+                    }
+                    let mean: Vec<f32> = sum.iter().map(|&s| s / count as f32).collect();
+                    for r in block {
+                        let terms = squares.iter_mut().zip(row(x, r, c)).zip(&mean);
+                        terms.for_each(|((a, &v), &mu)| *a += (v - mu) * (v - mu));
+                    }
+                },
+            );
+            (count, sum, squares)
+        })
+        .collect();
+    let mut sum = vec![0.0f64; c];
+    for (_, block_sum, _) in &blocks {
+        sum.iter_mut().zip(block_sum).for_each(|(t, &v)| *t += v as f64);
+    }
     let mean: Vec<f32> = sum.iter().map(|s| (s / m) as f32).collect();
-    let [squares] = channel_sums(rows, c, |r, [acc]| {
-        acc.iter_mut().zip(row(x, r, c)).zip(&mean).for_each(|((a, &v), &mu)| *a += (v - mu) * (v - mu))
-    });
+    let mut squares = vec![0.0f64; c];
+    for (count, block_sum, block_squares) in &blocks {
+        let n = *count as f64;
+        let terms = squares.iter_mut().zip(block_sum.iter().zip(block_squares)).zip(&sum);
+        terms.for_each(|((t, (&s, &q)), &total)| {
+            let apart = (s / *count as f32) as f64 - total / m;
+            *t += q as f64 + n * apart * apart;
+        });
+    }
     (mean, squares.iter().map(|s| (s / m) as f32).collect())
 }
 
