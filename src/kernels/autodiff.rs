@@ -11,7 +11,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::{tensor::FloatTensor, AutodiffBackend, Backend};
 
 use super::batch_norm::Activation;
-use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, FastOps, LayerGrads};
+use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, ConvForward, FastOps, LayerGrads};
 use super::layout::Layout;
 use super::{adam, pool};
 
@@ -218,11 +218,22 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         let inputs = [x.node(), weight.node(), bias.node()];
         let (x, weight, bias) = (x.into_primitive(), weight.into_primitive(), bias.into_primitive());
-        let output = B::gemm_conv2d(x.clone(), weight.clone(), bias, geometry);
+        // The backward keeps what it needs of x: x, or a cheaper copy (bf16) where there is one.
+        let ConvForward { output, kept_input: x } = B::gemm_conv2d_keeping_input(x, weight.clone(), bias, geometry);
         record::<B, C, _, 3>(inputs, (x, weight, geometry), output, |(x, weight, geometry), grad, wanted| {
             // A network's first convolution takes data that needs no gradient: skip it.
             layer_grads(B::gemm_conv2d_backward(x, weight, grad, geometry, wanted[0]))
         })
+    }
+
+    fn gemm_conv2d_keeping_input(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> ConvForward<Self> {
+        // The graph keeps what the backward needs; the caller gets x back.
+        ConvForward { output: Self::gemm_conv2d(x.clone(), weight, bias, geometry), kept_input: x }
     }
 
     fn gemm_conv2d_backward(

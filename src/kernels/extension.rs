@@ -25,6 +25,13 @@ pub struct LayerGrads<B: Backend> {
     pub bias: FloatTensor<B>,
 }
 
+/// A convolution's output, and what its backward needs of its input ([`FastOps::gemm_conv2d_keeping_input`]).
+#[derive(ExtensionType)]
+pub struct ConvForward<B: Backend> {
+    pub output: FloatTensor<B>,
+    pub kept_input: FloatTensor<B>,
+}
+
 /// The two parts of a batch split along the channels.
 #[derive(ExtensionType)]
 pub struct ChannelSplit<B: Backend> {
@@ -127,8 +134,19 @@ pub trait FastOps: Backend {
         geometry: [usize; 4],
     ) -> FloatTensor<Self>;
 
-    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias. Without
-    /// `input_grad` the input's gradient is not computed (an empty tensor stands in for it).
+    /// [`FastOps::gemm_conv2d`], and what its backward needs of x: x itself, or where the
+    /// backend has one, a copy that costs less (Flex in bf16 with channels-last activations:
+    /// the bf16 values the convolution read, half of x's memory and no second conversion).
+    fn gemm_conv2d_keeping_input(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: [usize; 4],
+    ) -> ConvForward<Self>;
+
+    /// Gradients of [`FastOps::gemm_conv2d`] for x, the weight and the bias, from x or the
+    /// copy of it that [`FastOps::gemm_conv2d_keeping_input`] kept. Without `input_grad` the
+    /// input's gradient is not computed (an empty tensor stands in for it).
     fn gemm_conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

@@ -7,13 +7,16 @@
 
 use std::borrow::Cow;
 
+use burn::tensor::DType;
+use half::bf16;
+
 use burn::backend::flex::FlexTensor;
 use burn::backend::Flex;
 use burn::prelude::*;
 
 use super::batch_norm::{self, Activation, NcsShape};
 use super::conv::{self, ConvGeometry};
-use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, FastOps, LayerGrads};
+use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, ConvForward, FastOps, LayerGrads};
 use super::layout::{self, Layout};
 use super::pool::channels_last::NhwcShape;
 use super::profile::{self, Pass};
@@ -301,6 +304,30 @@ impl FastOps for Flex {
         flex_in(y, &[g.batch, g.c_out, g.out_h(), g.out_w()], layout)
     }
 
+    fn gemm_conv2d_keeping_input(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        geometry: [usize; 4],
+    ) -> ConvForward<Self> {
+        let (x_dims, w_dims) = (dims(&x), dims(&weight));
+        let g = conv_geometry(&x_dims, &w_dims, geometry);
+        let kept = {
+            let (values, layout) = f32s_in_layout(&x);
+            profile::timed(Kernel::Conv, Pass::Forward, || {
+                conv::forward_keeping_input(&values, &f32s(&weight), &f32s(&bias), &g, layout)
+            })
+        };
+        let Some((y, kept)) = kept else {
+            return ConvForward { output: Self::gemm_conv2d(x.clone(), weight, bias, geometry), kept_input: x };
+        };
+        profile::count_conv_flops(g.flops());
+        // N×C×H×W over the N×H×W×C buffer, as channels-last f32 tensors are.
+        let nhwc = [g.batch, g.h, g.w, g.c_in];
+        let kept_input = FlexTensor::from_data(TensorData::new(kept, nhwc.to_vec())).permute(&[0, 3, 1, 2]);
+        ConvForward { output: flex_in(y, &[g.batch, g.c_out, g.out_h(), g.out_w()], Layout::ChannelsLast), kept_input }
+    }
+
     fn gemm_conv2d_backward(
         x: FlexTensor,
         weight: FlexTensor,
@@ -312,14 +339,22 @@ impl FastOps for Flex {
         let g = conv_geometry(&x_dims, &w_dims, geometry);
         // ∂W, and ∂X where wanted, each as many operations as the forward.
         profile::count_conv_flops(g.flops() * (1 + u64::from(input_grad)));
-        let (x, layout) = f32s_in_layout(&x);
-        let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
-            conv::backward(&x, &f32s(&weight), &f32s_as(&output_grad, layout), &g, input_grad, layout)
-        });
-        let input = match dx {
-            Some(dx) => flex_in(dx, &x_dims, layout),
-            None => flex(Vec::new(), &[0]),
+        let (dx, dw, db) = if x.dtype() == DType::BF16 {
+            // The bf16 channels-last copy the forward kept (gemm_conv2d_keeping_input).
+            let (kept, dy) = (x.storage::<bf16>(), f32s_as(&output_grad, Layout::ChannelsLast));
+            let grads = profile::timed(Kernel::Conv, Pass::Backward, || {
+                conv::backward_from_kept_input(kept, &f32s(&weight), &dy, &g, input_grad)
+            });
+            let (dx, dw, db) = grads;
+            (dx.map(|dx| flex_in(dx, &x_dims, Layout::ChannelsLast)), dw, db)
+        } else {
+            let (x, layout) = f32s_in_layout(&x);
+            let (dx, dw, db) = profile::timed(Kernel::Conv, Pass::Backward, || {
+                conv::backward(&x, &f32s(&weight), &f32s_as(&output_grad, layout), &g, input_grad, layout)
+            });
+            (dx.map(|dx| flex_in(dx, &x_dims, layout)), dw, db)
         };
+        let input = dx.unwrap_or_else(|| flex(Vec::new(), &[0]));
         LayerGrads { input, weight: flex(dw, &w_dims), bias: flex(db, &[g.c_out]) }
     }
 

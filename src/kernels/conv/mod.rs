@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use half::bf16;
 use rayon::prelude::*;
 
 mod direct;
@@ -91,6 +92,45 @@ pub fn forward(x: &[f32], weight: &[f32], bias: &[f32], g: &ConvGeometry, layout
         false => own_forward(&x, weight, bias, g),
     };
     convert(&y, g.batch, g.c_out, g.p(), Layout::Nchw, layout).into_owned()
+}
+
+/// [`forward`], and the bf16 copy of X the convolution read where oneDNN computes it in bf16
+/// with channels-last activations: all [`backward_from_kept_input`] needs of X, at half of
+/// X's memory and without converting X to bf16 a second time. `None` where the backward needs
+/// X itself (then [`forward`] computes Y).
+pub fn forward_keeping_input(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeometry,
+    layout: Layout,
+) -> Option<(Vec<f32>, Vec<bf16>)> {
+    let bf16_channels_last = onednn::is_bf16() && onednn_layout(layout) == Layout::ChannelsLast;
+    if g.batch == 0 || layout != Layout::ChannelsLast || !bf16_channels_last || single_pixel::fits(g) || !on_onednn(g) {
+        return None;
+    }
+    onednn::forward_keeping_input(x, weight, bias, g).map_err(|e| warn_fallback(&e)).ok()
+}
+
+/// [`backward`] with channels-last activations from the copy of X that
+/// [`forward_keeping_input`] kept.
+#[allow(clippy::type_complexity)]
+pub fn backward_from_kept_input(
+    x: &[bf16],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+    match onednn::backward_from_kept_input(x, weight, dy, g, input_grad) {
+        Ok(grads) => grads,
+        Err(e) => {
+            warn_fallback(&e);
+            // The bf16 values are what a bf16 backward reads of X anyway.
+            let x: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            backward(&x, weight, dy, g, input_grad, Layout::ChannelsLast)
+        }
+    }
 }
 
 /// An N×C×S batch from layout `from` to layout `to`: borrowed where the two agree.

@@ -6,6 +6,8 @@
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use half::bf16;
+
 use super::conv::ConvGeometry;
 use super::layout::Layout;
 
@@ -17,7 +19,14 @@ mod ffi {
     pub type Geometry = [c_int; 13];
 
     extern "C" {
-        pub fn dcnn_conv2d_forward(x: *const f32, w: *const f32, b: *const f32, y: *mut f32, g: *const c_int) -> c_int;
+        pub fn dcnn_conv2d_forward(
+            x: *const f32,
+            w: *const f32,
+            b: *const f32,
+            y: *mut f32,
+            x_bf16: *mut u16,
+            g: *const c_int,
+        ) -> c_int;
         pub fn dcnn_conv2d_backward_data(w: *const f32, dy: *const f32, dx: *mut f32, g: *const c_int) -> c_int;
         pub fn dcnn_conv2d_backward_weights(
             x: *const f32,
@@ -28,6 +37,7 @@ mod ffi {
         ) -> c_int;
         pub fn dcnn_conv2d_backward(
             x: *const f32,
+            x_bf16: *const u16,
             w: *const f32,
             dy: *const f32,
             dx: *mut f32,
@@ -196,8 +206,33 @@ pub fn forward_in(
     // SAFETY: every buffer has the length the geometry gives it (checked above), which is all
     // the shim reads or writes.
     filled_by_shim(g.batch * g.c_out * g.out_h() * g.out_w(), |y| unsafe {
-        ffi::dcnn_conv2d_forward(x.as_ptr(), weight.as_ptr(), bias.as_ptr(), y, d.as_ptr())
+        ffi::dcnn_conv2d_forward(x.as_ptr(), weight.as_ptr(), bias.as_ptr(), y, std::ptr::null_mut(), d.as_ptr())
     })
+}
+
+/// [`forward_in`] in bf16 with channels-last X and Y, which also gives the bf16 copy of X the
+/// convolution read (N×H×W×Cin): what [`backward_from_kept_input`] needs of X, at half the
+/// memory and without converting X again.
+pub fn forward_keeping_input(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    g: &ConvGeometry,
+) -> Result<(Vec<f32>, Vec<bf16>), OneDnnError> {
+    let d = dims(g, true, Layout::ChannelsLast)?;
+    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    check_len("the weight", weight.len(), weight_len(g))?;
+    check_len("the bias", bias.len(), g.c_out)?;
+    let mut kept: Vec<bf16> = Vec::with_capacity(x.len());
+    // SAFETY: as in `forward_in`; `kept` has room for x.len() values, all of which the shim
+    // writes on success (bf16 is a u16).
+    let y = filled_by_shim(g.batch * g.c_out * g.out_h() * g.out_w(), |y| unsafe {
+        let kept = kept.as_mut_ptr().cast::<u16>();
+        ffi::dcnn_conv2d_forward(x.as_ptr(), weight.as_ptr(), bias.as_ptr(), y, kept, d.as_ptr())
+    })?;
+    // SAFETY: the call succeeded, so all x.len() values were written.
+    unsafe { kept.set_len(x.len()) };
+    Ok((y, kept))
 }
 
 /// ∂X of [`forward`], given W and ∂Y, both activations in `layout`, in bf16 or f32 (one pass
@@ -251,21 +286,58 @@ pub fn backward_in(
     bf16: bool,
     layout: Layout,
 ) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
+    backward_of(Input::F32(x), weight, dy, g, input_grad, bf16, layout)
+}
+
+/// [`backward_in`] in bf16 with channels-last activations, from the copy of X that
+/// [`forward_keeping_input`] kept.
+#[allow(clippy::type_complexity)]
+pub fn backward_from_kept_input(
+    x: &[bf16],
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
+    backward_of(Input::KeptBf16(x), weight, dy, g, input_grad, true, Layout::ChannelsLast)
+}
+
+/// X as a backward pass gets it.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    F32(&'a [f32]),
+    KeptBf16(&'a [bf16]),
+}
+
+#[allow(clippy::type_complexity)]
+fn backward_of(
+    x: Input,
+    weight: &[f32],
+    dy: &[f32],
+    g: &ConvGeometry,
+    input_grad: bool,
+    bf16: bool,
+    layout: Layout,
+) -> Result<(Option<Vec<f32>>, Vec<f32>, Vec<f32>), OneDnnError> {
     let d = dims(g, bf16, layout)?;
-    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    let (x_f32, x_bf16, x_len) = match x {
+        Input::F32(x) => (x.as_ptr(), std::ptr::null(), x.len()),
+        Input::KeptBf16(x) => (std::ptr::null(), x.as_ptr().cast::<u16>(), x.len()),
+    };
+    check_len("the input", x_len, g.batch * g.c_in * g.h * g.w)?;
     check_len("the weight", weight.len(), weight_len(g))?;
     check_len("the output gradient", dy.len(), g.batch * g.c_out * g.out_h() * g.out_w())?;
-    let mut dx: Vec<f32> = Vec::with_capacity(if input_grad { x.len() } else { 0 });
+    let mut dx: Vec<f32> = Vec::with_capacity(if input_grad { x_len } else { 0 });
     let dx_ptr = if input_grad { dx.as_mut_ptr() } else { std::ptr::null_mut() };
     let mut db = vec![0.0f32; g.c_out];
-    // SAFETY: as in `forward_in`; dx, when asked for, has room for x.len() values, all of
+    // SAFETY: as in `forward_in`; dx, when asked for, has room for x_len values, all of
     // which the shim writes on success.
     let dw = filled_by_shim(weight_len(g), |dw| unsafe {
-        ffi::dcnn_conv2d_backward(x.as_ptr(), weight.as_ptr(), dy.as_ptr(), dx_ptr, dw, db.as_mut_ptr(), d.as_ptr())
+        ffi::dcnn_conv2d_backward(x_f32, x_bf16, weight.as_ptr(), dy.as_ptr(), dx_ptr, dw, db.as_mut_ptr(), d.as_ptr())
     })?;
     let dx = input_grad.then(|| {
-        // SAFETY: the call succeeded, so all x.len() values were written.
-        unsafe { dx.set_len(x.len()) };
+        // SAFETY: the call succeeded, so all x_len values were written.
+        unsafe { dx.set_len(x_len) };
         dx
     });
     Ok((dx, dw, db))
@@ -359,6 +431,35 @@ mod tests {
         }
         let names = implementations(&geometry(2, 32, 7, 16, 3, 1, 1), false, Layout::ChannelsLast).unwrap();
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
+    }
+
+    /// The bf16 copy of X the forward keeps is X rounded to bf16, and the backward from it gives
+    /// the bits of the backward from X itself (the same rounding, done once instead of twice).
+    #[test]
+    fn the_kept_bf16_input_gives_the_same_bits() {
+        if !has_bf16_kernels() {
+            return;
+        }
+        for g in [geometry(2, 32, 7, 16, 3, 1, 1), geometry(3, 16, 9, 32, 3, 2, 1), geometry(2, 24, 6, 12, 1, 1, 0)] {
+            let last = Layout::ChannelsLast;
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let (w, b) = (values(weight_len(&g), 2), values(g.c_out, 3));
+            let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
+            let (y, kept) = forward_keeping_input(&x, &w, &b, &g).unwrap();
+            assert_eq!(y, forward_in(&x, &w, &b, &g, true, last).unwrap(), "{g:?}: Y");
+            assert!(kept.iter().zip(&x).all(|(k, &v)| *k == bf16::from_f32(v)), "{g:?}: the kept X");
+            for input_grad in [true, false] {
+                let want = backward_in(&x, &w, &dy, &g, input_grad, true, last).unwrap();
+                assert_eq!(backward_from_kept_input(&kept, &w, &dy, &g, input_grad).unwrap(), want, "{g:?}");
+            }
+        }
+        // The f32 path has no bf16 copy to keep: refused, not computed wrongly.
+        let g = geometry(2, 32, 7, 16, 3, 1, 1);
+        let kept = vec![bf16::ZERO; g.batch * g.c_in * g.h * g.w];
+        let dy = vec![0.0; g.batch * g.c_out * g.out_h() * g.out_w()];
+        let refused =
+            backward_of(Input::KeptBf16(&kept), &values(weight_len(&g), 2), &dy, &g, true, false, Layout::Nchw);
+        assert!(refused.is_err_and(|e| e.to_string().contains("bf16 copy")));
     }
 
     /// Both passes in one call (∂Y reordered once) give the bits of the passes one by one.

@@ -255,7 +255,8 @@ Entry &lookup(int pass, const Geom &g) {
 // in the primitive's layout is already in `ready` (by DNNL_ARG_* id) is not
 // reordered again.
 void execute_locked(Entry &e, const std::vector<void *> &ptrs,
-        const std::unordered_map<int, memory> &ready = {}) {
+        const std::unordered_map<int, memory> &ready = {},
+        const std::unordered_map<int, void *> &reorder_into = {}) {
     std::unordered_map<int, memory> conv_args;
     std::vector<std::pair<Arg *, std::pair<memory, memory>>> outputs;
     for (size_t i = 0; i < e.args.size(); ++i) {
@@ -271,11 +272,17 @@ void execute_locked(Entry &e, const std::vector<void *> &ptrs,
             conv_args[a.id] = user;
             continue;
         }
-        if (a.is_output)
+        if (a.is_output) {
             outputs.push_back({&a, {a.buf, user}});
-        else
-            a.reo.run({{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, a.buf}});
-        conv_args[a.id] = a.buf;
+            conv_args[a.id] = a.buf;
+            continue;
+        }
+        // An input's copy goes where the caller keeps it (the bf16 x for the backward), if
+        // asked, else into the entry's buffer.
+        const auto into = reorder_into.find(a.id);
+        memory copy = into == reorder_into.end() ? a.buf : memory(a.prim_md, eng(), into->second);
+        a.reo.run({{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, copy}});
+        conv_args[a.id] = copy;
     }
     e.conv.run(conv_args);
     for (auto &o : outputs)
@@ -337,6 +344,13 @@ void check(const Geom &g, std::initializer_list<const void *> ptrs) {
         if (!p) throw std::invalid_argument("NULL tensor pointer");
 }
 
+// A kept bf16 copy of x is N×H×W×C_in bf16, the layout the bf16 channels-last primitives
+// read x in: nothing else can stand in for the reorder.
+void check_kept_input(const Geom &g, const Arg &src) {
+    if (!g.bf16 || !g.nhwc || src.prim_md != memory::desc(g.src(), dt::bf16, tag::nhwc))
+        throw std::invalid_argument("a bf16 copy of x is kept for bf16 channels-last convolutions only");
+}
+
 // The geometry travels as DCNN_GEOMETRY_LEN ints (see shim.h), read once here.
 Geom geometry(const int *d) {
     if (!d) throw std::invalid_argument("NULL geometry");
@@ -348,13 +362,19 @@ Geom geometry(const int *d) {
 extern "C" {
 
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
-        float *y, const int *geom) {
+        float *y, uint16_t *x_bf16, const int *geom) {
     return guarded("dcnn_conv2d_forward", [&] {
         const Geom g = geometry(geom);
         check(g, {x, w, b, y});
+        Entry &e = lookup(DCNN_PASS_FORWARD, g);
+        std::unordered_map<int, void *> into;
+        if (x_bf16) {
+            check_kept_input(g, arg(e, DNNL_ARG_SRC));
+            into[DNNL_ARG_SRC] = x_bf16;
+        }
+        std::lock_guard<std::mutex> lk(e.mu);
         // oneDNN takes non-const handles; inputs are only read.
-        execute(lookup(DCNN_PASS_FORWARD, g),
-                {(void *)x, (void *)w, (void *)b, y});
+        execute_locked(e, {(void *)x, (void *)w, (void *)b, y}, {}, into);
     });
 }
 
@@ -378,14 +398,23 @@ int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
     });
 }
 
-int dcnn_conv2d_backward(const float *x, const float *w, const float *dy,
-        float *dx, float *dw, float *db, const int *geom) {
+int dcnn_conv2d_backward(const float *x, const uint16_t *x_bf16, const float *w,
+        const float *dy, float *dx, float *dw, float *db, const int *geom) {
     return guarded("dcnn_conv2d_backward", [&] {
         const Geom g = geometry(geom);
-        check(g, {x, w, dy, dw, db});
+        // x in one form: the caller's f32, or the bf16 copy the forward kept.
+        const void *src = x_bf16 ? (const void *)x_bf16 : (const void *)x;
+        check(g, {src, w, dy, dw, db});
         Entry &we = lookup(DCNN_PASS_BACKWARD_WEIGHTS, g);
+        std::unordered_map<int, memory> ready;
+        if (x_bf16) {
+            const Arg &a = arg(we, DNNL_ARG_SRC);
+            check_kept_input(g, a);
+            ready[DNNL_ARG_SRC] = memory(a.prim_md, eng(), (void *)x_bf16);
+        }
         if (!dx) {
-            execute(we, {(void *)x, (void *)dy, dw, db});
+            std::lock_guard<std::mutex> lk(we.mu);
+            execute_locked(we, {(void *)src, (void *)dy, dw, db}, ready);
             return;
         }
         Entry &de = lookup(DCNN_PASS_BACKWARD_DATA, g);
@@ -393,11 +422,10 @@ int dcnn_conv2d_backward(const float *x, const float *w, const float *dy,
         std::lock_guard<std::mutex> ld(de.mu, std::adopt_lock), lw(we.mu, std::adopt_lock);
         execute_locked(de, {(void *)w, (void *)dy, dx});
         // The weights pass reads the data pass's copy of dy where both chose one layout.
-        std::unordered_map<int, memory> ready;
         const Arg &data_dy = arg(de, DNNL_ARG_DIFF_DST), &weights_dy = arg(we, DNNL_ARG_DIFF_DST);
         if (data_dy.needs_reorder && weights_dy.needs_reorder && data_dy.prim_md == weights_dy.prim_md)
             ready[DNNL_ARG_DIFF_DST] = data_dy.buf;
-        execute_locked(we, {(void *)x, (void *)dy, dw, db}, ready);
+        execute_locked(we, {(void *)src, (void *)dy, dw, db}, ready);
     });
 }
 

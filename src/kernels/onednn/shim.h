@@ -17,6 +17,8 @@
 #ifndef DCNN_ONEDNN_SHIM_H
 #define DCNN_ONEDNN_SHIM_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -34,9 +36,11 @@ extern "C" {
 #define DCNN_PASS_BACKWARD_DATA 1
 #define DCNN_PASS_BACKWARD_WEIGHTS 2
 
-/* y = conv(x, w) + b   (prop_kind forward_training) */
+/* y = conv(x, w) + b   (prop_kind forward_training). With x_bf16 (else NULL;
+ * bf16 = 1 and nhwc = 1 only) the bf16 copy of x the convolution reads,
+ * N x H x W x C_in, is written there, for dcnn_conv2d_backward. */
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
-        float *y, const int *geometry);
+        float *y, uint16_t *x_bf16, const int *geometry);
 
 /* dx = dL/dx given w and dy (dx is overwritten, not accumulated) */
 int dcnn_conv2d_backward_data(const float *w, const float *dy, float *dx,
@@ -47,9 +51,10 @@ int dcnn_conv2d_backward_weights(const float *x, const float *dy, float *dw,
         float *db, const int *geometry);
 
 /* Both backward passes: dx (skipped when dx is NULL), dw and db, reordering dy
- * into the primitives' layout once for both. */
-int dcnn_conv2d_backward(const float *x, const float *w, const float *dy,
-        float *dx, float *dw, float *db, const int *geometry);
+ * into the primitives' layout once for both. x is the f32 input, or (x NULL)
+ * x_bf16 is the copy dcnn_conv2d_forward kept: no conversion of x again. */
+int dcnn_conv2d_backward(const float *x, const uint16_t *x_bf16, const float *w,
+        const float *dy, float *dx, float *dw, float *db, const int *geometry);
 
 /* Message for the last failure on the calling thread ("" if none yet). Not
  * cleared by later successful calls; the pointer stays valid until the
