@@ -5,11 +5,12 @@
 
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::DType;
 use burn::tensor::Distribution;
 use deepcnn::device::{ComputeDevice, Precision};
 use deepcnn::kernels::conv::{self, ConvGeometry};
 use deepcnn::kernels::layout::Layout;
-use deepcnn::kernels::{channels_last, conv2d, onednn};
+use deepcnn::kernels::{batch_norm_train, batch_norm_train_for_conv, channels_last, conv2d, onednn, Activation};
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -22,13 +23,56 @@ fn relative_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
-#[test]
-fn a_kept_bf16_input_gives_the_nchw_values_and_gradients() {
+fn bf16_on() -> bool {
     if !onednn::has_bf16_kernels() {
         eprintln!("skipped: oneDNN has no bf16 convolution kernels on this CPU");
-        return;
+        return false;
     }
     Precision::Bf16.apply(ComputeDevice::Cpu).unwrap();
+    true
+}
+
+/// BN-ReLU writing its output in bf16 for the convolution after it (DenseNet's conv blocks)
+/// gives the bits of BN-ReLU in f32 and the convolution's own rounding: outputs, statistics
+/// and every gradient.
+#[test]
+fn batch_norm_for_a_convolution_gives_the_same_bits() {
+    if !bf16_on() {
+        return;
+    }
+    let device = Device::flex().autodiff();
+    let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.5, 1.0), &device);
+    let x = channels_last(random([2, 16, 9, 9])).require_grad();
+    let w = random([8, 16, 3, 3]).require_grad();
+    let vector = |n| Tensor::<1>::random([n], Distribution::Normal(0.5, 1.0), &device).require_grad();
+    let (gamma, beta, bias) = (vector(16), vector(16), vector(8));
+    let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let (y16, mean16, var16) =
+        batch_norm_train_for_conv(x.clone(), gamma.clone(), beta.clone(), 1e-5, Activation::Relu);
+    let (y32, mean32, var32) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5, Activation::Relu);
+    assert_eq!((y16.dtype(), y32.dtype()), (DType::BF16, DType::F32), "the output for the convolution is bf16");
+    assert_eq!((values(mean16), values(var16)), (values(mean32), values(var32)));
+    let z16 = conv2d(y16, w.clone(), Some(bias.clone()), options.clone());
+    let z32 = conv2d(y32, w.clone(), Some(bias.clone()), options);
+    assert_eq!(values(z16.clone()), values(z32.clone()), "outputs");
+    let weights = Tensor::<4>::random(z32.dims(), Distribution::Normal(0.0, 1.0), &device);
+    let (g16, g32) = ((z16 * weights.clone()).sum().backward(), (z32 * weights).sum().backward());
+    assert_eq!(values(x.grad(&g16).unwrap()), values(x.grad(&g32).unwrap()), "∂x");
+    assert_eq!(values(w.grad(&g16).unwrap()), values(w.grad(&g32).unwrap()), "∂W");
+    for (name, t) in [("γ", &gamma), ("β", &beta), ("b", &bias)] {
+        assert_eq!(values(t.grad(&g16).unwrap()), values(t.grad(&g32).unwrap()), "∂{name}");
+    }
+    // NCHW activations stay f32: only the channels-last kernels write bf16.
+    let (y, _, _) =
+        batch_norm_train_for_conv(random([2, 16, 9, 9]), gamma.clone(), beta.clone(), 1e-5, Activation::Relu);
+    assert_eq!(y.dtype(), DType::F32);
+}
+
+#[test]
+fn a_kept_bf16_input_gives_the_nchw_values_and_gradients() {
+    if !bf16_on() {
+        return;
+    }
     let device = Device::flex().autodiff();
     let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let x = random([2, 16, 9, 9]).require_grad();

@@ -80,10 +80,11 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         beta: FloatTensor<Self>,
         epsilon: f64,
         activation: Activation,
+        bf16_output: bool,
     ) -> BatchNormTrainOutput<Self> {
         let inputs = [x.node(), gamma.node(), beta.node()];
         let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
-        let r = B::fused_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon, activation);
+        let r = B::fused_batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon, activation, bf16_output);
         let state = BatchNormState::<B> {
             inputs: [x, gamma, beta],
             mean: r.mean.clone(),

@@ -54,13 +54,16 @@ pub struct AdamUpdate<B: Backend> {
 #[backend_extension(Flex, Autodiff)]
 pub trait FastOps: Backend {
     /// Batch normalization with the batch's own statistics (biased variance), followed by
-    /// `activation`.
+    /// `activation`. With `bf16_output`, where the backend can (Flex, channels-last x), the
+    /// output is written rounded to bf16: for a bf16 convolution, which reads exactly those
+    /// values, and nothing else.
     fn fused_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         epsilon: f64,
         activation: Activation,
+        bf16_output: bool,
     ) -> BatchNormTrainOutput<Self>;
 
     /// Gradients of [`FastOps::fused_batch_norm_train`] for x, γ and β, with its ReLU where

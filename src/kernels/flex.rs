@@ -89,6 +89,13 @@ fn flex_in(data: Vec<f32>, shape: &[usize], layout: Layout) -> FlexTensor {
     }
 }
 
+/// An N×C×H×W bf16 tensor over the N×H×W×C buffer `values` (`shape` N×C×H×W), as
+/// channels-last f32 tensors are.
+fn bf16_channels_last(values: Vec<bf16>, shape: &[usize]) -> FlexTensor {
+    let nhwc = vec![shape[0], shape[2], shape[3], shape[1]];
+    FlexTensor::from_data(TensorData::new(values, nhwc)).permute(&[0, 3, 1, 2])
+}
+
 /// `t` as a contiguous f32 tensor that spans its whole buffer, so that its storage is exactly
 /// its elements (a copy only where `t` is a strided or offset view).
 fn whole_buffer(t: FlexTensor) -> FlexTensor {
@@ -134,10 +141,22 @@ impl FastOps for Flex {
         beta: FlexTensor,
         epsilon: f64,
         activation: Activation,
+        bf16_output: bool,
     ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
         let (x, layout) = f32s_in_layout(&x);
+        if bf16_output && layout == Layout::ChannelsLast {
+            let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
+                let (gamma, beta) = (f32s(&gamma), f32s(&beta));
+                batch_norm::channels_last::forward_train_to_bf16(&x, ncs, &gamma, &beta, epsilon, activation)
+            });
+            return BatchNormTrainOutput {
+                output: bf16_channels_last(y, &shape),
+                mean: flex(mean, &[ncs.c]),
+                variance: flex(var, &[ncs.c]),
+            };
+        }
         let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
             let (gamma, beta) = (f32s(&gamma), f32s(&beta));
             match layout {
@@ -167,6 +186,15 @@ impl FastOps for Flex {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
         let (x, layout) = f32s_in_layout(&x);
+        // A bf16 output's gradient may come back in bf16 (through burn's cast, where a
+        // convolution could not read it as it is).
+        let output_grad = match output_grad.dtype() {
+            DType::BF16 => <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(
+                output_grad,
+                burn::tensor::FloatDType::F32,
+            ),
+            _ => output_grad,
+        };
         let (dx, dgamma, dbeta) = profile::timed(Kernel::BatchNorm, Pass::Backward, || {
             let (gamma, beta, mean, var) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
             let dy = f32s_as(&output_grad, layout);
@@ -296,6 +324,9 @@ impl FastOps for Flex {
     }
 
     fn gemm_conv2d(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, geometry: [usize; 4]) -> FlexTensor {
+        if x.dtype() == DType::BF16 {
+            return Self::gemm_conv2d_keeping_input(x, weight, bias, geometry).output;
+        }
         let g = conv_geometry(&dims(&x), &dims(&weight), geometry);
         profile::count_conv_flops(g.flops());
         let (x, layout) = f32s_in_layout(&x);
@@ -312,6 +343,15 @@ impl FastOps for Flex {
     ) -> ConvForward<Self> {
         let (x_dims, w_dims) = (dims(&x), dims(&weight));
         let g = conv_geometry(&x_dims, &w_dims, geometry);
+        if x.dtype() == DType::BF16 {
+            // Batch normalization's bf16 output: read as it is, and kept as it is.
+            profile::count_conv_flops(g.flops());
+            let y = profile::timed(Kernel::Conv, Pass::Forward, || {
+                conv::forward_from_bf16(x.storage::<bf16>(), &f32s(&weight), &f32s(&bias), &g)
+            });
+            let output = flex_in(y, &[g.batch, g.c_out, g.out_h(), g.out_w()], Layout::ChannelsLast);
+            return ConvForward { output, kept_input: x };
+        }
         let kept = {
             let (values, layout) = f32s_in_layout(&x);
             profile::timed(Kernel::Conv, Pass::Forward, || {
@@ -322,9 +362,7 @@ impl FastOps for Flex {
             return ConvForward { output: Self::gemm_conv2d(x.clone(), weight, bias, geometry), kept_input: x };
         };
         profile::count_conv_flops(g.flops());
-        // N×C×H×W over the N×H×W×C buffer, as channels-last f32 tensors are.
-        let nhwc = [g.batch, g.h, g.w, g.c_in];
-        let kept_input = FlexTensor::from_data(TensorData::new(kept, nhwc.to_vec())).permute(&[0, 3, 1, 2]);
+        let kept_input = bf16_channels_last(kept, &x_dims);
         ConvForward { output: flex_in(y, &[g.batch, g.c_out, g.out_h(), g.out_w()], Layout::ChannelsLast), kept_input }
     }
 
@@ -437,7 +475,7 @@ mod tests {
             assert_eq!(layout_of(&got), Layout::ChannelsLast, "{what}: not channels-last");
             crate::test_util::assert_close(&f32s(&got), &f32s(&want), 1e-5, what);
         };
-        let bn = |x| Flex::fused_batch_norm_train(x, per_channel(2), per_channel(3), 1e-5, Activation::Relu);
+        let bn = |x| Flex::fused_batch_norm_train(x, per_channel(2), per_channel(3), 1e-5, Activation::Relu, false);
         check("batch norm", bn(last()).output, bn(plain()).output);
         let eval = |x| {
             Flex::fused_batch_norm(

@@ -90,9 +90,14 @@ pub fn set_kernel_enabled(kernel: Kernel, enabled: bool) {
 /// Whether `kernel` applies to `x`: it is switched on, and `x` is f32 on burn's Flex backend,
 /// with or without autodiff.
 fn fast_path<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
+    fast_path_in(kernel, x, DType::F32)
+}
+
+/// [`fast_path`] for `x` in `dtype`.
+fn fast_path_in<const D: usize>(kernel: Kernel, x: &Tensor<D>, dtype: DType) -> bool {
     !DISABLED[kernel as usize].load(Ordering::Relaxed)
         && matches!(x.device().without_autodiff().as_dispatch(), DispatchDevice::Flex(_))
-        && x.dtype() == DType::F32
+        && x.dtype() == dtype
 }
 
 /// `activation` applied on its own, where batch normalization could not fuse it.
@@ -113,6 +118,33 @@ pub fn batch_norm_train<const D: usize>(
     epsilon: f64,
     activation: Activation,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    batch_norm_train_as(x, gamma, beta, epsilon, activation, false)
+}
+
+/// [`batch_norm_train`] whose output only a convolution ([`conv2d`]) reads: in bf16 with
+/// channels-last activations on oneDNN (DenseNet's BN-ReLU-conv) it is written in bf16, the
+/// values the convolution would round it to, at half the memory traffic and with no
+/// conversion in the convolution. The same numbers either way.
+pub fn batch_norm_train_for_conv<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    activation: Activation,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    let bf16_conv =
+        onednn::is_bf16() && onednn::is_enabled() && !DISABLED[Kernel::Conv as usize].load(Ordering::Relaxed);
+    batch_norm_train_as(x, gamma, beta, epsilon, activation, bf16_conv)
+}
+
+fn batch_norm_train_as<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    activation: Activation,
+    bf16_output: bool,
+) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
     if !fast_path(Kernel::BatchNorm, &x) {
         let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
         return (activate(r.output, activation), r.mean, r.variance);
@@ -123,6 +155,7 @@ pub fn batch_norm_train<const D: usize>(
         beta.into_dispatch(),
         epsilon,
         activation,
+        bf16_output,
     );
     (Tensor::from_dispatch(r.output), Tensor::from_dispatch(r.mean), Tensor::from_dispatch(r.variance))
 }
@@ -261,8 +294,12 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options:
     let [ph, pw] = options.padding_begin();
     let fits = c_in == w_in && h + 2 * ph >= kh && w + 2 * pw >= kw && options.stride.iter().all(|&s| s > 0);
     let plain = plain && fits;
+    // A bf16 input is batch normalization's output for this convolution
+    // ([`batch_norm_train_for_conv`]): the kernel reads it as it is; burn gets it in f32.
+    let bf16_input = x.dtype() == DType::BF16;
+    let ours = fast_path(Kernel::Conv, &x) || fast_path_in(Kernel::Conv, &x, DType::BF16);
     match bias {
-        Some(bias) if plain && fast_path(Kernel::Conv, &x) => {
+        Some(bias) if plain && ours => {
             let [ph, pw] = options.padding_begin();
             let geometry = [options.stride[0], options.stride[1], ph, pw];
             Tensor::from_dispatch(<Dispatch as FastOps>::gemm_conv2d(
@@ -272,6 +309,7 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options:
                 geometry,
             ))
         }
+        bias if bf16_input => burn::tensor::module::conv2d(x.cast(DType::F32), weight, bias, options),
         bias => burn::tensor::module::conv2d(x, weight, bias, options),
     }
 }

@@ -69,7 +69,7 @@ pub fn conv_block(in_channels: usize, out_channels: usize, device: &Device) -> C
 
 impl ConvBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.conv.forward(self.bn.forward_relu(x))
+        self.conv.forward(self.bn.forward_relu_for_conv(x))
     }
 }
 
@@ -116,7 +116,7 @@ pub fn transition_block(in_channels: usize, out_channels: usize, device: &Device
 
 impl TransitionBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.pool.forward(self.conv.forward(self.bn.forward_relu(x)))
+        self.pool.forward(self.conv.forward(self.bn.forward_relu_for_conv(x)))
     }
 }
 

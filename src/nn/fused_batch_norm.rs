@@ -9,6 +9,10 @@ use burn::prelude::*;
 
 use crate::kernels::{self, Activation};
 
+/// Training-mode batch normalization as the kernels compute it ([`kernels::batch_norm_train`]).
+type BatchNormTrain<const D: usize> =
+    fn(Tensor<D>, Tensor<1>, Tensor<1>, f64, Activation) -> (Tensor<D>, Tensor<1>, Tensor<1>);
+
 /// burn's `BatchNormConfig` (ε = 1e-5, momentum 0.1 in burn's and PyTorch's convention, which
 /// is the book's 0.9 written the other way), building a [`FusedBatchNorm`].
 #[derive(Debug, Clone)]
@@ -65,15 +69,30 @@ impl FusedBatchNorm {
         self.forward_with(input, Activation::Sigmoid)
     }
 
+    /// [`Self::forward_relu`] whose output only a convolution reads: in training with bf16
+    /// convolutions it may be written in bf16 ([`kernels::batch_norm_train_for_conv`]), the
+    /// same values the convolution reads either way.
+    pub fn forward_relu_for_conv<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        self.forward_as(input, Activation::Relu, kernels::batch_norm_train_for_conv)
+    }
+
     fn forward_with<const D: usize>(&self, input: Tensor<D>, activation: Activation) -> Tensor<D> {
+        self.forward_as(input, activation, kernels::batch_norm_train)
+    }
+
+    fn forward_as<const D: usize>(
+        &self,
+        input: Tensor<D>,
+        activation: Activation,
+        train: BatchNormTrain<D>,
+    ) -> Tensor<D> {
         let device = input.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             let mean = self.running_mean.value().to_device(&device);
             let var = self.running_var.value().to_device(&device);
             return kernels::batch_norm(input, self.gamma.val(), self.beta.val(), mean, var, self.epsilon, activation);
         }
-        let (output, mean, variance) =
-            kernels::batch_norm_train(input, self.gamma.val(), self.beta.val(), self.epsilon, activation);
+        let (output, mean, variance) = train(input, self.gamma.val(), self.beta.val(), self.epsilon, activation);
         let update = |state: &RunningState<Tensor<1>>, batch: Tensor<1>| {
             let running = state.value_sync().to_device(&device);
             let next = running.mul_scalar(1.0 - self.momentum).add(batch.detach().mul_scalar(self.momentum));

@@ -112,6 +112,23 @@ pub fn forward_keeping_input(
     onednn::forward_keeping_input(x, weight, bias, g).map_err(|e| warn_fallback(&e)).ok()
 }
 
+/// [`forward`] with channels-last activations from X already in bf16 (what batch
+/// normalization writes for a bf16 convolution): oneDNN reads it as it is.
+pub fn forward_from_bf16(x: &[bf16], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Vec<f32> {
+    if g.batch > 0
+        && !single_pixel::fits(g)
+        && on_onednn(g)
+        && onednn_layout(Layout::ChannelsLast) == Layout::ChannelsLast
+    {
+        match onednn::forward_from_bf16(x, weight, bias, g) {
+            Ok(y) => return y,
+            Err(e) => warn_fallback(&e),
+        }
+    }
+    let x: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    forward(&x, weight, bias, g, Layout::ChannelsLast)
+}
+
 /// [`backward`] with channels-last activations from the copy of X that
 /// [`forward_keeping_input`] kept.
 #[allow(clippy::type_complexity)]

@@ -235,6 +235,20 @@ pub fn forward_keeping_input(
     Ok((y, kept))
 }
 
+/// [`forward_in`] in bf16 with channels-last X and Y from X already in bf16 (N×H×W×Cin): no
+/// conversion at all; the backward reads the same X ([`backward_from_kept_input`]).
+pub fn forward_from_bf16(x: &[bf16], weight: &[f32], bias: &[f32], g: &ConvGeometry) -> Result<Vec<f32>, OneDnnError> {
+    let d = dims(g, true, Layout::ChannelsLast)?;
+    check_len("the input", x.len(), g.batch * g.c_in * g.h * g.w)?;
+    check_len("the weight", weight.len(), weight_len(g))?;
+    check_len("the bias", bias.len(), g.c_out)?;
+    // SAFETY: as in `forward_in` (bf16 is a u16; the shim only reads x).
+    filled_by_shim(g.batch * g.c_out * g.out_h() * g.out_w(), |y| unsafe {
+        let x = x.as_ptr().cast::<u16>().cast_mut();
+        ffi::dcnn_conv2d_forward(std::ptr::null(), weight.as_ptr(), bias.as_ptr(), y, x, d.as_ptr())
+    })
+}
+
 /// ∂X of [`forward`], given W and ∂Y, both activations in `layout`, in bf16 or f32 (one pass
 /// of [`backward_in`]).
 pub fn backward_data_in(
@@ -433,8 +447,9 @@ mod tests {
         assert!(names.iter().all(|n| !n.is_empty()), "{names:?}");
     }
 
-    /// The bf16 copy of X the forward keeps is X rounded to bf16, and the backward from it gives
-    /// the bits of the backward from X itself (the same rounding, done once instead of twice).
+    /// The bf16 copy of X the forward keeps is X rounded to bf16, and the passes from it (or
+    /// from X given in bf16) give the bits of the passes from X itself (the same rounding,
+    /// done once instead of two or three times).
     #[test]
     fn the_kept_bf16_input_gives_the_same_bits() {
         if !has_bf16_kernels() {
@@ -447,6 +462,7 @@ mod tests {
             let dy = values(g.batch * g.c_out * g.out_h() * g.out_w(), 4);
             let (y, kept) = forward_keeping_input(&x, &w, &b, &g).unwrap();
             assert_eq!(y, forward_in(&x, &w, &b, &g, true, last).unwrap(), "{g:?}: Y");
+            assert_eq!(forward_from_bf16(&kept, &w, &b, &g).unwrap(), y, "{g:?}: Y from bf16 X");
             assert!(kept.iter().zip(&x).all(|(k, &v)| *k == bf16::from_f32(v)), "{g:?}: the kept X");
             for input_grad in [true, false] {
                 let want = backward_in(&x, &w, &dy, &g, input_grad, true, last).unwrap();

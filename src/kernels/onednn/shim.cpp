@@ -365,16 +365,23 @@ int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
         float *y, uint16_t *x_bf16, const int *geom) {
     return guarded("dcnn_conv2d_forward", [&] {
         const Geom g = geometry(geom);
-        check(g, {x, w, b, y});
+        // x in one form: f32 (its bf16 copy written to x_bf16 if given), or bf16 only.
+        const void *src = x ? (const void *)x : (const void *)x_bf16;
+        check(g, {src, w, b, y});
         Entry &e = lookup(DCNN_PASS_FORWARD, g);
+        std::unordered_map<int, memory> ready;
         std::unordered_map<int, void *> into;
         if (x_bf16) {
-            check_kept_input(g, arg(e, DNNL_ARG_SRC));
-            into[DNNL_ARG_SRC] = x_bf16;
+            const Arg &a = arg(e, DNNL_ARG_SRC);
+            check_kept_input(g, a);
+            if (x)
+                into[DNNL_ARG_SRC] = x_bf16;
+            else
+                ready[DNNL_ARG_SRC] = memory(a.prim_md, eng(), x_bf16);
         }
         std::lock_guard<std::mutex> lk(e.mu);
         // oneDNN takes non-const handles; inputs are only read.
-        execute_locked(e, {(void *)x, (void *)w, (void *)b, y}, {}, into);
+        execute_locked(e, {(void *)src, (void *)w, (void *)b, y}, ready, into);
     });
 }
 

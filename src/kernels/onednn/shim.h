@@ -38,7 +38,8 @@ extern "C" {
 
 /* y = conv(x, w) + b   (prop_kind forward_training). With x_bf16 (else NULL;
  * bf16 = 1 and nhwc = 1 only) the bf16 copy of x the convolution reads,
- * N x H x W x C_in, is written there, for dcnn_conv2d_backward. */
+ * N x H x W x C_in, is written there, for dcnn_conv2d_backward; with x NULL,
+ * x_bf16 is the input (already bf16). */
 int dcnn_conv2d_forward(const float *x, const float *w, const float *b,
         float *y, uint16_t *x_bf16, const int *geometry);
 
