@@ -3,7 +3,7 @@
 //! `expf` polynomial, written without branches or library calls so that the compiler turns the
 //! loop into SIMD code (the C library's `expf` is one call per element).
 
-use super::simd::avx2;
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 /// Elements per task: large enough that splitting costs nothing noticeable.
@@ -53,7 +53,7 @@ pub fn logistic(v: f32) -> f32 {
 pub fn sigmoid(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(GRAIN).zip(x.par_chunks(GRAIN)).for_each(|(ys, xs)| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for (o, &v) in ys.iter_mut().zip(xs) {
@@ -69,7 +69,7 @@ pub fn sigmoid(x: &[f32]) -> Vec<f32> {
 pub fn sigmoid_backward(output: &[f32], grad: &[f32]) -> Vec<f32> {
     let mut dx = vec![0.0f32; output.len()];
     dx.par_chunks_mut(GRAIN).zip(output.par_chunks(GRAIN).zip(grad.par_chunks(GRAIN))).for_each(|(d, (ys, gs))| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for ((o, &y), &g) in d.iter_mut().zip(ys).zip(gs) {

@@ -31,7 +31,7 @@ fn transpose_into(
     f: &(impl Fn(usize, f32) -> f32 + Sync),
 ) {
     debug_assert!(src.len() == rows * cols && dst.len() == rows * cols);
-    super::simd::avx2(
+    super::simd::vectorized(
         #[inline(always)]
         || {
             let (full_rows, full_cols) = (rows - rows % TILE, cols - cols % TILE);

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::{inv_std, relu, relu_grad, scale_and_shift, Activation, NcsShape};
 use crate::kernels::activation::logistic;
-use crate::kernels::simd::avx2;
+use crate::kernels::simd::vectorized;
 
 /// Rows per block: a block's f32 sums stay short (the NCHW kernels' runs are as long), and a
 /// batch of DenseNet's has hundreds of blocks to share between threads.
@@ -28,7 +28,7 @@ fn channel_sums<const K: usize>(
         .into_par_iter()
         .map(|b| {
             let mut acc = std::array::from_fn(|_| vec![0.0f32; c]);
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || (b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK)).for_each(|r| add(r, &mut acc)),
             );
@@ -50,7 +50,7 @@ fn fill_rows<T: Send>(rows: usize, c: usize, fill: impl Fn(usize, &mut [MaybeUni
     let mut out = Vec::with_capacity(len);
     if len > 0 {
         out.spare_capacity_mut()[..len].par_chunks_mut(ROWS_PER_BLOCK * c).enumerate().for_each(|(b, block)| {
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || {
                     for (i, row) in block.chunks_exact_mut(c).enumerate() {
@@ -93,7 +93,7 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
             let block = b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK);
             let count = block.len();
             let (mut sum, mut squares) = (vec![0.0f32; c], vec![0.0f32; c]);
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || {
                     for r in block.clone() {

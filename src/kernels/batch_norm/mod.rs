@@ -16,7 +16,7 @@
 //! [`channels_last`] computes the same functions on channels-last (N×H×W×C) batches.
 
 use super::activation::logistic;
-use super::simd::avx2;
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 pub mod channels_last;
@@ -63,7 +63,7 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 
 /// Per-channel sums of `f(channel, value)` over one sample laid out C×S.
 fn sums_of_sample(sample: &[f32], shape: NcsShape, acc: &mut [f64], f: impl Fn(usize, f32) -> f32) {
-    avx2(
+    vectorized(
         #[inline(always)]
         || {
             for (ch, run) in sample.chunks_exact(shape.s).enumerate() {
@@ -81,7 +81,7 @@ fn channel_sums(x: &[f32], other: &[f32], shape: NcsShape, f: impl Fn(usize, f32
         .fold(
             || vec![0.0f64; shape.c],
             |mut acc, (xs, os)| {
-                avx2(
+                vectorized(
                     #[inline(always)]
                     || {
                         for (ch, (xr, or)) in xs.chunks_exact(shape.s).zip(os.chunks_exact(shape.s)).enumerate() {
@@ -172,7 +172,7 @@ pub fn normalize(
         .par_chunks_mut(shape.sample_len())
         .zip(x.par_chunks(shape.sample_len()))
         .for_each(|(ys, xs)| {
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || {
                     for (ch, (yr, xr)) in ys.chunks_exact_mut(shape.s).zip(xs.chunks_exact(shape.s)).enumerate() {
@@ -250,7 +250,7 @@ pub fn backward_train(
     let mut dx = Vec::with_capacity(x.len());
     let uninit = &mut dx.spare_capacity_mut()[..x.len()];
     uninit.par_chunks_mut(len).zip(x.par_chunks(len).zip(dy.par_chunks(len))).for_each(|(out, (xs, gs))| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for ch in 0..shape.c {

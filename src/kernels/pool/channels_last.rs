@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use super::{max_nan, PoolWindow, LENETS_WINDOW};
-use crate::kernels::simd::avx2;
+use crate::kernels::simd::vectorized;
 
 /// A batch's sizes: n samples of h×w pixels of c channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub fn avg_pool_2x2(x: &[f32], shape: NhwcShape) -> Vec<f32> {
         let (sample, oh) = (r / ho, r % ho);
         let top = &x[((sample * h + 2 * oh) * w) * c..][..w * c];
         let bottom = &x[((sample * h + 2 * oh + 1) * w) * c..][..w * c];
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for (ow, o) in out.chunks_exact_mut(c).enumerate() {
@@ -56,7 +56,7 @@ pub fn avg_pool_2x2_backward(dy: &[f32], shape: NhwcShape) -> Vec<f32> {
     }
     // One task per pair of input rows (an odd last row stays zero).
     dx.par_chunks_mut(h * w * c).enumerate().for_each(|(sample, dx)| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for oh in 0..ho {
@@ -97,7 +97,7 @@ pub fn max_pool(x: &[f32], shape: NhwcShape, window: &PoolWindow) -> Vec<f32> {
     y.par_chunks_mut(wo * c).enumerate().for_each(|(r, out)| {
         let (sample, oh) = (r / ho, r % ho);
         let plane = &x[sample * h * w * c..][..h * w * c];
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for (ow, o) in out.chunks_exact_mut(c).enumerate() {
@@ -128,7 +128,7 @@ pub fn max_pool_backward(x: &[f32], y: &[f32], dy: &[f32], shape: NhwcShape, win
     dx.par_chunks_mut(len).zip(x.par_chunks(len)).enumerate().for_each_init(
         || Vec::with_capacity(window.kernel[0] * window.kernel[1]),
         |taps, (sample, (dx, plane))| {
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || {
                     for oh in 0..ho {

@@ -13,7 +13,7 @@
 //!
 //! [`channels_last`] pools channels-last (N×H×W×C) batches with the same semantics.
 
-use super::simd::avx2;
+use super::simd::vectorized;
 use rayon::prelude::*;
 
 pub mod channels_last;
@@ -47,7 +47,7 @@ fn pool_2x2(x: &[f32], planes: usize, h: usize, w: usize, f: impl Fn(f32, f32, f
         return y;
     }
     y.par_chunks_mut(PLANES_PER_TASK * ho * wo).zip(x.par_chunks(PLANES_PER_TASK * h * w)).for_each(|(ys, xs)| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for (out, plane) in ys.chunks_exact_mut(ho * wo).zip(xs.chunks_exact(h * w)) {
@@ -207,7 +207,7 @@ pub fn avg_pool_2x2_backward(dy: &[f32], planes: usize, h: usize, w: usize) -> V
         return dx;
     }
     dx.par_chunks_mut(PLANES_PER_TASK * h * w).zip(dy.par_chunks(PLANES_PER_TASK * ho * wo)).for_each(|(dxs, gs)| {
-        avx2(
+        vectorized(
             #[inline(always)]
             || {
                 for (plane, grad) in dxs.chunks_exact_mut(h * w).zip(gs.chunks_exact(ho * wo)) {
@@ -296,7 +296,7 @@ pub fn max_pool(x: &[f32], planes: usize, h: usize, w: usize, window: &PoolWindo
     y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each_init(
         || vec![f32::NEG_INFINITY; w + 2 * pad],
         |padded, (out, plane)| {
-            avx2(
+            vectorized(
                 #[inline(always)]
                 || {
                     for (oh, out) in out.chunks_exact_mut(wo).enumerate() {
