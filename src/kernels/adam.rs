@@ -10,6 +10,8 @@
 
 use rayon::prelude::*;
 
+use super::simd::vectorized;
+
 /// The scalars of step t: `[lr, β₁, β₂, c, ε·√(1 − β₂ᵗ)]`.
 pub type AdamScalars = [f32; 5];
 
@@ -32,10 +34,15 @@ pub fn step(param: &mut [f32], grad: &[f32], m1: &mut [f32], m2: &mut [f32], s: 
         .zip(grad.par_chunks(GRAIN))
         .zip(m1.par_chunks_mut(GRAIN).zip(m2.par_chunks_mut(GRAIN)))
         .for_each(|((p, g), (m1, m2))| {
-            for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1.iter_mut()).zip(m2.iter_mut()) {
-                *m1 = *m1 * b1 + g * f1;
-                *m2 = *m2 * b2 + g * g * f2;
-                *p -= (*m1 * combined) / (m2.sqrt() + eps) * lr;
-            }
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (((p, &g), m1), m2) in p.iter_mut().zip(g).zip(m1.iter_mut()).zip(m2.iter_mut()) {
+                        *m1 = *m1 * b1 + g * f1;
+                        *m2 = *m2 * b2 + g * g * f2;
+                        *p -= (*m1 * combined) / (m2.sqrt() + eps) * lr;
+                    }
+                },
+            )
         });
 }

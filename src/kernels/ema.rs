@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use super::simd::vectorized;
+
 const GRAIN: usize = 1 << 14;
 
 /// `average = decay·average + (1 − decay)·current`, with the f32 scalars and the order of
@@ -11,9 +13,14 @@ const GRAIN: usize = 1 << 14;
 pub fn step(average: &mut [f32], current: &[f32], decay: f64) {
     let (d, e) = (decay as f32, (1.0 - decay) as f32);
     average.par_chunks_mut(GRAIN).zip(current.par_chunks(GRAIN)).for_each(|(a, c)| {
-        for (a, &c) in a.iter_mut().zip(c) {
-            *a = *a * d + c * e;
-        }
+        vectorized(
+            #[inline(always)]
+            || {
+                for (a, &c) in a.iter_mut().zip(c) {
+                    *a = *a * d + c * e;
+                }
+            },
+        )
     });
 }
 

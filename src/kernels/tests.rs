@@ -108,8 +108,16 @@ fn max_pool_matches_burns_max_pool_in_value_and_gradient() {
         [([2, 2], [2, 2], [0, 0]), ([3, 3], [2, 2], [1, 1]), ([3, 3], [1, 1], [1, 1]), ([2, 3], [1, 2], [1, 0])];
     for (kernel, stride, [ph, pw]) in windows {
         let options = MaxPoolOptions::new(kernel).with_stride(stride).with_padding([ph, pw]);
-        // Rows of 17 and 16 windows: 2×2's vector path (8 windows at a time) and its tail.
-        let shapes = [([2, 3, 8, 8], false), ([1, 2, 7, 9], false), ([1, 2, 4, 6], true), ([2, 3, 6, 35], false)];
+        // Rows of 17, 16, 15 and 5 windows: 2×2's vector path (8 windows at a time) and its
+        // masked tails (LeNet's second pooling has rows of 5).
+        let shapes = [
+            ([2, 3, 8, 8], false),
+            ([1, 2, 7, 9], false),
+            ([1, 2, 4, 6], true),
+            ([2, 3, 6, 35], false),
+            ([2, 3, 10, 10], false),
+            ([1, 2, 4, 30], false),
+        ];
         for (shape, constant) in shapes.into_iter().chain([([1, 2, 4, 32], true)]) {
             let what = format!("{kernel:?} stride {stride:?} padding {:?} on {shape:?}", [ph, pw]);
             let x = if constant { Tensor::ones(shape, &device) } else { random(shape, &device) }.require_grad();

@@ -30,7 +30,11 @@ fn channel_sums<const K: usize>(
             let mut acc = std::array::from_fn(|_| vec![0.0f32; c]);
             vectorized(
                 #[inline(always)]
-                || (b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK)).for_each(|r| add(r, &mut acc)),
+                || {
+                    for r in b * ROWS_PER_BLOCK..rows.min((b + 1) * ROWS_PER_BLOCK) {
+                        add(r, &mut acc);
+                    }
+                },
             );
             acc
         })
@@ -96,13 +100,20 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
             vectorized(
                 #[inline(always)]
                 || {
+                    let (sum, squares) = (&mut sum[..c], &mut squares[..c]);
                     for r in block.clone() {
-                        sum.iter_mut().zip(row(x, r, c)).for_each(|(a, &v)| *a += v);
+                        let xs = row(x, r, c);
+                        for j in 0..c {
+                            sum[j] += xs[j];
+                        }
                     }
                     let mean: Vec<f32> = sum.iter().map(|&s| s / count as f32).collect();
+                    let mean = &mean[..c];
                     for r in block {
-                        let terms = squares.iter_mut().zip(row(x, r, c)).zip(&mean);
-                        terms.for_each(|((a, &v), &mu)| *a += (v - mu) * (v - mu));
+                        let xs = row(x, r, c);
+                        for j in 0..c {
+                            squares[j] += (xs[j] - mean[j]) * (xs[j] - mean[j]);
+                        }
                     }
                 },
             );
@@ -158,14 +169,19 @@ fn normalize_as<T: Send>(
 ) -> Vec<T> {
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     let c = shape.c;
-    fill_rows(shape.n * shape.s, c, |r, out| {
-        let terms = out.iter_mut().zip(row(x, r, c)).zip(scale.iter().zip(&shift));
-        match activation {
-            Activation::Identity => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(v * a + b))),
-            Activation::Relu => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(relu(v * a + b)))),
-            Activation::Sigmoid => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(logistic(v * a + b)))),
-        }
-    })
+    fill_rows(
+        shape.n * shape.s,
+        c,
+        #[inline(always)]
+        |r, out| {
+            let terms = out.iter_mut().zip(row(x, r, c)).zip(scale.iter().zip(&shift));
+            match activation {
+                Activation::Identity => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(v * a + b))),
+                Activation::Relu => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(relu(v * a + b)))),
+                Activation::Sigmoid => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(logistic(v * a + b)))),
+            }
+        },
+    )
 }
 
 /// [`forward_train`] with the output rounded to bf16 as it is written: the values a bf16
@@ -217,38 +233,59 @@ pub fn backward_train(
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     // The gradient reaching the normalization: dy, masked by the ReLU where there is one (the
     // loops are written twice so that the hot ones carry no test of `relu`).
-    let [dbeta64, sums] = channel_sums(rows, c, |r, [db, s]| {
-        let terms = db.iter_mut().zip(s.iter_mut()).zip(row(x, r, c).iter().zip(row(dy, r, c)));
-        let per_channel = scale.iter().zip(&shift).zip(mean);
-        match relu {
-            true => terms.zip(per_channel).for_each(|(((db, s), (&v, &g)), ((&sc, &sh), &mu))| {
-                let g = relu_grad(v * sc + sh, g);
-                *db += g;
-                *s += g * (v - mu);
-            }),
-            false => terms.zip(per_channel).for_each(|(((db, s), (&v, &g)), (_, &mu))| {
-                *db += g;
-                *s += g * (v - mu);
-            }),
-        }
-    });
+    let [dbeta64, sums] = channel_sums(
+        rows,
+        c,
+        #[inline(always)]
+        |r, [db, s]| {
+            // Indexed loops over slices of one length: bounds checks vanish and the loop
+            // vectorizes (a zip of this many iterators was left as scalar SSE code).
+            let (xs, gs, db, s) = (row(x, r, c), row(dy, r, c), &mut db[..c], &mut s[..c]);
+            let (scale, shift, mean) = (&scale[..c], &shift[..c], &mean[..c]);
+            match relu {
+                true => {
+                    for j in 0..c {
+                        let g = relu_grad(xs[j] * scale[j] + shift[j], gs[j]);
+                        db[j] += g;
+                        s[j] += g * (xs[j] - mean[j]);
+                    }
+                }
+                false => {
+                    for j in 0..c {
+                        db[j] += gs[j];
+                        s[j] += gs[j] * (xs[j] - mean[j]);
+                    }
+                }
+            }
+        },
+    );
     let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
     let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
     // dx = k·(dy − a − (x − mean)·b) per channel, as in the NCHW kernel.
     let a: Vec<f32> = dbeta64.iter().map(|&s| (s / m) as f32).collect();
     let b: Vec<f32> = (0..c).map(|ch| ((sums[ch] / m) * (inv[ch] as f64 * inv[ch] as f64)) as f32).collect();
-    let dx = fill_rows(rows, c, |r, out| {
-        let terms = out.iter_mut().zip(row(x, r, c).iter().zip(row(dy, r, c)));
-        let per_channel = scale.iter().zip(&shift).zip(a.iter().zip(&b).zip(mean));
-        match relu {
-            true => terms.zip(per_channel).for_each(|((o, (&v, &g)), ((&k, &sh), ((&ac, &bc), &mc)))| {
-                o.write(k * (relu_grad(v * k + sh, g) - ac - (v - mc) * bc));
-            }),
-            false => terms.zip(per_channel).for_each(|((o, (&v, &g)), ((&k, _), ((&ac, &bc), &mc)))| {
-                o.write(k * (g - ac - (v - mc) * bc));
-            }),
-        }
-    });
+    let dx = fill_rows(
+        rows,
+        c,
+        #[inline(always)]
+        |r, out| {
+            let (xs, gs, out) = (row(x, r, c), row(dy, r, c), &mut out[..c]);
+            let (k, shift, a, b, mean) = (&scale[..c], &shift[..c], &a[..c], &b[..c], &mean[..c]);
+            match relu {
+                true => {
+                    for j in 0..c {
+                        let g = relu_grad(xs[j] * k[j] + shift[j], gs[j]);
+                        out[j].write(k[j] * (g - a[j] - (xs[j] - mean[j]) * b[j]));
+                    }
+                }
+                false => {
+                    for j in 0..c {
+                        out[j].write(k[j] * (gs[j] - a[j] - (xs[j] - mean[j]) * b[j]));
+                    }
+                }
+            }
+        },
+    );
     (dx, dgamma, dbeta)
 }
 

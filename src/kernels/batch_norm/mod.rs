@@ -70,12 +70,18 @@ fn lane_sum(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Per-channel sums of `f(channel, value)` over one sample laid out C×S.
+#[inline(always)]
 fn sums_of_sample(sample: &[f32], shape: NcsShape, acc: &mut [f64], f: impl Fn(usize, f32) -> f32) {
     vectorized(
         #[inline(always)]
         || {
             for (ch, run) in sample.chunks_exact(shape.s).enumerate() {
-                acc[ch] += lane_sum(run, run, |v, _| f(ch, v)) as f64;
+                acc[ch] += lane_sum(
+                    run,
+                    run,
+                    #[inline(always)]
+                    |v, _| f(ch, v),
+                ) as f64;
             }
         },
     )
@@ -93,7 +99,12 @@ fn channel_sums(x: &[f32], other: &[f32], shape: NcsShape, f: impl Fn(usize, f32
                     #[inline(always)]
                     || {
                         for (ch, (xr, or)) in xs.chunks_exact(shape.s).zip(os.chunks_exact(shape.s)).enumerate() {
-                            acc[ch] += lane_sum(xr, or, |a, b| f(ch, a, b)) as f64;
+                            acc[ch] += lane_sum(
+                                xr,
+                                or,
+                                #[inline(always)]
+                                |a, b| f(ch, a, b),
+                            ) as f64;
                         }
                     },
                 );
@@ -122,8 +133,24 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
         return channels_last::statistics(x, shape);
     }
     let m = shape.per_channel();
-    let mean: Vec<f32> = channel_sums1(x, shape, |_, v| v).iter().map(|s| (s / m) as f32).collect();
-    let var = channel_sums1(x, shape, |ch, v| (v - mean[ch]) * (v - mean[ch])).iter().map(|s| (s / m) as f32).collect();
+    let mean: Vec<f32> = channel_sums1(
+        x,
+        shape,
+        #[inline(always)]
+        |_, v| v,
+    )
+    .iter()
+    .map(|s| (s / m) as f32)
+    .collect();
+    let var = channel_sums1(
+        x,
+        shape,
+        #[inline(always)]
+        |ch, v| (v - mean[ch]) * (v - mean[ch]),
+    )
+    .iter()
+    .map(|s| (s / m) as f32)
+    .collect();
     (mean, var)
 }
 
@@ -193,9 +220,21 @@ pub fn normalize(
                         let (a, b) = (scale[ch], shift[ch]);
                         let pairs = yr.iter_mut().zip(xr);
                         match activation {
-                            Activation::Identity => pairs.for_each(|(o, &v)| _ = o.write(v * a + b)),
-                            Activation::Relu => pairs.for_each(|(o, &v)| _ = o.write(relu(v * a + b))),
-                            Activation::Sigmoid => pairs.for_each(|(o, &v)| _ = o.write(logistic(v * a + b))),
+                            Activation::Identity => {
+                                for (o, &v) in pairs {
+                                    o.write(v * a + b);
+                                }
+                            }
+                            Activation::Relu => {
+                                for (o, &v) in pairs {
+                                    o.write(relu(v * a + b));
+                                }
+                            }
+                            Activation::Sigmoid => {
+                                for (o, &v) in pairs {
+                                    o.write(logistic(v * a + b));
+                                }
+                            }
                         }
                     }
                 },
@@ -249,13 +288,42 @@ pub fn backward_train(
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     // The gradient reaching the normalization is dy, masked by the ReLU where there is one
     // (the closures are written twice so that the hot loops carry no test of `relu`).
-    let masked = |ch: usize, g: f32, v: f32| relu_grad(v * scale[ch] + shift[ch], g);
+    #[inline(always)]
+    fn masked(scale: &[f32], shift: &[f32], ch: usize, g: f32, v: f32) -> f32 {
+        relu_grad(v * scale[ch] + shift[ch], g)
+    }
     let (sums, dbeta64) = match relu {
         true => (
-            channel_sums(dy, x, shape, |ch, g, v| masked(ch, g, v) * (v - mean[ch])),
-            channel_sums(dy, x, shape, masked),
+            channel_sums(
+                dy,
+                x,
+                shape,
+                #[inline(always)]
+                |ch, g, v| masked(&scale, &shift, ch, g, v) * (v - mean[ch]),
+            ),
+            channel_sums(
+                dy,
+                x,
+                shape,
+                #[inline(always)]
+                |ch, g, v| masked(&scale, &shift, ch, g, v),
+            ),
         ),
-        false => (channel_sums(dy, x, shape, |ch, g, v| g * (v - mean[ch])), channel_sums1(dy, shape, |_, g| g)),
+        false => (
+            channel_sums(
+                dy,
+                x,
+                shape,
+                #[inline(always)]
+                |ch, g, v| g * (v - mean[ch]),
+            ),
+            channel_sums1(
+                dy,
+                shape,
+                #[inline(always)]
+                |_, g| g,
+            ),
+        ),
     };
     let dgamma: Vec<f32> = sums.iter().zip(&inv).map(|(s, &i)| (s * i as f64) as f32).collect();
     let dbeta: Vec<f32> = dbeta64.iter().map(|&s| s as f32).collect();
@@ -276,12 +344,16 @@ pub fn backward_train(
                     let (sc, sh) = (scale[ch], shift[ch]);
                     let (out, xs, gs) = (&mut out[r.clone()], &xs[r.clone()], &gs[r]);
                     match relu {
-                        true => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
-                            o.write(kc * (relu_grad(v * sc + sh, g) - ac - (v - mc) * bc));
-                        }),
-                        false => out.iter_mut().zip(xs).zip(gs).for_each(|((o, &v), &g)| {
-                            o.write(kc * (g - ac - (v - mc) * bc));
-                        }),
+                        true => {
+                            for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
+                                o.write(kc * (relu_grad(v * sc + sh, g) - ac - (v - mc) * bc));
+                            }
+                        }
+                        false => {
+                            for ((o, &v), &g) in out.iter_mut().zip(xs).zip(gs) {
+                                o.write(kc * (g - ac - (v - mc) * bc));
+                            }
+                        }
                     }
                 }
             },

@@ -139,9 +139,10 @@ fn window_grads(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Unini
     }
 }
 
-/// [`window_grads`] for the row's windows eight at a time, in AVX2 registers; returns how many
-/// windows it did (the rest, fewer than eight, are left to [`window_grads`]). The compiler does
-/// not vectorize the pairwise loop above: it was 4–6× the forward pass's time.
+/// [`window_grads`] for the row's windows eight at a time, in AVX2 registers, the last fewer
+/// than eight with masked loads and stores (LeNet's second pooling has rows of five windows);
+/// returns how many windows it did: all of them. The compiler does not vectorize the pairwise
+/// loop above: it was 4–6× the forward pass's time.
 ///
 /// Eight windows span 16 input values, two registers. `_mm256_shuffle_ps` takes their even
 /// and odd elements (each window's left and right value) in the window order 0 1 4 5 2 3 6 7;
@@ -157,16 +158,35 @@ unsafe fn window_grads_avx2(
     bottom: &mut [Uninit],
 ) -> usize {
     use std::arch::x86_64::*;
-    let windows = out.len() / 8 * 8;
+    let windows = out.len();
     assert!(x.0.len() >= 2 * windows && x.1.len() >= 2 * windows && grad.len() >= windows);
     assert!(top.len() >= 2 * windows && bottom.len() >= 2 * windows);
-    let scrambled = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
-    let is_nan = |v: __m256| _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+    // Lane i of a register of window values (or of the 8 + i-th value for `half = 8`) holds
+    // one of the first `count` values.
+    let first = |count: usize, half: i32| {
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32 - half), lanes)
+    };
+    let (top, bottom) = (top.as_mut_ptr().cast::<f32>(), bottom.as_mut_ptr().cast::<f32>());
     for k in (0..windows).step_by(8) {
-        let m = scrambled(_mm256_loadu_ps(out.as_ptr().add(k)));
-        let g = scrambled(_mm256_loadu_ps(grad.as_ptr().add(k)));
-        let (t0, t1) = (_mm256_loadu_ps(x.0.as_ptr().add(2 * k)), _mm256_loadu_ps(x.0.as_ptr().add(2 * k + 8)));
-        let (b0, b1) = (_mm256_loadu_ps(x.1.as_ptr().add(2 * k)), _mm256_loadu_ps(x.1.as_ptr().add(2 * k + 8)));
+        let left = windows - k;
+        // `wrapping_add`: a masked tail's second register may start past the row's end.
+        let (ptr, two) = (|s: &[f32], at: usize| s.as_ptr().wrapping_add(at), 2 * left.min(8));
+        let (m, g, t0, t1, b0, b1);
+        if left >= 8 {
+            (m, g) = (_mm256_loadu_ps(ptr(out, k)), _mm256_loadu_ps(ptr(grad, k)));
+            (t0, t1) = (_mm256_loadu_ps(ptr(x.0, 2 * k)), _mm256_loadu_ps(ptr(x.0, 2 * k + 8)));
+            (b0, b1) = (_mm256_loadu_ps(ptr(x.1, 2 * k)), _mm256_loadu_ps(ptr(x.1, 2 * k + 8)));
+        } else {
+            // Masked-off lanes read nothing (and as zeros); their results are not stored.
+            let (one, lo, hi) = (first(left, 0), first(two, 0), first(two, 8));
+            (m, g) = (_mm256_maskload_ps(ptr(out, k), one), _mm256_maskload_ps(ptr(grad, k), one));
+            (t0, t1) = (_mm256_maskload_ps(ptr(x.0, 2 * k), lo), _mm256_maskload_ps(ptr(x.0, 2 * k + 8), hi));
+            (b0, b1) = (_mm256_maskload_ps(ptr(x.1, 2 * k), lo), _mm256_maskload_ps(ptr(x.1, 2 * k + 8), hi));
+        }
+        let scrambled = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        let is_nan = |v: __m256| _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v);
+        let (m, g) = (scrambled(m), scrambled(g));
         let (a, b) = (_mm256_shuffle_ps::<0b10_00_10_00>(t0, t1), _mm256_shuffle_ps::<0b11_01_11_01>(t0, t1));
         let c = _mm256_shuffle_ps::<0b10_00_10_00>(b0, b1);
         let m_nan = is_nan(m);
@@ -178,10 +198,19 @@ unsafe fn window_grads_avx2(
         let to_d = _mm256_andnot_ps(_mm256_or_ps(a_or_b, at_c), _mm256_castsi256_ps(_mm256_set1_epi32(-1)));
         let (ga, gb, gc, gd) =
             (_mm256_and_ps(at_a, g), _mm256_and_ps(to_b, g), _mm256_and_ps(to_c, g), _mm256_and_ps(to_d, g));
-        _mm256_storeu_ps(top.as_mut_ptr().cast::<f32>().add(2 * k), _mm256_unpacklo_ps(ga, gb));
-        _mm256_storeu_ps(top.as_mut_ptr().cast::<f32>().add(2 * k + 8), _mm256_unpackhi_ps(ga, gb));
-        _mm256_storeu_ps(bottom.as_mut_ptr().cast::<f32>().add(2 * k), _mm256_unpacklo_ps(gc, gd));
-        _mm256_storeu_ps(bottom.as_mut_ptr().cast::<f32>().add(2 * k + 8), _mm256_unpackhi_ps(gc, gd));
+        let rows = [
+            (top.wrapping_add(2 * k), _mm256_unpacklo_ps(ga, gb), _mm256_unpackhi_ps(ga, gb)),
+            (bottom.wrapping_add(2 * k), _mm256_unpacklo_ps(gc, gd), _mm256_unpackhi_ps(gc, gd)),
+        ];
+        for (dst, lo, hi) in rows {
+            if left >= 8 {
+                _mm256_storeu_ps(dst, lo);
+                _mm256_storeu_ps(dst.add(8), hi);
+            } else {
+                _mm256_maskstore_ps(dst, first(two, 0), lo);
+                _mm256_maskstore_ps(dst.wrapping_add(8), first(two, 8), hi);
+            }
+        }
     }
     windows
 }
