@@ -94,18 +94,11 @@ pub fn max_pool_2x2_backward(x: &[f32], y: &[f32], dy: &[f32], planes: usize, h:
                     // An odd width's last column is in no window.
                     top[2 * wo..].iter_mut().chain(&mut bottom[2 * wo..]).for_each(|v| _ = v.write(0.0));
                     let dx_rows = (&mut top[..2 * wo], &mut bottom[..2 * wo]);
-                    let done = match vector {
+                    match vector {
                         // SAFETY: the CPU has AVX2 (`simd::available`).
                         true => unsafe { window_grads_avx2(x_rows, out, grad, dx_rows.0, dx_rows.1) },
-                        false => 0,
-                    };
-                    window_grads(
-                        (&x_rows.0[2 * done..], &x_rows.1[2 * done..]),
-                        &out[done..],
-                        &grad[done..],
-                        &mut dx_rows.0[2 * done..],
-                        &mut dx_rows.1[2 * done..],
-                    );
+                        false => window_grads(x_rows, out, grad, dx_rows.0, dx_rows.1),
+                    }
                 }
                 // As is an odd height's last row.
                 dx[2 * ho * w..].iter_mut().for_each(|v| _ = v.write(0.0));
@@ -140,9 +133,9 @@ fn window_grads(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Unini
 }
 
 /// [`window_grads`] for the row's windows eight at a time, in AVX2 registers, the last fewer
-/// than eight with masked loads and stores (LeNet's second pooling has rows of five windows);
-/// returns how many windows it did: all of them. The compiler does not vectorize the pairwise
-/// loop above: it was 4–6× the forward pass's time.
+/// than eight with masked loads and stores (LeNet's second pooling has rows of five windows).
+/// The compiler does not vectorize the pairwise loop above: it was 4–6× the forward pass's
+/// time.
 ///
 /// Eight windows span 16 input values, two registers. `_mm256_shuffle_ps` takes their even
 /// and odd elements (each window's left and right value) in the window order 0 1 4 5 2 3 6 7;
@@ -150,13 +143,7 @@ fn window_grads(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Unini
 /// `_mm256_unpack{lo,hi}_ps` undo the order when the results are interleaved again.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn window_grads_avx2(
-    x: (&[f32], &[f32]),
-    out: &[f32],
-    grad: &[f32],
-    top: &mut [Uninit],
-    bottom: &mut [Uninit],
-) -> usize {
+unsafe fn window_grads_avx2(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Uninit], bottom: &mut [Uninit]) {
     use std::arch::x86_64::*;
     let windows = out.len();
     assert!(x.0.len() >= 2 * windows && x.1.len() >= 2 * windows && grad.len() >= windows);
@@ -212,12 +199,11 @@ unsafe fn window_grads_avx2(
             }
         }
     }
-    windows
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn window_grads_avx2(_: (&[f32], &[f32]), _: &[f32], _: &[f32], _: &mut [Uninit], _: &mut [Uninit]) -> usize {
-    0
+unsafe fn window_grads_avx2(x: (&[f32], &[f32]), out: &[f32], grad: &[f32], top: &mut [Uninit], bottom: &mut [Uninit]) {
+    window_grads(x, out, grad, top, bottom)
 }
 
 /// 2×2 average pooling with stride 2 (DenseNet's transitions): `planes` planes of h×w in,
