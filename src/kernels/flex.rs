@@ -435,26 +435,41 @@ mod tests {
     use super::*;
     use crate::kernels::onednn;
 
-    /// Two channels-last tensors add in place, into the first one's N×H×W×C buffer (the
-    /// vendored burn-flex's in-place walk in memory order, `vendor/README.md`): the sum keeps
+    /// Two channels-last tensors add in place, into a uniquely held one's N×H×W×C buffer (the
+    /// vendored burn-flex's in-place op in memory order, `vendor/README.md`): the result keeps
     /// the layout, so autodiff's sums of channels-last gradients stay one dense pass. Without
-    /// the patch the sum comes back as a new NCHW tensor.
+    /// the patch the sum comes back as a new NCHW tensor. Each of the four ops, into either
+    /// operand (the left one shared: the result goes into the right one's buffer).
     #[test]
     fn channels_last_tensors_add_in_place_and_keep_their_layout() {
+        type Op = fn(FlexTensor, FlexTensor) -> FlexTensor;
         let shape = [2, 3, 4, 5];
         let len = shape.iter().product::<usize>();
-        let a: Vec<f32> = (0..len).map(|i| i as f32).collect();
-        let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32 - 7.0).collect();
-        let sum = Flex::float_add(
-            flex_in(a.clone(), &shape, Layout::ChannelsLast),
-            flex_in(b.clone(), &shape, Layout::ChannelsLast),
-        );
-        let storage = channels_last_storage(&sum).expect("the sum is no longer channels-last");
-        let expected: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert_eq!(storage, &expected[..]);
-        // And in NCHW order, as every other operation reads it.
-        let nchw = layout::to_nchw(&expected, shape[0], shape[1], shape[2] * shape[3]);
-        assert_eq!(&f32s(&sum)[..], &nchw[..]);
+        let a: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
+        let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32 - 7.25).collect();
+        let ops: [(&str, Op, fn(f32, f32) -> f32); 4] = [
+            ("add", Flex::float_add, |x, y| x + y),
+            ("sub", Flex::float_sub, |x, y| x - y),
+            ("mul", Flex::float_mul, |x, y| x * y),
+            ("div", Flex::float_div, |x, y| x / y),
+        ];
+        for (name, op, want) in ops {
+            for left_shared in [false, true] {
+                let lhs = flex_in(a.clone(), &shape, Layout::ChannelsLast);
+                let keep = left_shared.then(|| lhs.clone());
+                let result = op(lhs, flex_in(b.clone(), &shape, Layout::ChannelsLast));
+                let what = format!("{name}, left operand shared: {left_shared}");
+                let storage = channels_last_storage(&result).unwrap_or_else(|| panic!("{what}: not channels-last"));
+                let expected: Vec<f32> = a.iter().zip(&b).map(|(&x, &y)| want(x, y)).collect();
+                assert_eq!(storage, &expected[..], "{what}");
+                // And in NCHW order, as every other operation reads it.
+                let nchw = layout::to_nchw(&expected, shape[0], shape[1], shape[2] * shape[3]);
+                assert_eq!(&f32s(&result)[..], &nchw[..], "{what}");
+                if let Some(kept) = keep {
+                    assert_eq!(channels_last_storage(&kept), Some(&a[..]), "{what}: the shared operand changed");
+                }
+            }
+        }
     }
 
     /// Each layer given a channels-last input gives a channels-last output and input gradient,

@@ -116,6 +116,39 @@ where
         return rhs;
     }
 
+    // deepcnn's patch: both operands dense in one and the same memory order
+    // (two channels-last activations, an N×H×W×C buffer viewed as N×C×H×W):
+    // the elementwise op is a slice op in storage order, SIMD and parallel
+    // like the contiguous paths above, instead of the serial nest walk.
+    if let Some(simd_op) = simd_hint {
+        for swapped in [false, true] {
+            let (dst, src) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
+            if !dst.is_unique() {
+                continue;
+            }
+            let Some(nest) = crate::zip::collapse_for_zip_inplace(dst.layout(), src.layout()) else {
+                continue;
+            };
+            let (len, _, src_stride) = if nest.ndim == 1 { nest.inner() } else { continue };
+            if !nest.lhs_is_dense_from_zero() || src_stride != 1 {
+                continue;
+            }
+            let src_start = nest.rhs_offset;
+            let (mut dst, src) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
+            let s_slice: &[f32] = &src.storage()[src_start..src_start + len];
+            let d_slice = &mut dst.storage_mut()[..len];
+            match (simd_op, swapped) {
+                (BinaryOp::Add, _) => simd::add_inplace_f32(d_slice, s_slice),
+                (BinaryOp::Mul, _) => simd::mul_inplace_f32(d_slice, s_slice),
+                (BinaryOp::Sub, false) => simd::sub_inplace_f32(d_slice, s_slice),
+                (BinaryOp::Sub, true) => simd::rsub_inplace_f32(d_slice, s_slice),
+                (BinaryOp::Div, false) => simd::div_inplace_f32(d_slice, s_slice),
+                (BinaryOp::Div, true) => simd::rdiv_inplace_f32(d_slice, s_slice),
+            }
+            return dst;
+        }
+    }
+
     // Broadcast operands fall through to `binary_op_typed`, whose
     // collapsed loop nest handles every stride pattern in a single pass
     // — reusing a uniquely owned operand as the destination when it can
