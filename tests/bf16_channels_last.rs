@@ -101,3 +101,66 @@ fn a_kept_bf16_input_gives_the_nchw_values_and_gradients() {
     assert!(conv::forward_keeping_input(&x, &w, &b, &g, Layout::ChannelsLast).is_some());
     assert!(conv::forward_keeping_input(&x, &w, &b, &g, Layout::Nchw).is_none());
 }
+
+/// A dense block's concatenation in bf16 training is written in bf16 (what batch
+/// normalization and the next concatenation read), its values the f32 concatenation's
+/// rounded; batch normalization reads it as the f32 tensor of the same values: outputs,
+/// statistics and gradients to the same bits, training and evaluation.
+#[test]
+fn a_bf16_concatenation_reads_as_its_values_in_f32() {
+    use deepcnn::kernels::{batch_norm, cat_channels, cat_channels_for_batch_norm};
+    if !bf16_on() {
+        return;
+    }
+    let device = Device::flex().autodiff();
+    let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.5, 1.0), &device);
+    let (a, b) =
+        (channels_last(random([2, 12, 7, 7])).require_grad(), channels_last(random([2, 5, 7, 7])).require_grad());
+    let cat16 = cat_channels_for_batch_norm(a.clone(), b.clone());
+    let cat32 = cat_channels(a.clone(), b.clone());
+    assert_eq!((cat16.dtype(), cat32.dtype()), (DType::BF16, DType::F32));
+    let rounded: Vec<f32> = values(cat32).iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+    assert_eq!(values(cat16.clone()), rounded);
+    // The next concatenation of a bf16 one stays bf16.
+    assert_eq!(cat_channels(cat16.clone(), b.clone()).dtype(), DType::BF16);
+
+    // The same values as an f32 leaf, channels-last as the concatenation is.
+    let widened =
+        channels_last(Tensor::<4>::from_data(TensorData::new(rounded, [2, 17, 7, 7]), &device)).require_grad();
+    let vector = |n| Tensor::<1>::random([n], Distribution::Normal(0.5, 1.0), &device);
+    let (gamma, beta) = (vector(17), vector(17));
+    let weights = random([2, 17, 7, 7]);
+    for (what, for_conv) in [("for a convolution", true), ("in f32", false)] {
+        let bn = |x: Tensor<4>| match for_conv {
+            true => batch_norm_train_for_conv(x, gamma.clone(), beta.clone(), 1e-5, Activation::Relu),
+            false => batch_norm_train(x, gamma.clone(), beta.clone(), 1e-5, Activation::Relu),
+        };
+        // A new graph each time: burn walks a graph back once.
+        let cat16 = cat_channels_for_batch_norm(a.clone(), b.clone());
+        let ((y16, mean16, var16), (y32, mean32, var32)) = (bn(cat16), bn(widened.clone()));
+        assert_eq!(y16.dtype(), y32.dtype(), "{what}");
+        assert_eq!((values(mean16), values(var16)), (values(mean32), values(var32)), "{what}: statistics");
+        assert_eq!(values(y16.clone()), values(y32.clone()), "{what}: output");
+        let g16 = (y16.cast(DType::F32) * weights.clone()).sum().backward();
+        let g32 = (y32.cast(DType::F32) * weights.clone()).sum().backward();
+        let dx = values(widened.grad(&g32).unwrap());
+        // The concatenation's gradient goes to its parts, channel by channel.
+        let part = |t: &Tensor<4>, from: usize, to: usize| {
+            let g = t.grad(&g16).unwrap();
+            let reference = Tensor::<4>::from_data(TensorData::new(dx.clone(), [2, 17, 7, 7]), &Device::flex());
+            (values(g), values(reference.narrow(1, from, to - from)))
+        };
+        let (da, want_a) = part(&a, 0, 12);
+        assert_eq!(da, want_a, "{what}: ∂a");
+        let (db, want_b) = part(&b, 12, 17);
+        assert_eq!(db, want_b, "{what}: ∂b");
+    }
+    // Evaluation mode reads it the same way.
+    let (mean, var) = (vector(17), vector(17).abs());
+    let eval = |x: Tensor<4>| {
+        let x = x.inner();
+        let (g, b, m, v) = (gamma.clone().inner(), beta.clone().inner(), mean.clone().inner(), var.clone().inner());
+        values(batch_norm(x, g, b, m, v, 1e-5, Activation::Relu))
+    };
+    assert_eq!(eval(cat16), eval(widened), "evaluation");
+}

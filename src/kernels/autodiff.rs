@@ -132,8 +132,12 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         activation: Activation,
     ) -> FloatTensor<Self> {
         // Evaluation mode on an autodiff device (rare: evaluation normally runs on `valid()`):
-        // burn's differentiable composition.
-        use burn::backend::ops::ActivationOps;
+        // burn's differentiable composition, in f32 (x may be a bf16 concatenation).
+        use burn::backend::ops::{ActivationOps, FloatTensorOps};
+        let x = match burn::backend::TensorMetadata::dtype(&x) {
+            burn::tensor::DType::BF16 => <Self as FloatTensorOps<Self>>::float_cast(x, burn::tensor::FloatDType::F32),
+            _ => x,
+        };
         let y = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon);
         match activation {
             Activation::Identity => y,
@@ -254,11 +258,11 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
         record::<B, C, _, 1>(inputs, (), output, |(), grad, _| [B::fast_to_layout(grad, Layout::Nchw)])
     }
 
-    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>, bf16_output: bool) -> FloatTensor<Self> {
         let inputs = [a.node(), b.node()];
         let (a, b) = (a.into_primitive(), b.into_primitive());
         let channels = [burn::backend::TensorMetadata::shape(&a)[1], burn::backend::TensorMetadata::shape(&b)[1]];
-        let output = B::fast_cat_channels(a, b);
+        let output = B::fast_cat_channels(a, b, bf16_output);
         record::<B, C, _, 2>(inputs, channels, output, |channels, grad, _| {
             let split = B::fast_split_channels(grad, channels);
             [split.first, split.second]

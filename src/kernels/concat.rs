@@ -1,13 +1,18 @@
 //! Concatenation of two batches along the channels (DenseNet's dense blocks) in either layout,
 //! and its backward, the split. Either way each output row (a sample in NCHW, a pixel
 //! channels-last) is a row of the first input followed by a row of the second, so one
-//! interleaving serves both and a channels-last batch stays channels-last.
+//! interleaving serves both and a channels-last batch stays channels-last. In bf16 training
+//! the output may be bf16 ([`cat_channels_to_bf16`]): batch normalization and the next
+//! concatenation are all that read it, at half the memory traffic.
 
 use std::mem::MaybeUninit;
 
+use half::bf16;
 use rayon::prelude::*;
 
+use super::element::Stored;
 use super::layout::Layout;
+use super::simd::vectorized;
 
 /// Rows per task.
 const ROWS_PER_TASK: usize = 64;
@@ -42,6 +47,44 @@ pub fn cat_channels(a: &[f32], b: &[f32], n: usize, [ca, cb]: [usize; 2], s: usi
                 copy(&a[r * la..][..la], first);
                 copy(&b[r * lb..][..lb], second);
             }
+        });
+    }
+    // SAFETY: every row of the output was written whole above.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// [`cat_channels`] with every value rounded to bf16 as it is written (a bf16 input's as it
+/// is): the inputs may be f32 or bf16.
+pub fn cat_channels_to_bf16<A: Stored, B: Stored>(
+    a: &[A],
+    b: &[B],
+    n: usize,
+    [ca, cb]: [usize; 2],
+    s: usize,
+    layout: Layout,
+) -> Vec<bf16> {
+    let ((rows, la), (_, lb)) = (self::rows(n, ca, s, layout), self::rows(n, cb, s, layout));
+    assert!(a.len() == rows * la && b.len() == rows * lb, "cat_channels_to_bf16: inputs of the wrong lengths");
+    let len = rows * (la + lb);
+    let mut out = Vec::with_capacity(len);
+    if len > 0 {
+        out.spare_capacity_mut()[..len].par_chunks_mut(ROWS_PER_TASK * (la + lb)).enumerate().for_each(|(t, block)| {
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (i, row) in block.chunks_exact_mut(la + lb).enumerate() {
+                        let r = t * ROWS_PER_TASK + i;
+                        let (first, second) = row.split_at_mut(la);
+                        for (o, v) in first.iter_mut().zip(&a[r * la..][..la]) {
+                            o.write(v.to_bf16());
+                        }
+                        for (o, v) in second.iter_mut().zip(&b[r * lb..][..lb]) {
+                            o.write(v.to_bf16());
+                        }
+                    }
+                },
+            )
         });
     }
     // SAFETY: every row of the output was written whole above.
@@ -99,6 +142,15 @@ mod tests {
             assert_eq!(to_nchw(&cat_last, n, ca + cb, s), cat);
             assert_eq!(split_channels(&cat, n, [ca, cb], s, Layout::Nchw), (a.clone(), b.clone()));
             assert_eq!(split_channels(&cat_last, n, [ca, cb], s, Layout::ChannelsLast), (last(&a, ca), last(&b, cb)));
+            // In bf16: the f32 concatenation rounded, from f32 or bf16 parts alike.
+            let rounded = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
+            let want = rounded(&cat_last);
+            let (a_last, b_last) = (last(&a, ca), last(&b, cb));
+            let to_bf16 = |x, y| cat_channels_to_bf16(x, y, n, [ca, cb], s, Layout::ChannelsLast);
+            assert_eq!(to_bf16(&a_last, &b_last), want);
+            let from_bf16 = cat_channels_to_bf16(&rounded(&a_last), &b_last, n, [ca, cb], s, Layout::ChannelsLast);
+            assert_eq!(from_bf16, want);
+            assert_eq!(cat_channels_to_bf16(&a, &rounded(&b), n, [ca, cb], s, Layout::Nchw), rounded(&cat));
         }
     }
 }

@@ -163,7 +163,10 @@ pub trait FastOps: Backend {
     fn fast_to_layout(x: FloatTensor<Self>, layout: Layout) -> FloatTensor<Self>;
 
     /// `a` and `b` (N×Ca×H×W and N×Cb×H×W) concatenated along the channels, in `a`'s layout.
-    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// With `bf16_output`, where the backend can (Flex, channels-last `a`), the output is
+    /// written rounded to bf16: for the batch normalizations and concatenations that read it,
+    /// and nothing else (a bf16 `a` gives a bf16 output either way).
+    fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>, bf16_output: bool) -> FloatTensor<Self>;
 
     /// Gradients of [`FastOps::fast_cat_channels`] for its inputs of `channels` channels, in the
     /// layout of `grad`.

@@ -16,14 +16,24 @@ use burn::prelude::*;
 
 use super::batch_norm::{self, Activation, NcsShape};
 use super::conv::{self, ConvGeometry};
+use super::element::Stored;
 use super::extension::{AdamUpdate, BatchNormTrainOutput, ChannelSplit, ConvForward, FastOps, LayerGrads};
 use super::layout::{self, Layout};
 use super::pool::channels_last::NhwcShape;
 use super::profile::{self, Pass};
 use super::{activation, adam, concat, ema, pool, Kernel};
 
+/// `t` in f32: a bf16 tensor (a bf16 concatenation or batch normalization output, where an
+/// operation without a bf16 path reads it) widened, in its own layout.
+fn widened(t: &FlexTensor) -> FlexTensor {
+    <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(t.clone(), burn::tensor::FloatDType::F32)
+}
+
 /// `t`'s values in NCHW order: borrowed where they lie so, else a copy.
 fn f32s(t: &FlexTensor) -> Cow<'_, [f32]> {
+    if t.dtype() == DType::BF16 {
+        return Cow::Owned(f32s(&widened(t)).into_owned());
+    }
     if let Some(s) = t.as_slice::<f32>() {
         return Cow::Borrowed(s);
     }
@@ -46,27 +56,40 @@ fn f32s_in_layout(t: &FlexTensor) -> (Cow<'_, [f32]>, Layout) {
 /// also where the two orders agree (one channel, or 1×1 maps): a network's first layer makes
 /// its input channels-last that way, for nothing.
 fn channels_last_storage(t: &FlexTensor) -> Option<&[f32]> {
+    (t.dtype() == DType::F32 && is_channels_last(t)).then(|| t.storage::<f32>())
+}
+
+/// [`channels_last_storage`] of a bf16 tensor.
+fn channels_last_bf16(t: &FlexTensor) -> Option<&[bf16]> {
+    (t.dtype() == DType::BF16 && is_channels_last(t)).then(|| t.storage::<bf16>())
+}
+
+/// Whether `t` is an N×C×H×W view of all of an N×H×W×C buffer, of any element type.
+fn is_channels_last(t: &FlexTensor) -> bool {
     let l = t.layout();
     let d = l.shape();
     if d.num_dims() != 4 {
-        return None;
+        return false;
     }
     let (c, h, w) = (d[1], d[2], d[3]);
     let strides = [(h * w * c) as isize, 1, (w * c) as isize, c as isize];
-    let storage = t.storage::<f32>();
-    (l.start_offset() == 0 && l.strides() == strides && storage.len() == d.num_elements()).then_some(storage)
+    let elements = t.bytes().len() / t.dtype().size();
+    l.start_offset() == 0 && l.strides() == strides && elements == d.num_elements()
 }
 
-/// The layout of `t`'s values: channels-last where [`channels_last_storage`] finds it so.
+/// The layout of `t`'s values: channels-last where [`is_channels_last`] finds it so.
 fn layout_of(t: &FlexTensor) -> Layout {
-    match channels_last_storage(t) {
-        Some(_) => Layout::ChannelsLast,
-        None => Layout::Nchw,
+    match is_channels_last(t) {
+        true => Layout::ChannelsLast,
+        false => Layout::Nchw,
     }
 }
 
 /// `t`'s values (N×C×H×W) in `layout`: borrowed where they lie so, else a copy.
 fn f32s_as(t: &FlexTensor, layout: Layout) -> Cow<'_, [f32]> {
+    if t.dtype() == DType::BF16 {
+        return Cow::Owned(f32s_as(&widened(t), layout).into_owned());
+    }
     match layout {
         Layout::Nchw => f32s(t),
         Layout::ChannelsLast => match (channels_last_storage(t), t.as_slice::<f32>()) {
@@ -134,6 +157,34 @@ fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry
     }
 }
 
+/// Training-mode batch normalization of a channels-last batch stored in `T`, written in bf16
+/// where `bf16_output` (for a bf16 convolution), else in f32.
+#[allow(clippy::too_many_arguments)]
+fn batch_norm_train_channels_last<T: Stored>(
+    x: &[T],
+    shape: &[usize],
+    gamma: &FlexTensor,
+    beta: &FlexTensor,
+    epsilon: f64,
+    activation: Activation,
+    bf16_output: bool,
+) -> BatchNormTrainOutput<Flex> {
+    let ncs = NcsShape::from_dims(shape);
+    let (gamma, beta) = (f32s(gamma), f32s(beta));
+    let (output, mean, var) = if bf16_output {
+        let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
+            batch_norm::channels_last::forward_train_to_bf16(x, ncs, &gamma, &beta, epsilon, activation)
+        });
+        (bf16_channels_last(y, shape), mean, var)
+    } else {
+        let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
+            batch_norm::channels_last::forward_train(x, ncs, &gamma, &beta, epsilon, activation)
+        });
+        (flex_in(y, shape, Layout::ChannelsLast), mean, var)
+    };
+    BatchNormTrainOutput { output, mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
+}
+
 impl FastOps for Flex {
     fn fused_batch_norm_train(
         x: FlexTensor,
@@ -144,33 +195,19 @@ impl FastOps for Flex {
         bf16_output: bool,
     ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
-        let ncs = NcsShape::from_dims(&shape);
-        let (x, layout) = f32s_in_layout(&x);
-        if bf16_output && layout == Layout::ChannelsLast {
-            let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
-                let (gamma, beta) = (f32s(&gamma), f32s(&beta));
-                batch_norm::channels_last::forward_train_to_bf16(&x, ncs, &gamma, &beta, epsilon, activation)
-            });
-            return BatchNormTrainOutput {
-                output: bf16_channels_last(y, &shape),
-                mean: flex(mean, &[ncs.c]),
-                variance: flex(var, &[ncs.c]),
-            };
+        if let Some(x) = channels_last_bf16(&x) {
+            return batch_norm_train_channels_last(x, &shape, &gamma, &beta, epsilon, activation, bf16_output);
         }
+        let (x, layout) = f32s_in_layout(&x);
+        if layout == Layout::ChannelsLast {
+            return batch_norm_train_channels_last(&x, &shape, &gamma, &beta, epsilon, activation, bf16_output);
+        }
+        let ncs = NcsShape::from_dims(&shape);
         let (y, mean, var) = profile::timed(Kernel::BatchNorm, Pass::Forward, || {
             let (gamma, beta) = (f32s(&gamma), f32s(&beta));
-            match layout {
-                Layout::Nchw => batch_norm::forward_train(&x, ncs, &gamma, &beta, epsilon, activation),
-                Layout::ChannelsLast => {
-                    batch_norm::channels_last::forward_train(&x, ncs, &gamma, &beta, epsilon, activation)
-                }
-            }
+            batch_norm::forward_train(&x, ncs, &gamma, &beta, epsilon, activation)
         });
-        BatchNormTrainOutput {
-            output: flex_in(y, &shape, layout),
-            mean: flex(mean, &[ncs.c]),
-            variance: flex(var, &[ncs.c]),
-        }
+        BatchNormTrainOutput { output: flex(y, &shape), mean: flex(mean, &[ncs.c]), variance: flex(var, &[ncs.c]) }
     }
 
     fn fused_batch_norm_train_backward(
@@ -185,24 +222,28 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (x, layout) = f32s_in_layout(&x);
-        // A bf16 output's gradient may come back in bf16 (through burn's cast, where a
-        // convolution could not read it as it is).
-        let output_grad = match output_grad.dtype() {
-            DType::BF16 => <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(
-                output_grad,
-                burn::tensor::FloatDType::F32,
-            ),
-            _ => output_grad,
+        // A bf16 x (a bf16 concatenation) is read as it is, channels-last.
+        let x16 = channels_last_bf16(&x);
+        let (x32, layout) = match x16 {
+            Some(_) => (Cow::Borrowed(&[][..]), Layout::ChannelsLast),
+            None => f32s_in_layout(&x),
         };
+        // A bf16 output's gradient may come back in bf16 (through burn's cast, where a
+        // convolution could not read it as it is); `f32s_as` widens it.
         let (dx, dgamma, dbeta) = profile::timed(Kernel::BatchNorm, Pass::Backward, || {
             let (gamma, beta, mean, var) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
             let dy = f32s_as(&output_grad, layout);
-            let backward = match layout {
-                Layout::Nchw => batch_norm::backward_train,
-                Layout::ChannelsLast => batch_norm::channels_last::backward_train,
-            };
-            backward(&x, ncs, &gamma, &beta, &mean, &var, epsilon, relu, &dy)
+            match (x16, layout) {
+                (Some(x), _) => {
+                    batch_norm::channels_last::backward_train(x, ncs, &gamma, &beta, &mean, &var, epsilon, relu, &dy)
+                }
+                (None, Layout::ChannelsLast) => {
+                    batch_norm::channels_last::backward_train(&x32, ncs, &gamma, &beta, &mean, &var, epsilon, relu, &dy)
+                }
+                (None, Layout::Nchw) => {
+                    batch_norm::backward_train(&x32, ncs, &gamma, &beta, &mean, &var, epsilon, relu, &dy)
+                }
+            }
         });
         LayerGrads { input: flex_in(dx, &shape, layout), weight: flex(dgamma, &[ncs.c]), bias: flex(dbeta, &[ncs.c]) }
     }
@@ -218,14 +259,21 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let (x, layout) = f32s_in_layout(&x);
+        let x16 = channels_last_bf16(&x);
+        let (x32, layout) = match x16 {
+            Some(_) => (Cow::Borrowed(&[][..]), Layout::ChannelsLast),
+            None => f32s_in_layout(&x),
+        };
         let y = profile::timed(Kernel::BatchNorm, Pass::Evaluation, || {
-            let (gamma, beta, mean, variance) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
-            let normalize = match layout {
-                Layout::Nchw => batch_norm::normalize,
-                Layout::ChannelsLast => batch_norm::channels_last::normalize,
-            };
-            normalize(&x, ncs, &gamma, &beta, &mean, &variance, epsilon, activation)
+            let (gamma, beta, mean, var) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
+            let (g, b, m, v) = (&gamma[..], &beta[..], &mean[..], &var[..]);
+            match (x16, layout) {
+                (Some(x), _) => batch_norm::channels_last::normalize(x, ncs, g, b, m, v, epsilon, activation),
+                (None, Layout::ChannelsLast) => {
+                    batch_norm::channels_last::normalize(&x32, ncs, g, b, m, v, epsilon, activation)
+                }
+                (None, Layout::Nchw) => batch_norm::normalize(&x32, ncs, g, b, m, v, epsilon, activation),
+            }
         });
         flex_in(y, &shape, layout)
     }
@@ -405,8 +453,21 @@ impl FastOps for Flex {
         flex_in(values, &shape, layout)
     }
 
-    fn fast_cat_channels(a: FlexTensor, b: FlexTensor) -> FlexTensor {
+    fn fast_cat_channels(a: FlexTensor, b: FlexTensor, bf16_output: bool) -> FlexTensor {
         let (da, db) = (dims(&a), dims(&b));
+        let a16 = channels_last_bf16(&a);
+        if a16.is_some() || (bf16_output && layout_of(&a) == Layout::ChannelsLast) {
+            let (n, channels, s, last) = (da[0], [da[1], db[1]], da[2] * da[3], Layout::ChannelsLast);
+            let out = profile::timed(Kernel::Concat, Pass::Forward, || match (a16, channels_last_bf16(&b)) {
+                (Some(a), Some(b)) => concat::cat_channels_to_bf16(a, b, n, channels, s, last),
+                (Some(a), None) => concat::cat_channels_to_bf16(a, &f32s_as(&b, last), n, channels, s, last),
+                (None, Some(b)) => concat::cat_channels_to_bf16(&f32s_as(&a, last), b, n, channels, s, last),
+                (None, None) => {
+                    concat::cat_channels_to_bf16(&f32s_as(&a, last), &f32s_as(&b, last), n, channels, s, last)
+                }
+            });
+            return bf16_channels_last(out, &[da[0], da[1] + db[1], da[2], da[3]]);
+        }
         let (a, layout) = f32s_in_layout(&a);
         let out = profile::timed(Kernel::Concat, Pass::Forward, || {
             let b = f32s_as(&b, layout);
@@ -443,11 +504,12 @@ mod tests {
     #[test]
     fn channels_last_tensors_add_in_place_and_keep_their_layout() {
         type Op = fn(FlexTensor, FlexTensor) -> FlexTensor;
+        type Reference = fn(f32, f32) -> f32;
         let shape = [2, 3, 4, 5];
         let len = shape.iter().product::<usize>();
         let a: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
         let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32 - 7.25).collect();
-        let ops: [(&str, Op, fn(f32, f32) -> f32); 4] = [
+        let ops: [(&str, Op, Reference); 4] = [
             ("add", Flex::float_add, |x, y| x + y),
             ("sub", Flex::float_sub, |x, y| x - y),
             ("mul", Flex::float_mul, |x, y| x * y),
@@ -532,8 +594,12 @@ mod tests {
         let g = Flex::fast_avg_pool2d_2x2(last());
         check("avg pool's gradient", avg_grad(g.clone()), avg_grad(Flex::fast_to_layout(g, Layout::Nchw)));
         let other = || flex(pattern(2 * 3 * 42, 7), &[2, 3, 6, 7]);
-        check("concatenation", Flex::fast_cat_channels(last(), other()), Flex::fast_cat_channels(plain(), other()));
-        let cat = Flex::fast_cat_channels(last(), other());
+        check(
+            "concatenation",
+            Flex::fast_cat_channels(last(), other(), false),
+            Flex::fast_cat_channels(plain(), other(), false),
+        );
+        let cat = Flex::fast_cat_channels(last(), other(), false);
         let split = Flex::fast_split_channels(cat.clone(), [8, 3]);
         check("first part", split.first, plain());
         check("second part", split.second, other());

@@ -15,6 +15,7 @@ mod autodiff;
 pub mod batch_norm;
 pub mod concat;
 pub mod conv;
+pub mod element;
 pub mod ema;
 pub mod extension;
 mod flex;
@@ -132,9 +133,34 @@ pub fn batch_norm_train_for_conv<const D: usize>(
     epsilon: f64,
     activation: Activation,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    let bf16_conv =
-        onednn::is_bf16() && onednn::is_enabled() && !DISABLED[Kernel::Conv as usize].load(Ordering::Relaxed);
-    batch_norm_train_as(x, gamma, beta, epsilon, activation, bf16_conv)
+    batch_norm_train_as(x, gamma, beta, epsilon, activation, bf16_convolutions())
+}
+
+/// Whether convolutions run in bf16 on oneDNN (`--precision bf16`, the kernels on).
+fn bf16_convolutions() -> bool {
+    onednn::is_bf16() && onednn::is_enabled() && !DISABLED[Kernel::Conv as usize].load(Ordering::Relaxed)
+}
+
+/// Whether a concatenation that only batch normalizations and concatenations read
+/// ([`cat_channels_for_batch_norm`]) is written in bf16: with bf16 convolutions, where both
+/// of its readers are deepcnn's kernels.
+fn bf16_activations() -> bool {
+    let on = |k: Kernel| !DISABLED[k as usize].load(Ordering::Relaxed);
+    bf16_convolutions() && on(Kernel::BatchNorm) && on(Kernel::Concat)
+}
+
+/// `x` in f32, for burn's operations (a bf16 concatenation's output, where a kernel that
+/// reads bf16 does not apply).
+fn in_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match x.dtype() {
+        DType::BF16 => x.cast(DType::F32),
+        _ => x,
+    }
+}
+
+/// Whether batch normalization's kernel applies to `x`: f32, or bf16 (a bf16 concatenation).
+fn batch_norm_applies<const D: usize>(x: &Tensor<D>) -> bool {
+    fast_path(Kernel::BatchNorm, x) || fast_path_in(Kernel::BatchNorm, x, DType::BF16)
 }
 
 fn batch_norm_train_as<const D: usize>(
@@ -145,8 +171,8 @@ fn batch_norm_train_as<const D: usize>(
     activation: Activation,
     bf16_output: bool,
 ) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
-    if !fast_path(Kernel::BatchNorm, &x) {
-        let r = burn::tensor::module::batch_norm_train(x, gamma, beta, epsilon);
+    if !batch_norm_applies(&x) {
+        let r = burn::tensor::module::batch_norm_train(in_f32(x), gamma, beta, epsilon);
         return (activate(r.output, activation), r.mean, r.variance);
     }
     let r = <Dispatch as FastOps>::fused_batch_norm_train(
@@ -171,8 +197,8 @@ pub fn batch_norm<const D: usize>(
     epsilon: f64,
     activation: Activation,
 ) -> Tensor<D> {
-    if !fast_path(Kernel::BatchNorm, &x) {
-        return activate(burn::tensor::module::batch_norm(x, gamma, beta, mean, variance, epsilon), activation);
+    if !batch_norm_applies(&x) {
+        return activate(burn::tensor::module::batch_norm(in_f32(x), gamma, beta, mean, variance, epsilon), activation);
     }
     Tensor::from_dispatch(<Dispatch as FastOps>::fused_batch_norm(
         x.into_dispatch(),
@@ -267,13 +293,28 @@ pub fn channels_last(x: Tensor<4>) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FastOps>::fast_to_layout(x.into_dispatch(), layout::Layout::ChannelsLast))
 }
 
-/// `a` and `b` concatenated along the channels (`Tensor::cat` on dimension 1), in `a`'s layout.
+/// `a` and `b` concatenated along the channels (`Tensor::cat` on dimension 1), in `a`'s layout
+/// (in bf16 where `a` is a bf16 concatenation, [`cat_channels_for_batch_norm`]).
 pub fn cat_channels(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    cat_channels_as(a, b, false)
+}
+
+/// [`cat_channels`] whose output only batch normalizations and further concatenations read
+/// (DenseNet's dense blocks): with bf16 convolutions and channels-last activations it is
+/// written in bf16, as PyTorch's autocast keeps these activations, at half the memory traffic
+/// for every layer that reads it. In f32 otherwise.
+pub fn cat_channels_for_batch_norm(a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
+    cat_channels_as(a, b, bf16_activations())
+}
+
+fn cat_channels_as(a: Tensor<4>, b: Tensor<4>, bf16_output: bool) -> Tensor<4> {
     let ([n, _, h, w], [nb, _, hb, wb]) = (a.dims(), b.dims());
-    if !(fast_path(Kernel::Concat, &a) && fast_path(Kernel::Concat, &b) && [n, h, w] == [nb, hb, wb]) {
-        return Tensor::cat(vec![a, b], 1);
+    let applies = |x: &Tensor<4>| fast_path(Kernel::Concat, x) || fast_path_in(Kernel::Concat, x, DType::BF16);
+    if !(applies(&a) && applies(&b) && [n, h, w] == [nb, hb, wb]) {
+        return Tensor::cat(vec![in_f32(a), in_f32(b)], 1);
     }
-    Tensor::from_dispatch(<Dispatch as FastOps>::fast_cat_channels(a.into_dispatch(), b.into_dispatch()))
+    let cat = <Dispatch as FastOps>::fast_cat_channels(a.into_dispatch(), b.into_dispatch(), bf16_output);
+    Tensor::from_dispatch(cat)
 }
 
 /// The logistic sigmoid.

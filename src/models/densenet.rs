@@ -93,7 +93,7 @@ impl DenseBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.net.iter().fold(x, |x, blk| {
             let y = blk.forward(x.clone());
-            kernels::cat_channels(x, y)
+            kernels::cat_channels_for_batch_norm(x, y)
         })
     }
 }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use super::{inv_std, relu, relu_grad, scale_and_shift, Activation, NcsShape};
 use crate::kernels::activation::logistic;
+pub use crate::kernels::element::{round_to_bf16, Stored};
 use crate::kernels::simd::vectorized;
 
 /// Rows per block: a block's f32 sums stay short (the NCHW kernels' runs are as long), and a
@@ -69,19 +70,9 @@ fn fill_rows<T: Send>(rows: usize, c: usize, fill: impl Fn(usize, &mut [MaybeUni
     out
 }
 
-/// `v` rounded to the nearest bf16, ties to even, NaN kept NaN (as oneDNN's conversion and
-/// `half`'s), without branches so that a row's loop stays SIMD code.
-#[inline(always)]
-pub fn round_to_bf16(v: f32) -> bf16 {
-    let bits = v.to_bits();
-    let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
-    let quiet_nan = (bits >> 16) as u16 | 0x40;
-    bf16::from_bits(if v.is_nan() { quiet_nan } else { rounded })
-}
-
 /// Row `r` of a batch of rows of `c` values.
 #[inline(always)]
-fn row(x: &[f32], r: usize, c: usize) -> &[f32] {
+fn row<T>(x: &[T], r: usize, c: usize) -> &[T] {
     &x[r * c..][..c]
 }
 
@@ -89,7 +80,7 @@ fn row(x: &[f32], r: usize, c: usize) -> &[f32] {
 /// over the batch: each block of rows, while it is in cache, gives its sum and its squares
 /// about its own mean, and the blocks combine in f64 by Chan's formula
 /// (M₂ = Σ M₂ᵦ + nᵦ·(meanᵦ − mean)²).
-pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
+pub fn statistics<T: Stored>(x: &[T], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
     let (rows, c, m) = (shape.n * shape.s, shape.c, shape.per_channel());
     let blocks: Vec<(usize, Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
         .into_par_iter()
@@ -104,7 +95,7 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
                     for r in block.clone() {
                         let xs = row(x, r, c);
                         for j in 0..c {
-                            sum[j] += xs[j];
+                            sum[j] += xs[j].value();
                         }
                     }
                     let mean: Vec<f32> = sum.iter().map(|&s| s / count as f32).collect();
@@ -112,7 +103,8 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
                     for r in block {
                         let xs = row(x, r, c);
                         for j in 0..c {
-                            squares[j] += (xs[j] - mean[j]) * (xs[j] - mean[j]);
+                            let d = xs[j].value() - mean[j];
+                            squares[j] += d * d;
                         }
                     }
                 },
@@ -140,8 +132,8 @@ pub fn statistics(x: &[f32], shape: NcsShape) -> (Vec<f32>, Vec<f32>) {
 /// `y = γ·(x − mean)/√(var + ε) + β` with the given statistics, then `activation` (as
 /// [`super::normalize`]).
 #[allow(clippy::too_many_arguments)]
-pub fn normalize(
-    x: &[f32],
+pub fn normalize<T: Stored>(
+    x: &[T],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
@@ -156,8 +148,8 @@ pub fn normalize(
 /// [`normalize`] with each output written as `store(y)`: f32 as it is, or rounded to bf16.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn normalize_as<T: Send>(
-    x: &[f32],
+fn normalize_as<T: Stored, U: Send>(
+    x: &[T],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
@@ -165,8 +157,8 @@ fn normalize_as<T: Send>(
     var: &[f32],
     eps: f64,
     activation: Activation,
-    store: impl Fn(f32) -> T + Sync,
-) -> Vec<T> {
+    store: impl Fn(f32) -> U + Sync,
+) -> Vec<U> {
     let (scale, shift) = scale_and_shift(gamma, beta, mean, var, eps);
     let c = shape.c;
     fill_rows(
@@ -176,9 +168,11 @@ fn normalize_as<T: Send>(
         |r, out| {
             let terms = out.iter_mut().zip(row(x, r, c)).zip(scale.iter().zip(&shift));
             match activation {
-                Activation::Identity => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(v * a + b))),
-                Activation::Relu => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(relu(v * a + b)))),
-                Activation::Sigmoid => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(logistic(v * a + b)))),
+                Activation::Identity => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(v.value() * a + b))),
+                Activation::Relu => terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(relu(v.value() * a + b)))),
+                Activation::Sigmoid => {
+                    terms.for_each(|((o, &v), (&a, &b))| _ = o.write(store(logistic(v.value() * a + b))))
+                }
             }
         },
     )
@@ -186,8 +180,8 @@ fn normalize_as<T: Send>(
 
 /// [`forward_train`] with the output rounded to bf16 as it is written: the values a bf16
 /// convolution reads, at half the memory traffic, and no conversion of its own.
-pub fn forward_train_to_bf16(
-    x: &[f32],
+pub fn forward_train_to_bf16<T: Stored>(
+    x: &[T],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
@@ -201,8 +195,8 @@ pub fn forward_train_to_bf16(
 
 /// Training-mode forward, then `activation`: the output and the batch's mean and biased
 /// variance (as [`super::forward_train`]).
-pub fn forward_train(
-    x: &[f32],
+pub fn forward_train<T: Stored>(
+    x: &[T],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
@@ -217,8 +211,8 @@ pub fn forward_train(
 /// Gradients of the training-mode forward, with its ReLU where `relu`: (dx, dγ, dβ), as
 /// [`super::backward_train`]. Along a row ∂β and Σ dy·(x − μ) come in one pass.
 #[allow(clippy::too_many_arguments)]
-pub fn backward_train(
-    x: &[f32],
+pub fn backward_train<T: Stored>(
+    x: &[T],
     shape: NcsShape,
     gamma: &[f32],
     beta: &[f32],
@@ -245,15 +239,16 @@ pub fn backward_train(
             match relu {
                 true => {
                     for j in 0..c {
-                        let g = relu_grad(xs[j] * scale[j] + shift[j], gs[j]);
+                        let v = xs[j].value();
+                        let g = relu_grad(v * scale[j] + shift[j], gs[j]);
                         db[j] += g;
-                        s[j] += g * (xs[j] - mean[j]);
+                        s[j] += g * (v - mean[j]);
                     }
                 }
                 false => {
                     for j in 0..c {
                         db[j] += gs[j];
-                        s[j] += gs[j] * (xs[j] - mean[j]);
+                        s[j] += gs[j] * (xs[j].value() - mean[j]);
                     }
                 }
             }
@@ -274,13 +269,14 @@ pub fn backward_train(
             match relu {
                 true => {
                     for j in 0..c {
-                        let g = relu_grad(xs[j] * k[j] + shift[j], gs[j]);
-                        out[j].write(k[j] * (g - a[j] - (xs[j] - mean[j]) * b[j]));
+                        let v = xs[j].value();
+                        let g = relu_grad(v * k[j] + shift[j], gs[j]);
+                        out[j].write(k[j] * (g - a[j] - (v - mean[j]) * b[j]));
                     }
                 }
                 false => {
                     for j in 0..c {
-                        out[j].write(k[j] * (gs[j] - a[j] - (xs[j] - mean[j]) * b[j]));
+                        out[j].write(k[j] * (gs[j] - a[j] - (xs[j].value() - mean[j]) * b[j]));
                     }
                 }
             }
@@ -367,10 +363,49 @@ mod tests {
         assert!(round_to_bf16(f32::NAN).is_nan());
     }
 
+    /// A bf16 batch gives exactly what its values widened to f32 give, in every function.
+    #[test]
+    fn a_bf16_batch_reads_as_its_f32_values() {
+        for shape in SHAPES {
+            let len = shape.n * shape.c * shape.s;
+            let x16: Vec<bf16> = pattern(len, 1).iter().map(|v| bf16::from_f32(2.0 * v + 0.5)).collect();
+            let x: Vec<f32> = x16.iter().map(|v| v.to_f32()).collect();
+            assert!(x16.iter().zip(&x).all(|(&h, &f)| h.value() == f));
+            let (dy, gamma, beta) = (pattern(len, 2), pattern(shape.c, 3), pattern(shape.c, 4));
+            for activation in [Activation::Identity, Activation::Relu, Activation::Sigmoid] {
+                let what = format!("{shape:?} {activation:?}");
+                assert!(
+                    forward_train(&x16, shape, &gamma, &beta, 1e-5, activation)
+                        == forward_train(&x, shape, &gamma, &beta, 1e-5, activation),
+                    "{what}: forward"
+                );
+                assert!(
+                    forward_train_to_bf16(&x16, shape, &gamma, &beta, 1e-5, activation)
+                        == forward_train_to_bf16(&x, shape, &gamma, &beta, 1e-5, activation),
+                    "{what}: forward to bf16"
+                );
+                let var: Vec<f32> = gamma.iter().map(|v| v.abs()).collect();
+                assert!(
+                    normalize(&x16, shape, &gamma, &beta, &beta, &var, 1e-5, activation)
+                        == normalize(&x, shape, &gamma, &beta, &beta, &var, 1e-5, activation),
+                    "{what}: evaluation"
+                );
+            }
+            let (mean, var) = statistics(&x16, shape);
+            for relu in [false, true] {
+                assert!(
+                    backward_train(&x16, shape, &gamma, &beta, &mean, &var, 1e-5, relu, &dy)
+                        == backward_train(&x, shape, &gamma, &beta, &mean, &var, 1e-5, relu, &dy),
+                    "{shape:?}: backward, relu {relu}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn an_empty_batch_has_an_empty_output() {
         let shape = NcsShape { n: 0, c: 4, s: 9 };
-        let (y, mean, _) = forward_train(&[], shape, &[1.0; 4], &[0.0; 4], 1e-5, Activation::Relu);
+        let (y, mean, _) = forward_train::<f32>(&[], shape, &[1.0; 4], &[0.0; 4], 1e-5, Activation::Relu);
         assert!(y.is_empty() && mean.len() == 4);
     }
 }
