@@ -164,3 +164,32 @@ fn a_bf16_concatenation_reads_as_its_values_in_f32() {
     };
     assert_eq!(eval(cat16), eval(widened), "evaluation");
 }
+
+/// A network's first convolution (one input channel) runs its forward in bf16 and its
+/// backward in f32, where oneDNN is faster for it: the f32 gradients to the bit, from the f32
+/// input, which is what it keeps. A convolution of two channels keeps computing in bf16.
+#[test]
+fn a_first_convolution_keeps_its_input_and_has_f32_gradients() {
+    if !bf16_on() {
+        return;
+    }
+    let last = Layout::ChannelsLast;
+    for c_in in [1, 2] {
+        let g = ConvGeometry { batch: 4, c_in, h: 20, w: 20, c_out: 8, kh: 7, kw: 7, stride: [2, 2], padding: [3, 3] };
+        let x: Vec<f32> = (0..4 * c_in * 400).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+        let w: Vec<f32> = (0..8 * c_in * 49).map(|i| ((i * 13) % 29) as f32 / 30.0 - 0.5).collect();
+        let dy: Vec<f32> = (0..4 * 8 * 100).map(|i| ((i * 7) % 23) as f32 / 11.0 - 1.0).collect();
+        let kept = conv::forward_keeping_input(&x, &w, &[0.0; 8], &g, last);
+        let grads = conv::backward(&x, &w, &dy, &g, true, last);
+        let in_f32 = onednn::backward_in(&x, &w, &dy, &g, true, false, last).unwrap();
+        let in_bf16 = onednn::backward_in(&x, &w, &dy, &g, true, true, last).unwrap();
+        assert!(in_f32 != in_bf16, "the example must tell bf16 from f32");
+        if c_in == 1 {
+            assert!(kept.is_none(), "one channel: x itself is kept");
+            assert!(grads == in_f32, "one channel: the gradients are not f32's");
+        } else {
+            assert!(kept.is_some(), "two channels: the bf16 copy is kept");
+            assert!(grads == in_bf16, "two channels: the gradients are not bf16's");
+        }
+    }
+}

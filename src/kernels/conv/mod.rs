@@ -69,6 +69,14 @@ fn on_onednn(g: &ConvGeometry) -> bool {
     onednn::is_enabled() && (onednn::is_bf16() || !direct::fits(g) || onednn::has_avx512())
 }
 
+/// Whether the backward of `g` runs in bf16, in bf16 training: all but a convolution of one
+/// input channel (a network's first), whose bf16 weight gradient oneDNN computes 2–5× slower
+/// than its f32 one (measured on the Xeon with AMX, batch 32: DenseNet's 7×7 stem at 96×96,
+/// 4.9 ms against 2.4; at 32×32, 1.2 against 0.25). Its forward stays bf16.
+fn bf16_backward(g: &ConvGeometry) -> bool {
+    onednn::is_bf16() && g.c_in > 1
+}
+
 /// Y = conv(X, W) + b, X: N×Cin×H×W, W: Cout×Cin×kh×kw, b: Cout, Y: N×Cout×H'×W', X and Y
 /// in `layout`, by oneDNN or deepcnn's own kernels ([`on_onednn`]). oneDNN reads and writes
 /// channels-last activations as they are; the other kernels compute in NCHW, so channels-last
@@ -105,7 +113,7 @@ pub fn forward_keeping_input(
     g: &ConvGeometry,
     layout: Layout,
 ) -> Option<(Vec<f32>, Vec<bf16>)> {
-    let bf16_channels_last = onednn::is_bf16() && onednn_layout(layout) == Layout::ChannelsLast;
+    let bf16_channels_last = bf16_backward(g) && onednn_layout(layout) == Layout::ChannelsLast;
     if g.batch == 0 || layout != Layout::ChannelsLast || !bf16_channels_last || single_pixel::fits(g) || !on_onednn(g) {
         return None;
     }
@@ -207,7 +215,7 @@ pub fn backward(
         let onednn_layout = onednn_layout(layout);
         let x = convert(x, g.batch, g.c_in, s, layout, onednn_layout);
         let dy = convert(dy, g.batch, g.c_out, p, layout, onednn_layout);
-        match onednn::backward_in(&x, weight, &dy, g, input_grad, onednn::is_bf16(), onednn_layout) {
+        match onednn::backward_in(&x, weight, &dy, g, input_grad, bf16_backward(g), onednn_layout) {
             Ok((dx, dw, db)) => return (dx.map(|dx| into_layout(dx, onednn_layout)), dw, db),
             Err(e) => warn_fallback(&e),
         }
@@ -215,7 +223,7 @@ pub fn backward(
     let x = convert(x, g.batch, g.c_in, s, layout, Layout::Nchw);
     let dy = convert(dy, g.batch, g.c_out, p, layout, Layout::Nchw);
     let (dx, dw, db) = if single_pixel::fits(g) {
-        let bf16 = onednn::is_bf16();
+        let bf16 = bf16_backward(g);
         let dx = input_grad.then(|| single_pixel::input_grad(weight, &dy, g, bf16));
         (dx, single_pixel::weight_grad(&x, &dy, g, bf16), bias_grad(&dy, g))
     } else {
