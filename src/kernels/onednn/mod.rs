@@ -496,6 +496,34 @@ mod tests {
         }
     }
 
+    /// A 1×1 convolution's weight gradient in bf16 with channels-last activations (a matrix
+    /// product in the shim) is the f32 one to bf16's rounding, the same bits again, and the
+    /// same with or without ∂X, from X in f32 or its kept bf16 copy.
+    #[test]
+    fn a_one_by_one_weight_gradient_in_bf16_is_the_f32_one_rounded() {
+        if !has_bf16_kernels() {
+            return;
+        }
+        let last = Layout::ChannelsLast;
+        for g in [geometry(3, 24, 6, 12, 1, 1, 0), geometry(2, 40, 5, 20, 1, 1, 0)] {
+            let x = values(g.batch * g.c_in * g.h * g.w, 1);
+            let (w, b) = (values(weight_len(&g), 2), values(g.c_out, 3));
+            let dy = values(g.batch * g.c_out * g.h * g.w, 4);
+            let (dw, db) = backward_weights_in(&x, &dy, &g, true, last).unwrap();
+            let (dw32, db32) = backward_weights_in(&x, &dy, &g, false, last).unwrap();
+            let l = (g.batch * g.h * g.w) as f32;
+            let (diff, diff_b) = (max_diff(&dw, &dw32), max_diff(&db, &db32));
+            assert!(diff > 0.0 && diff < l * 2f32.powi(-7), "{g:?}: ∂W {diff}");
+            assert!(diff_b < l * 2f32.powi(-7), "{g:?}: ∂b {diff_b}");
+            assert_eq!(backward_weights_in(&x, &dy, &g, true, last).unwrap(), (dw.clone(), db.clone()), "{g:?}: again");
+            let (_, kept) = forward_keeping_input(&x, &w, &b, &g).unwrap();
+            for input_grad in [true, false] {
+                let (_, dw_kept, db_kept) = backward_from_kept_input(&kept, &w, &dy, &g, input_grad).unwrap();
+                assert_eq!((dw_kept, db_kept), (dw.clone(), db.clone()), "{g:?}: from the kept X, ∂X {input_grad}");
+            }
+        }
+    }
+
     /// Where a tap of the kernel never meets the image (a 1×1 image under a 3×3 kernel with
     /// stride 2), its weight gradient is 0, not whatever the memory held: oneDNN's bf16 AMX
     /// kernel sums parts of them from its scratchpad that it never writes, so the scratchpad
