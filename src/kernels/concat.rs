@@ -119,6 +119,24 @@ pub fn split_channels(grad: &[f32], n: usize, [ca, cb]: [usize; 2], s: usize, la
     (a, b)
 }
 
+/// The second part of [`split_channels`] alone: the gradient of `b`.
+pub fn second_part(grad: &[f32], n: usize, [ca, cb]: [usize; 2], s: usize, layout: Layout) -> Vec<f32> {
+    let ((rows, la), (_, lb)) = (self::rows(n, ca, s, layout), self::rows(n, cb, s, layout));
+    assert_eq!(grad.len(), rows * (la + lb), "second_part: a gradient of the wrong length");
+    let mut b = Vec::with_capacity(rows * lb);
+    if rows * lb > 0 {
+        let tasks = b.spare_capacity_mut()[..rows * lb].par_chunks_mut(ROWS_PER_TASK * lb);
+        tasks.zip(grad.par_chunks(ROWS_PER_TASK * (la + lb))).for_each(|(b, g)| {
+            for (r, row) in g.chunks_exact(la + lb).enumerate() {
+                copy(&row[la..], &mut b[r * lb..][..lb]);
+            }
+        });
+    }
+    // SAFETY: every row was written whole above.
+    unsafe { b.set_len(rows * lb) };
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +160,8 @@ mod tests {
             assert_eq!(to_nchw(&cat_last, n, ca + cb, s), cat);
             assert_eq!(split_channels(&cat, n, [ca, cb], s, Layout::Nchw), (a.clone(), b.clone()));
             assert_eq!(split_channels(&cat_last, n, [ca, cb], s, Layout::ChannelsLast), (last(&a, ca), last(&b, cb)));
+            assert_eq!(second_part(&cat_last, n, [ca, cb], s, Layout::ChannelsLast), last(&b, cb));
+            assert_eq!(second_part(&cat, n, [ca, cb], s, Layout::Nchw), b);
             // In bf16: the f32 concatenation rounded, from f32 or bf16 parts alike.
             let rounded = |x: &[f32]| -> Vec<bf16> { x.iter().map(|&v| bf16::from_f32(v)).collect() };
             let want = rounded(&cat_last);

@@ -478,6 +478,17 @@ impl FastOps for Flex {
 
     fn fast_split_channels(grad: FlexTensor, [ca, cb]: [usize; 2]) -> ChannelSplit<Self> {
         let d = dims(&grad);
+        if let Some(storage) = channels_last_storage(&grad) {
+            // Channels-last, the first part's gradient stays a view of the first `ca` channels
+            // of each row: autodiff adds it to the batch normalization's gradient of the same
+            // tensor (the vendored burn-flex reads such a view row by row), so it is never
+            // copied. The second part, which a convolution reads, is.
+            let second = profile::timed(Kernel::Concat, Pass::Backward, || {
+                concat::second_part(storage, d[0], [ca, cb], d[2] * d[3], Layout::ChannelsLast)
+            });
+            let second = flex_in(second, &[d[0], cb, d[2], d[3]], Layout::ChannelsLast);
+            return ChannelSplit { first: grad.narrow(1, 0, ca), second };
+        }
         let (grad, layout) = f32s_in_layout(&grad);
         let (a, b) = profile::timed(Kernel::Concat, Pass::Backward, || {
             concat::split_channels(&grad, d[0], [ca, cb], d[2] * d[3], layout)
@@ -601,8 +612,12 @@ mod tests {
         );
         let cat = Flex::fast_cat_channels(last(), other(), false);
         let split = Flex::fast_split_channels(cat.clone(), [8, 3]);
-        check("first part", split.first, plain());
+        // The first part is a view of the first 8 channels of the gradient's rows, no copy.
+        assert_eq!(split.first.layout().strides(), &[42 * 11, 1, 7 * 11, 11], "first part: not a view");
+        assert_eq!(&f32s(&split.first)[..], &nchw[..], "first part");
         check("second part", split.second, other());
+        // Added to a channels-last gradient (autodiff's sum), it gives that gradient's layout.
+        check("first part added", Flex::float_add(split.first, last()), Flex::float_add(plain(), plain()));
         if onednn::has_channels_last_kernels() {
             let (w, b) = (flex(pattern(4 * 8 * 9, 8), &[4, 8, 3, 3]), flex(pattern(4, 9), &[4]));
             let conv = |x| Flex::gemm_conv2d(x, w.clone(), b.clone(), [1, 1, 1, 1]);

@@ -116,10 +116,12 @@ where
         return rhs;
     }
 
-    // deepcnn's patch: both operands dense in one and the same memory order
-    // (two channels-last activations, an N×H×W×C buffer viewed as N×C×H×W):
-    // the elementwise op is a slice op in storage order, SIMD and parallel
-    // like the contiguous paths above, instead of the serial nest walk.
+    // deepcnn's patch: an elementwise op whose operands walk in one memory order in rows
+    // of one contiguous run each — both dense in one order (two channels-last activations,
+    // N×H×W×C buffers viewed as N×C×H×W), or a dense destination and a source whose rows are
+    // a part of longer ones (a channel range of a channels-last buffer: the gradient of a
+    // concatenation's part, which deepcnn leaves as a view). The op is the SIMD slice kernel
+    // row by row, in parallel over rows, instead of the serial loop nest.
     if let Some(simd_op) = simd_hint {
         for swapped in [false, true] {
             let (dst, src) = if swapped { (&rhs, &lhs) } else { (&lhs, &rhs) };
@@ -129,21 +131,40 @@ where
             let Some(nest) = crate::zip::collapse_for_zip_inplace(dst.layout(), src.layout()) else {
                 continue;
             };
-            let (len, _, src_stride) = if nest.ndim == 1 { nest.inner() } else { continue };
-            if !nest.lhs_is_dense_from_zero() || src_stride != 1 {
+            let Some((rows, len, src_row_stride)) = row_runs(&nest) else {
                 continue;
-            }
+            };
             let src_start = nest.rhs_offset;
             let (mut dst, src) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
-            let s_slice: &[f32] = &src.storage()[src_start..src_start + len];
-            let d_slice = &mut dst.storage_mut()[..len];
-            match (simd_op, swapped) {
-                (BinaryOp::Add, _) => simd::add_inplace_f32(d_slice, s_slice),
-                (BinaryOp::Mul, _) => simd::mul_inplace_f32(d_slice, s_slice),
-                (BinaryOp::Sub, false) => simd::sub_inplace_f32(d_slice, s_slice),
-                (BinaryOp::Sub, true) => simd::rsub_inplace_f32(d_slice, s_slice),
-                (BinaryOp::Div, false) => simd::div_inplace_f32(d_slice, s_slice),
-                (BinaryOp::Div, true) => simd::rdiv_inplace_f32(d_slice, s_slice),
+            let src_storage: &[f32] = src.storage();
+            let dst_storage = &mut dst.storage_mut()[..rows * len];
+            let row_op = |d: &mut [f32], s: &[f32]| match (simd_op, swapped) {
+                (BinaryOp::Add, _) => simd::add_inplace_f32(d, s),
+                (BinaryOp::Mul, _) => simd::mul_inplace_f32(d, s),
+                (BinaryOp::Sub, false) => simd::sub_inplace_f32(d, s),
+                (BinaryOp::Sub, true) => simd::rsub_inplace_f32(d, s),
+                (BinaryOp::Div, false) => simd::div_inplace_f32(d, s),
+                (BinaryOp::Div, true) => simd::rdiv_inplace_f32(d, s),
+            };
+            if rows == 1 {
+                row_op(dst_storage, &src_storage[src_start..src_start + len]);
+                return dst;
+            }
+            let src_row = |r: usize| &src_storage[src_start + r * src_row_stride..][..len];
+            #[cfg(feature = "rayon")]
+            {
+                use rayon::prelude::*;
+                // Tasks of at least 16K elements: parallel where it pays, like the slice kernels.
+                let rows_per_task = (16384 / len.max(1)).max(1);
+                dst_storage.par_chunks_mut(rows_per_task * len).enumerate().for_each(|(t, block)| {
+                    for (i, d) in block.chunks_exact_mut(len).enumerate() {
+                        row_op(d, src_row(t * rows_per_task + i));
+                    }
+                });
+            }
+            #[cfg(not(feature = "rayon"))]
+            for (r, d) in dst_storage.chunks_exact_mut(len).enumerate() {
+                row_op(d, src_row(r));
             }
             return dst;
         }
@@ -160,6 +181,23 @@ where
     // read-modify-write pass, while the nest reads both operands and
     // writes the output once.
     binary_op_typed(lhs, rhs, op)
+}
+
+/// The rows of an in-place nest whose destination is dense from index 0 and whose rows are
+/// contiguous runs on both sides: (rows, row length, the source's row stride). One run, or an
+/// outer dim of rows over the inner run (deepcnn's patch).
+#[cfg(feature = "simd")]
+fn row_runs(nest: &crate::zip::ZipNest) -> Option<(usize, usize, usize)> {
+    if !nest.lhs_is_dense_from_zero() || nest.rhs_strides[nest.ndim.max(1) - 1] != 1 {
+        return None;
+    }
+    match nest.ndim {
+        1 => Some((1, nest.shape[0], 0)),
+        2 if nest.rhs_strides[0] >= nest.shape[1] as isize => {
+            Some((nest.shape[0], nest.shape[1], nest.rhs_strides[0] as usize))
+        }
+        _ => None,
+    }
 }
 
 /// Fallback when SIMD is disabled.
