@@ -35,8 +35,9 @@ pub enum Precision {
     #[default]
     Fp32,
     /// Convolutions read bf16 inputs and accumulate in f32 (mixed precision, as PyTorch's
-    /// autocast); weights, Adam's state, batch normalization and the loss stay f32, and so do
-    /// checkpoints. On the CPU, where it has bf16 instructions (AVX512_BF16 or AMX).
+    /// autocast); weights, Adam's state, batch normalization's arithmetic and statistics and the
+    /// loss stay f32, and so do checkpoints; DenseNet's concatenations are kept in bf16. On the
+    /// CPU, where it has bf16 instructions (AVX512_BF16 or AMX).
     Bf16,
 }
 
