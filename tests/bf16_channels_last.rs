@@ -193,3 +193,35 @@ fn a_first_convolution_keeps_its_input_and_has_f32_gradients() {
         }
     }
 }
+
+/// Evaluation-mode batch normalization on an autodiff device (burn's composition, in f32) on
+/// a bf16 concatenation that another concatenation also reads: the tensor's two gradients are
+/// both f32 and add up (burn's cast would have passed a bf16 one back), to the gradients of
+/// the same graph on the f32 values.
+#[test]
+fn a_bf16_concatenation_read_in_evaluation_mode_has_f32_gradients() {
+    use deepcnn::kernels::{batch_norm, cat_channels, cat_channels_for_batch_norm};
+    if !bf16_on() {
+        return;
+    }
+    let device = Device::flex().autodiff();
+    let random = |shape: [usize; 4]| Tensor::<4>::random(shape, Distribution::Normal(0.5, 1.0), &device);
+    let (a, b) =
+        (channels_last(random([2, 12, 5, 5])).require_grad(), channels_last(random([2, 4, 5, 5])).require_grad());
+    let vector = |n| Tensor::<1>::random([n], Distribution::Normal(0.5, 1.0), &device);
+    let (gamma, beta, mean, var) = (vector(16), vector(16), vector(16), vector(16).abs());
+    let weights = random([2, 16, 5, 5]);
+    let loss = |x: Tensor<4>| {
+        let y = batch_norm(x.clone(), gamma.clone(), beta.clone(), mean.clone(), var.clone(), 1e-5, Activation::Relu);
+        let z = cat_channels(x, b.clone());
+        (y * weights.clone()).sum() + z.cast(DType::F32).sum()
+    };
+    let cat16 = cat_channels_for_batch_norm(a.clone(), b.clone());
+    assert_eq!(cat16.dtype(), DType::BF16);
+    let widened = channels_last(Tensor::<4>::from_data(cat16.to_data().convert::<f32>(), &device)).require_grad();
+    let (g16, g32) = (loss(cat16).backward(), loss(widened.clone()).backward());
+    let da = a.grad(&g16).expect("∂a");
+    assert_eq!(da.dtype(), DType::F32);
+    let want = widened.grad(&g32).unwrap().narrow(1, 0, 12);
+    assert!(relative_diff(da, want) < 1e-6, "∂a differs from the f32 graph's");
+}

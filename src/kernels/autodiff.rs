@@ -133,11 +133,8 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         // Evaluation mode on an autodiff device (rare: evaluation normally runs on `valid()`):
         // burn's differentiable composition, in f32 (x may be a bf16 concatenation).
-        use burn::backend::ops::{ActivationOps, FloatTensorOps};
-        let x = match burn::backend::TensorMetadata::dtype(&x) {
-            burn::tensor::DType::BF16 => <Self as FloatTensorOps<Self>>::float_cast(x, burn::tensor::FloatDType::F32),
-            _ => x,
-        };
+        use burn::backend::ops::ActivationOps;
+        let x = Self::fast_to_f32(x);
         let y = <Self as burn::backend::ops::ModuleOps<Self>>::batch_norm(x, gamma, beta, mean, variance, epsilon);
         match activation {
             Activation::Identity => y,
@@ -271,5 +268,13 @@ impl<B: Backend + FastOps, C: CheckpointStrategy> FastOps for Autodiff<B, C> {
 
     fn fast_split_channels(_grad: FloatTensor<Self>, _channels: [usize; 2]) -> ChannelSplit<Self> {
         unimplemented!("second derivatives of concatenation are not supported")
+    }
+
+    fn fast_to_f32(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Not burn's cast, whose backward casts the gradient to bf16: the other gradients of
+        // the same tensor are f32, and a sum of the two would mix types.
+        let inputs = [x.node()];
+        let output = B::fast_to_f32(x.into_primitive());
+        record::<B, C, _, 1>(inputs, (), output, |(), grad, _| [grad])
     }
 }

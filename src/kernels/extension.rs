@@ -169,6 +169,11 @@ pub trait FastOps: Backend {
     fn fast_cat_channels(a: FloatTensor<Self>, b: FloatTensor<Self>, bf16_output: bool) -> FloatTensor<Self>;
 
     /// Gradients of [`FastOps::fast_cat_channels`] for its inputs of `channels` channels, in the
-    /// layout of `grad`.
+    /// layout of `grad`; a channels-last `grad`'s first part may be a view of its first
+    /// channels (Flex: no copy, for autodiff's sum with the other gradient of the same tensor).
     fn fast_split_channels(grad: FloatTensor<Self>, channels: [usize; 2]) -> ChannelSplit<Self>;
+
+    /// `x` in f32 (a bf16 activation, where an operation without a bf16 path reads it), its
+    /// gradient passed back as it comes (f32, as every activation's gradient is).
+    fn fast_to_f32(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }

@@ -1,6 +1,7 @@
 //! [`FastOps`] on burn's Flex CPU backend: each operation reads its tensors as f32 slices (a
-//! copy only for strided views), runs deepcnn's kernel, timed for profiles, and wraps the
-//! result as a tensor. Convolutions, batch normalization, pooling and concatenation work in
+//! copy only for strided views; batch normalization and concatenation also read bf16
+//! channels-last batches as they are), runs deepcnn's kernel, timed for profiles, and wraps
+//! the result as a tensor. Convolutions, batch normalization, pooling and concatenation work in
 //! the layout of their input ([`layout`]): a channels-last input gives a channels-last output
 //! and gradient, and any other tensor they read (an output's gradient, the second part of a
 //! concatenation) is brought into that layout first. The sigmoid reads NCHW.
@@ -24,9 +25,14 @@ use super::profile::{self, Pass};
 use super::{activation, adam, concat, ema, pool, Kernel};
 
 /// `t` in f32: a bf16 tensor (a bf16 concatenation or batch normalization output, where an
-/// operation without a bf16 path reads it) widened, in its own layout.
+/// operation without a bf16 path reads it) widened; a channels-last one stays channels-last.
 fn widened(t: &FlexTensor) -> FlexTensor {
-    <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(t.clone(), burn::tensor::FloatDType::F32)
+    match channels_last_bf16(t) {
+        Some(values) => flex_in(values.iter().map(|v| v.value()).collect(), &dims(t), Layout::ChannelsLast),
+        None => {
+            <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_cast(t.clone(), burn::tensor::FloatDType::F32)
+        }
+    }
 }
 
 /// `t`'s values in NCHW order: borrowed where they lie so, else a copy.
@@ -498,6 +504,13 @@ impl FastOps for Flex {
             second: flex_in(b, &[d[0], cb, d[2], d[3]], layout),
         }
     }
+
+    fn fast_to_f32(x: FlexTensor) -> FlexTensor {
+        match x.dtype() {
+            DType::BF16 => widened(&x),
+            _ => x,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -542,6 +555,39 @@ mod tests {
                     assert_eq!(channels_last_storage(&kept), Some(&a[..]), "{what}: the shared operand changed");
                 }
             }
+        }
+    }
+
+    /// A dense channels-last operand and a view of a channel range of a wider channels-last
+    /// buffer (rows that are part of longer ones, at a start offset): each op, with the view on
+    /// either side, gives the values of the op on the two as NCHW vectors, in the dense
+    /// operand's buffer and layout.
+    #[test]
+    fn a_view_of_channels_combines_with_a_dense_tensor_in_place() {
+        type Op = fn(FlexTensor, FlexTensor) -> FlexTensor;
+        type Reference = fn(f32, f32) -> f32;
+        let (n, wide, c, s) = (2, 11, 5, 42);
+        let buffer: Vec<f32> = (0..n * wide * s).map(|i| i as f32 * 0.25 + 1.0).collect();
+        let dense: Vec<f32> = (0..n * c * s).map(|i| 3.0 - i as f32 * 0.125).collect();
+        let view = || flex_in(buffer.clone(), &[n, wide, 6, 7], Layout::ChannelsLast).narrow(1, 3, c);
+        let plain_view: Vec<f32> = f32s(&view()).into_owned();
+        assert_eq!(plain_view.len(), n * c * s);
+        let last = || flex_in(layout::to_channels_last(&dense, n, c, s), &[n, c, 6, 7], Layout::ChannelsLast);
+        let ops: [(&str, Op, Reference); 4] = [
+            ("add", Flex::float_add, |x, y| x + y),
+            ("sub", Flex::float_sub, |x, y| x - y),
+            ("mul", Flex::float_mul, |x, y| x * y),
+            ("div", Flex::float_div, |x, y| x / y),
+        ];
+        for (name, op, want) in ops {
+            let view_left = op(view(), last());
+            let expected: Vec<f32> = plain_view.iter().zip(&dense).map(|(&v, &d)| want(v, d)).collect();
+            assert_eq!(layout_of(&view_left), Layout::ChannelsLast, "{name}, view on the left");
+            assert_eq!(&f32s(&view_left)[..], &expected[..], "{name}, view on the left");
+            let view_right = op(last(), view());
+            let expected: Vec<f32> = dense.iter().zip(&plain_view).map(|(&d, &v)| want(d, v)).collect();
+            assert_eq!(layout_of(&view_right), Layout::ChannelsLast, "{name}, view on the right");
+            assert_eq!(&f32s(&view_right)[..], &expected[..], "{name}, view on the right");
         }
     }
 

@@ -150,10 +150,11 @@ fn bf16_activations() -> bool {
 }
 
 /// `x` in f32, for burn's operations (a bf16 concatenation's output, where a kernel that
-/// reads bf16 does not apply).
+/// reads bf16 does not apply). bf16 activations exist on Flex only, so the extension's
+/// conversion applies: its gradient stays f32, as the tensor's other gradients are.
 fn in_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     match x.dtype() {
-        DType::BF16 => x.cast(DType::F32),
+        DType::BF16 => Tensor::from_dispatch(<Dispatch as FastOps>::fast_to_f32(x.into_dispatch())),
         _ => x,
     }
 }

@@ -69,10 +69,11 @@ fn on_onednn(g: &ConvGeometry) -> bool {
     onednn::is_enabled() && (onednn::is_bf16() || !direct::fits(g) || onednn::has_avx512())
 }
 
-/// Whether the backward of `g` runs in bf16, in bf16 training: all but a convolution of one
-/// input channel (a network's first), whose bf16 weight gradient oneDNN computes 2–5× slower
-/// than its f32 one (measured on the Xeon with AMX, batch 32: DenseNet's 7×7 stem at 96×96,
-/// 4.9 ms against 2.4; at 32×32, 1.2 against 0.25). Its forward stays bf16.
+/// Whether the backward of `g` from an f32 X runs in bf16, in bf16 training: all but a
+/// convolution of one input channel (a network's first), whose bf16 weight gradient oneDNN
+/// computes 2–5× slower than its f32 one (measured on the Xeon with AMX, batch 32: DenseNet's
+/// 7×7 stem at 96×96, 4.9 ms against 2.4; at 32×32, 1.2 against 0.25). Its forward stays
+/// bf16. (An X given in bf16, batch normalization's output, is read in bf16 either way.)
 fn bf16_backward(g: &ConvGeometry) -> bool {
     onednn::is_bf16() && g.c_in > 1
 }

@@ -509,6 +509,9 @@ mod tests {
             let x = values(g.batch * g.c_in * g.h * g.w, 1);
             let (w, b) = (values(weight_len(&g), 2), values(g.c_out, 3));
             let dy = values(g.batch * g.c_out * g.h * g.w, 4);
+            let names = implementations(&g, true, last).unwrap();
+            assert!(names[2].starts_with("matmul:"), "{g:?}: the weight gradient is {}", names[2]);
+            assert!(!implementations(&g, true, Layout::Nchw).unwrap()[2].starts_with("matmul:"));
             let (dw, db) = backward_weights_in(&x, &dy, &g, true, last).unwrap();
             let (dw32, db32) = backward_weights_in(&x, &dy, &g, false, last).unwrap();
             let l = (g.batch * g.h * g.w) as f32;

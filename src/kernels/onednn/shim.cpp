@@ -370,6 +370,7 @@ bool weights_by_matmul(const Geom &g) {
 struct MatmulEntry {
     std::mutex mu; // one execution at a time: the buffers are shared
     Prim dw_mm, db_mm;
+    std::string impl; // "matmul:" and oneDNN's name for the dW product
     memory::desc dy_rows, dy_cols, x_rows, ones_md, dw_md, db_md; // bf16 operands, f32 results
     Prim dy_reo, x_reo; // f32 → bf16, for a dy (and an x) given in f32
     memory dy16, x16, ones;
@@ -385,7 +386,9 @@ std::unique_ptr<MatmulEntry> make_matmul_entry(const Geom &g) {
     e->ones_md = memory::desc({1, p}, dt::bf16, tag::ab);
     e->dw_md = memory::desc({g.c_out, g.c_in}, dt::f32, tag::ab); // OIHW of a 1×1 kernel
     e->db_md = memory::desc({1, g.c_out}, dt::f32, tag::ab);
-    e->dw_mm = Prim(matmul::primitive_desc(matmul::desc(e->dy_cols, e->x_rows, e->dw_md), attr, eng()));
+    const matmul::primitive_desc dw_pd(matmul::desc(e->dy_cols, e->x_rows, e->dw_md), attr, eng());
+    e->dw_mm = Prim(dw_pd);
+    e->impl = std::string("matmul:") + dw_pd.impl_info_str();
     e->db_mm = Prim(matmul::primitive_desc(matmul::desc(e->ones_md, e->dy_rows, e->db_md), attr, eng()));
     const auto f32_rows = [](memory::dim r, memory::dim c) { return memory::desc({r, c}, dt::f32, tag::ab); };
     e->dy_reo = Prim(reorder::primitive_desc(eng(), f32_rows(p, g.c_out), eng(), e->dy_rows, attr));
@@ -544,7 +547,8 @@ const char *dcnn_conv2d_impl(int pass, const int *geom) {
     guarded("dcnn_conv2d_impl", [&] {
         const Geom g = geometry(geom);
         check(g, {});
-        name = lookup(pass, g).impl.c_str();
+        name = pass == DCNN_PASS_BACKWARD_WEIGHTS && weights_by_matmul(g) ? lookup_matmul(g).impl.c_str()
+                                                                          : lookup(pass, g).impl.c_str();
     });
     return name;
 }

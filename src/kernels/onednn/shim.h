@@ -63,8 +63,10 @@ int dcnn_conv2d_backward(const float *x, const uint16_t *x_bf16, const float *w,
 const char *dcnn_last_error(void);
 
 /* oneDNN's implementation name for a pass (DCNN_PASS_*) and geometry, e.g.
- * "jit:avx512_core"; creates and caches the primitive if needed. NULL on
- * failure. The string lives as long as the process. */
+ * "jit:avx512_core" ("matmul:" and the matmul's name for the weight gradient of a
+ * 1x1, stride-1, unpadded convolution in bf16 with nhwc = 1, which is computed as a
+ * matrix product); creates and caches the primitive if needed. NULL on failure.
+ * The string lives as long as the process. */
 const char *dcnn_conv2d_impl(int pass, const int *geometry);
 
 #ifdef __cplusplus

@@ -23,7 +23,8 @@ pub enum BinaryOp {
 /// Apply a binary operation element-wise to two tensors.
 ///
 /// Requires tensors to have the same shape. Uses SIMD acceleration for f32
-/// when available and both tensors are contiguous.
+/// when available and both tensors are contiguous, or (deepcnn's patch) walk in
+/// rows of one contiguous run each in one memory order.
 ///
 /// Pass `simd_hint` to enable direct SIMD dispatch for standard ops (add/sub/mul/div).
 /// Pass `None` for custom operations that have no SIMD fast path.
@@ -131,7 +132,7 @@ where
             let Some(nest) = crate::zip::collapse_for_zip_inplace(dst.layout(), src.layout()) else {
                 continue;
             };
-            let Some((rows, len, src_row_stride)) = row_runs(&nest) else {
+            let Some((rows, len, src_row_stride)) = row_runs(&nest).filter(|&(r, l, _)| r * l > 0) else {
                 continue;
             };
             let src_start = nest.rhs_offset;
