@@ -163,6 +163,19 @@ fn conv_geometry(x: &[usize], w: &[usize], geometry: [usize; 4]) -> ConvGeometry
     }
 }
 
+/// A batch as batch normalization's kernels read it: a bf16 channels-last batch (a bf16
+/// concatenation) as it is, with no f32 values; anything else in f32 and its layout, as
+/// [`f32s_in_layout`] gives them.
+fn batch_values(t: &FlexTensor) -> (Option<&[bf16]>, Cow<'_, [f32]>, Layout) {
+    match channels_last_bf16(t) {
+        Some(values) => (Some(values), Cow::Borrowed(&[]), Layout::ChannelsLast),
+        None => {
+            let (values, layout) = f32s_in_layout(t);
+            (None, values, layout)
+        }
+    }
+}
+
 /// Training-mode batch normalization of a channels-last batch stored in `T`, written in bf16
 /// where `bf16_output` (for a bf16 convolution), else in f32.
 #[allow(clippy::too_many_arguments)]
@@ -201,10 +214,10 @@ impl FastOps for Flex {
         bf16_output: bool,
     ) -> BatchNormTrainOutput<Self> {
         let shape = dims(&x);
-        if let Some(x) = channels_last_bf16(&x) {
+        let (x16, x, layout) = batch_values(&x);
+        if let Some(x) = x16 {
             return batch_norm_train_channels_last(x, &shape, &gamma, &beta, epsilon, activation, bf16_output);
         }
-        let (x, layout) = f32s_in_layout(&x);
         if layout == Layout::ChannelsLast {
             return batch_norm_train_channels_last(&x, &shape, &gamma, &beta, epsilon, activation, bf16_output);
         }
@@ -228,12 +241,7 @@ impl FastOps for Flex {
     ) -> LayerGrads<Self> {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        // A bf16 x (a bf16 concatenation) is read as it is, channels-last.
-        let x16 = channels_last_bf16(&x);
-        let (x32, layout) = match x16 {
-            Some(_) => (Cow::Borrowed(&[][..]), Layout::ChannelsLast),
-            None => f32s_in_layout(&x),
-        };
+        let (x16, x32, layout) = batch_values(&x);
         // A bf16 output's gradient may come back in bf16 (through burn's cast, where a
         // convolution could not read it as it is); `f32s_as` widens it.
         let (dx, dgamma, dbeta) = profile::timed(Kernel::BatchNorm, Pass::Backward, || {
@@ -265,11 +273,7 @@ impl FastOps for Flex {
     ) -> FlexTensor {
         let shape = dims(&x);
         let ncs = NcsShape::from_dims(&shape);
-        let x16 = channels_last_bf16(&x);
-        let (x32, layout) = match x16 {
-            Some(_) => (Cow::Borrowed(&[][..]), Layout::ChannelsLast),
-            None => f32s_in_layout(&x),
-        };
+        let (x16, x32, layout) = batch_values(&x);
         let y = profile::timed(Kernel::BatchNorm, Pass::Evaluation, || {
             let (gamma, beta, mean, var) = (f32s(&gamma), f32s(&beta), f32s(&mean), f32s(&variance));
             let (g, b, m, v) = (&gamma[..], &beta[..], &mean[..], &var[..]);
@@ -520,6 +524,15 @@ mod tests {
     use super::*;
     use crate::kernels::onednn;
 
+    /// burn's four elementwise ops on Flex, each with its definition on f32 values.
+    #[allow(clippy::type_complexity)]
+    const ELEMENTWISE_OPS: [(&str, fn(FlexTensor, FlexTensor) -> FlexTensor, fn(f32, f32) -> f32); 4] = [
+        ("add", Flex::float_add, |x, y| x + y),
+        ("sub", Flex::float_sub, |x, y| x - y),
+        ("mul", Flex::float_mul, |x, y| x * y),
+        ("div", Flex::float_div, |x, y| x / y),
+    ];
+
     /// Two channels-last tensors add in place, into a uniquely held one's N×H×W×C buffer (the
     /// vendored burn-flex's in-place op in memory order, `vendor/README.md`): the result keeps
     /// the layout, so autodiff's sums of channels-last gradients stay one dense pass. Without
@@ -527,19 +540,11 @@ mod tests {
     /// operand (the left one shared: the result goes into the right one's buffer).
     #[test]
     fn channels_last_tensors_add_in_place_and_keep_their_layout() {
-        type Op = fn(FlexTensor, FlexTensor) -> FlexTensor;
-        type Reference = fn(f32, f32) -> f32;
         let shape = [2, 3, 4, 5];
         let len = shape.iter().product::<usize>();
         let a: Vec<f32> = (0..len).map(|i| i as f32 + 1.0).collect();
         let b: Vec<f32> = (0..len).map(|i| 0.5 * i as f32 - 7.25).collect();
-        let ops: [(&str, Op, Reference); 4] = [
-            ("add", Flex::float_add, |x, y| x + y),
-            ("sub", Flex::float_sub, |x, y| x - y),
-            ("mul", Flex::float_mul, |x, y| x * y),
-            ("div", Flex::float_div, |x, y| x / y),
-        ];
-        for (name, op, want) in ops {
+        for (name, op, want) in ELEMENTWISE_OPS {
             for left_shared in [false, true] {
                 let lhs = flex_in(a.clone(), &shape, Layout::ChannelsLast);
                 let keep = left_shared.then(|| lhs.clone());
@@ -564,8 +569,6 @@ mod tests {
     /// operand's buffer and layout.
     #[test]
     fn a_view_of_channels_combines_with_a_dense_tensor_in_place() {
-        type Op = fn(FlexTensor, FlexTensor) -> FlexTensor;
-        type Reference = fn(f32, f32) -> f32;
         let (n, wide, c, s) = (2, 11, 5, 42);
         let buffer: Vec<f32> = (0..n * wide * s).map(|i| i as f32 * 0.25 + 1.0).collect();
         let dense: Vec<f32> = (0..n * c * s).map(|i| 3.0 - i as f32 * 0.125).collect();
@@ -573,13 +576,7 @@ mod tests {
         let plain_view: Vec<f32> = f32s(&view()).into_owned();
         assert_eq!(plain_view.len(), n * c * s);
         let last = || flex_in(layout::to_channels_last(&dense, n, c, s), &[n, c, 6, 7], Layout::ChannelsLast);
-        let ops: [(&str, Op, Reference); 4] = [
-            ("add", Flex::float_add, |x, y| x + y),
-            ("sub", Flex::float_sub, |x, y| x - y),
-            ("mul", Flex::float_mul, |x, y| x * y),
-            ("div", Flex::float_div, |x, y| x / y),
-        ];
-        for (name, op, want) in ops {
+        for (name, op, want) in ELEMENTWISE_OPS {
             let view_left = op(view(), last());
             let expected: Vec<f32> = plain_view.iter().zip(&dense).map(|(&v, &d)| want(v, d)).collect();
             assert_eq!(layout_of(&view_left), Layout::ChannelsLast, "{name}, view on the left");

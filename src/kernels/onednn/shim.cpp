@@ -503,18 +503,17 @@ int dcnn_conv2d_backward(const float *x, const uint16_t *x_bf16, const float *w,
         check(g, {src, w, dy, dw, db});
         if (weights_by_matmul(g)) {
             const void *dy_bf16 = nullptr;
+            std::unique_lock<std::mutex> ld; // held while the matmul reads the data pass's buffer
             if (dx) {
                 Entry &de = lookup(DCNN_PASS_BACKWARD_DATA, g);
-                std::lock_guard<std::mutex> ld(de.mu);
+                ld = std::unique_lock<std::mutex>(de.mu);
                 execute_locked(de, {(void *)w, (void *)dy, dx});
                 // The data pass's bf16 copy of dy is the matmul's operand where it is N×H×W×C_out.
                 const Arg &data_dy = arg(de, DNNL_ARG_DIFF_DST);
                 if (data_dy.needs_reorder && data_dy.prim_md == memory::desc(g.dst(), dt::bf16, tag::nhwc))
                     dy_bf16 = data_dy.buf.get_data_handle();
-                weights_matmul(g, x_bf16 ? nullptr : x, x_bf16, dy, dy_bf16, dw, db);
-                return;
             }
-            return weights_matmul(g, x_bf16 ? nullptr : x, x_bf16, dy, nullptr, dw, db);
+            return weights_matmul(g, x_bf16 ? nullptr : x, x_bf16, dy, dy_bf16, dw, db);
         }
         Entry &we = lookup(DCNN_PASS_BACKWARD_WEIGHTS, g);
         std::unordered_map<int, memory> ready;
